@@ -1,0 +1,3 @@
+from deepexposure.cli import main
+
+main()

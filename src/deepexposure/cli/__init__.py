@@ -1,0 +1,43 @@
+"""Command-line interface: one entry point, one sub-command per job.
+
+The CLI only parses arguments and calls the library. Every user-facing failure is raised as
+:class:`deepexposure.io.PhotoError` (or another ``DeepExposureError``) and reported as one line on
+stderr with exit code 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import click
+
+from deepexposure import __version__
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="deepexposure")
+def main() -> None:
+    """deepexposure: learn to expose photos, and expose them.
+
+    \b
+    Examples:
+      deepexposure enhance photo.jpg -o out/
+      deepexposure render photo.jpg --ev -1 --ev 1 --ev 2 -o out/
+      deepexposure segment photo.jpg -o overlay.png
+    """
+
+
+def _register() -> None:
+    """Attach sub-commands (each lives in its own module of this package)."""
+    import importlib
+
+    for name in ("render", "enhance", "train", "evaluate"):
+        try:
+            mod = importlib.import_module(f"deepexposure.cli.{name}")
+        except ModuleNotFoundError as exc:  # a sub-command module not written yet
+            if exc.name != f"deepexposure.cli.{name}":
+                raise
+            continue
+        for cmd in getattr(mod, "COMMANDS", []):
+            main.add_command(cmd)
+
+
+_register()
