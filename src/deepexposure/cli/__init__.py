@@ -29,7 +29,7 @@ def _register() -> None:
     """Attach sub-commands (each lives in its own module of this package)."""
     import importlib
 
-    for name in ("render", "enhance", "train", "evaluate"):
+    for name in ("render", "enhance", "train", "evaluate", "data"):
         try:
             mod = importlib.import_module(f"deepexposure.cli.{name}")
         except ModuleNotFoundError as exc:  # a sub-command module not written yet
