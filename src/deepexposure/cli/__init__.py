@@ -7,12 +7,35 @@ stderr with exit code 2, never a traceback.
 
 from __future__ import annotations
 
+import sys
+
 import click
 
 from deepexposure import __version__
+from deepexposure.errors import DeepExposureError
+
+#: Exit code for bad input / user errors (same as Click's usage errors).
+EXIT_USER_ERROR = 2
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+class _Group(click.Group):
+    """Click group that turns every :class:`DeepExposureError` into one line on stderr and exit code 2."""
+
+    def invoke(self, ctx: click.Context):  # noqa: D102 - behaviour described in the class docstring
+        try:
+            return super().invoke(ctx)
+        except DeepExposureError as exc:
+            click.echo(f"error: {exc}", err=True)
+            ctx.exit(EXIT_USER_ERROR)
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            ctx.exit(130)
+        except MemoryError:
+            click.echo("error: out of memory (try fewer --jobs or a smaller photo)", err=True)
+            ctx.exit(EXIT_USER_ERROR)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="deepexposure")
 def main() -> None:
     """deepexposure: learn to expose photos, and expose them.
@@ -25,7 +48,10 @@ def main() -> None:
     """
 
 
-def _register() -> None:
+def _register()
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main()) -> None:
     """Attach sub-commands (each lives in its own module of this package)."""
     import importlib
 
@@ -41,3 +67,6 @@ def _register() -> None:
 
 
 _register()
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

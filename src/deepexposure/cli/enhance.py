@@ -1,0 +1,63 @@
+"""``deepexposure enhance``: the shipped (or a given) policy fixes the exposure of photos."""
+
+from __future__ import annotations
+
+import functools
+
+import click
+
+from deepexposure.batch import plan_jobs, run_batch
+from deepexposure.cli.common import MAX_PIXELS_HELP, bit_depth_option, report
+from deepexposure.enhance import Enhancer
+from deepexposure.io import DEFAULT_MAX_PIXELS
+from deepexposure.pipeline import enhance_file
+from deepexposure.render import RENDERERS
+
+
+@click.command(no_args_is_help=True)
+@click.argument("photos", nargs=-1, required=True, type=click.Path(path_type=str))
+@click.option("-o", "--out", required=True, type=click.Path(), help="Output file (one photo) or folder.")
+@click.option("--model", type=click.Path(), default=None,
+              help="A policy.pt or training run folder (default: the model shipped with deepexposure).")
+@click.option("--renderer", type=click.Choice(RENDERERS), default="fusion", show_default=True,
+              help="fusion: Mertens fusion of the whole photo exposed by each EV plus the original (paper). "
+                   "local: each EV inside its own feathered segment.")
+@click.option("--strength", type=click.FloatRange(0, 1), default=1.0, show_default=True,
+              help="Scale every EV: 0 = unchanged, 1 = the policy's full edit.")
+@click.option("--recipe", "save_recipe", is_flag=True,
+              help="Write PHOTO.recipe.json beside each output: EV per segment, segment masks, model id. "
+                   "Edit it and re-render with `deepexposure render PHOTO --recipe FILE`.")
+@click.option("--format", "fmt", type=click.Choice(["jpg", "png", "tif", "webp"]), default=None,
+              help="Output format in folder mode (default: the input's).")
+@bit_depth_option
+@click.option("--jobs", "-j", type=click.IntRange(1), default=1, show_default=True, help="Parallel worker processes.")
+@click.option("--recursive", "-r", is_flag=True, help="Descend into sub-folders, keeping the folder structure.")
+@click.option("--skip-existing", is_flag=True, help="Leave photos whose output exists (resume a large folder).")
+@click.option("--overwrite", is_flag=True, help="Replace existing outputs (and inputs, if OUT points at them).")
+@click.option("--device", default=None, help="Torch device for the policy, e.g. cpu or cuda (default: CUDA if present).")
+@click.option("--max-pixels", type=click.IntRange(1), default=DEFAULT_MAX_PIXELS, show_default=True, help=MAX_PIXELS_HELP)
+def enhance(photos, out, model, renderer, strength, save_recipe, fmt, bit_depth, jobs, recursive, skip_existing,
+            overwrite, device, max_pixels):
+    """Fix the exposure of photos with a learned DeepExposure policy.
+
+    Each photo is reduced to 64x64, segmented, the policy picks one exposure value per segment, and the
+    exposures are applied to the full-resolution photo. EXIF/ICC and bit depth are kept.
+
+    \b
+    Examples:
+      deepexposure enhance photo.jpg -o fixed.jpg
+      deepexposure enhance holiday/ -o fixed/ --recursive --jobs 2 --skip-existing
+      deepexposure enhance photo.jpg -o out/ --recipe --renderer local --strength 0.7
+    """
+    Enhancer(model, renderer=renderer, strength=strength, device=device)  # fail early on a bad model
+    job_list = plan_jobs(photos, out, recursive=recursive, fmt=fmt, overwrite=overwrite)
+    fn = functools.partial(
+        enhance_file, model=model, renderer=renderer, strength=strength, device=device,
+        bit_depth=int(bit_depth) if bit_depth else None, max_pixels=max_pixels, overwrite=overwrite,
+        write_recipe=save_recipe,
+    )
+    result = run_batch(job_list, fn, overwrite=overwrite, skip_existing=skip_existing, workers=jobs, desc="enhance")
+    report(result, verb="enhanced")
+
+
+COMMANDS = [enhance]

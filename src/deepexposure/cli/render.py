@@ -1,0 +1,81 @@
+"""``deepexposure render`` and ``deepexposure segment``."""
+
+from __future__ import annotations
+
+import functools
+
+import click
+
+from deepexposure.batch import plan_jobs, run_batch
+from deepexposure.cli.common import MAX_PIXELS_HELP, bit_depth_option, report
+from deepexposure.errors import PhotoError
+from deepexposure.io import DEFAULT_MAX_PIXELS
+from deepexposure.pipeline import render_file, segment_file
+from deepexposure.render import RENDERERS
+
+
+@click.command(no_args_is_help=True)
+@click.argument("photos", nargs=-1, required=True, type=click.Path(path_type=str))
+@click.option("--ev", "evs", type=float, multiple=True, metavar="STOPS",
+              help="Exposure value in EV stops (repeatable). fusion: one exposed copy per EV; local: one EV per segment.")
+@click.option("--recipe", "recipe_file", type=click.Path(dir_okay=False), default=None,
+              help="Render from a recipe JSON written by `enhance --recipe` (edit its EVs to adjust).")
+@click.option("--renderer", type=click.Choice(RENDERERS), default=None,
+              help="fusion: Mertens fusion of EV-exposed copies and the original (paper's test stage, default). "
+                   "local: each EV inside its own feathered segment mask.")
+@click.option("--strength", type=click.FloatRange(0, 1), default=1.0, show_default=True, help="Scale every EV.")
+@click.option("-o", "--out", required=True, type=click.Path(), help="Output file (one photo) or folder.")
+@click.option("--format", "fmt", type=click.Choice(["jpg", "png", "tif", "webp"]), default=None,
+              help="Output format in folder mode (default: the input's).")
+@bit_depth_option
+@click.option("--recursive", "-r", is_flag=True, help="Descend into sub-folders, keeping the folder structure.")
+@click.option("--overwrite", is_flag=True, help="Replace existing outputs (and inputs, if OUT points at them).")
+@click.option("--skip-existing", is_flag=True, help="Leave photos whose output exists.")
+@click.option("--save-recipe", is_flag=True, help="Write a PHOTO.recipe.json sidecar next to each output.")
+@click.option("--jobs", "-j", type=click.IntRange(1), default=1, show_default=True, help="Parallel worker processes.")
+@click.option("--max-pixels", type=click.IntRange(1), default=DEFAULT_MAX_PIXELS, show_default=True, help=MAX_PIXELS_HELP)
+def render(photos, evs, recipe_file, renderer, strength, out, fmt, bit_depth, recursive, overwrite, skip_existing,
+           save_recipe, jobs, max_pixels):
+    """Apply exposure values to photos, at full resolution.
+
+    \b
+    Examples:
+      deepexposure render photo.jpg --ev -1 --ev 1 --ev 2 -o fused.jpg
+      deepexposure render photos/ --ev 1.5 --ev -0.5 --renderer local -o out/
+      deepexposure render photo.jpg --recipe photo.recipe.json -o again.jpg
+    """
+    if not evs and recipe_file is None:
+        raise PhotoError("give exposure values with --ev (repeatable) or a --recipe file")
+    if evs and recipe_file is not None:
+        raise PhotoError("give either --ev or --recipe, not both")
+    job_list = plan_jobs(photos, out, recursive=recursive, fmt=fmt, overwrite=overwrite)
+    fn = functools.partial(
+        render_file, evs=list(evs), recipe_file=recipe_file, renderer=renderer, strength=strength,
+        bit_depth=int(bit_depth) if bit_depth else None, max_pixels=max_pixels, overwrite=overwrite,
+        write_recipe=save_recipe,
+    )
+    result = run_batch(job_list, fn, overwrite=overwrite, skip_existing=skip_existing, workers=jobs, desc="render")
+    report(result, verb="rendered")
+
+
+@click.command(no_args_is_help=True)
+@click.argument("photos", nargs=-1, required=True, type=click.Path(path_type=str))
+@click.option("-o", "--out", required=True, type=click.Path(), help="Overlay file (one photo) or folder.")
+@click.option("--segments", "-T", type=click.IntRange(1, 64), default=6, show_default=True,
+              help="Merge the Felzenszwalb segments of the 64x64 preview down to at most this many.")
+@click.option("--overwrite", is_flag=True, help="Replace existing overlays.")
+@click.option("--max-pixels", type=click.IntRange(1), default=DEFAULT_MAX_PIXELS, show_default=True, help=MAX_PIXELS_HELP)
+def segment(photos, out, segments, overwrite, max_pixels):
+    """Draw the segments the policy works on over each photo, numbered in episode order.
+
+    \b
+    Example:
+      deepexposure segment photo.jpg -o overlay.png
+    """
+    job_list = plan_jobs(photos, out, fmt="png", overwrite=overwrite)
+    fn = functools.partial(segment_file, max_segments=segments, max_pixels=max_pixels, overwrite=overwrite)
+    result = run_batch(job_list, fn, overwrite=overwrite, desc="segment")
+    report(result, verb="segmented")
+
+
+COMMANDS = [render, segment]

@@ -1,0 +1,109 @@
+"""The inference API: ``Enhancer().enhance(rgb) -> (out, recipe)``.
+
+The paper's test stage: the photo is reduced to a 64x64 preview, segmented (Felzenszwalb-Huttenlocher, the
+parameters the policy was trained with), the policy picks one exposure value (EV stops) per segment, and the
+exposures are applied to the full-resolution photo by a renderer (``fusion``: Mertens fusion of the whole photo
+exposed by each EV plus the original; ``local``: each EV inside its own feathered segment mask).
+The returned :class:`~deepexposure.recipe.Recipe` holds the EVs actually applied (``strength`` included), so
+``deepexposure render --recipe`` reproduces the output exactly and a user can edit it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+
+from deepexposure.errors import ModelError
+from deepexposure.io import Photo, from_float, to_float
+from deepexposure.recipe import Recipe
+from deepexposure.render import RENDERERS, render
+from deepexposure.segmentation import make_preview, segment
+
+__all__ = ["Enhancer", "default_model_path"]
+
+_SEGMENTATION_KEYS = ("max_segments", "scale", "sigma", "min_size")
+
+
+def default_model_path() -> Path:
+    """Path of the policy shipped inside the package (``deepexposure/assets/policy.pt``)."""
+    return Path(str(resources.files("deepexposure") / "assets" / "policy.pt"))
+
+
+def _resolve_model(model: str | os.PathLike | None) -> Path:
+    if model is None:
+        path = default_model_path()
+        if not path.is_file():
+            raise ModelError(f"the shipped model is missing ({path}); reinstall deepexposure or pass --model")
+        return path
+    path = Path(model)
+    if path.is_dir():  # a training run folder
+        path = path / "policy.pt"
+    if not path.is_file():
+        raise ModelError(f"model file not found: {path}")
+    return path
+
+
+class Enhancer:
+    """Fix the exposure of photos with a trained DeepExposure policy.
+
+    ``model``: None (the shipped default), a ``policy.pt`` file or a training run folder.
+    ``renderer``: ``"fusion"`` (default, the paper's test stage) or ``"local"``.
+    ``strength``: in [0, 1], scales every EV (0 returns the photo unchanged).
+    ``device``: torch device for the policy (default: CUDA when present, else CPU).
+    """
+
+    def __init__(self, model: str | os.PathLike | None = None, *, renderer: str = "fusion",
+                 strength: float = 1.0, device: str | None = None) -> None:
+        from deepexposure.policy import Policy  # torch is imported only when a model is used
+
+        if renderer not in RENDERERS:
+            raise ValueError(f"unknown renderer {renderer!r}; choose from {', '.join(RENDERERS)}")
+        if not 0.0 <= strength <= 1.0:
+            raise ValueError(f"strength must be in [0, 1], got {strength}")
+        self.model_path = _resolve_model(model)
+        self.policy = Policy.load(self.model_path, device=device)
+        self.renderer = renderer
+        self.strength = float(strength)
+        seg = self.policy.config.get("segmentation", {})
+        self.segmentation = {k: seg[k] for k in _SEGMENTATION_KEYS if k in seg}
+
+    def recipe(self, srgb: np.ndarray) -> Recipe:
+        """The recipe (EVs per segment, labels) the policy picks for a float32 sRGB [0,1] (H,W,3) image."""
+        preview = make_preview(srgb)
+        labels = segment(preview, **self.segmentation)
+        evs = np.asarray(self.policy.predict(preview, labels), dtype=np.float64) * self.strength
+        return Recipe(evs=[round(float(e), 6) for e in evs], labels=labels, renderer=self.renderer,
+                      model=self.policy.model_id, segmentation=dict(self.segmentation))
+
+    def enhance(self, image: np.ndarray) -> tuple[np.ndarray, Recipe]:
+        """Enhance a numpy image (H,W,3) or (H,W): uint8, uint16 or float in [0,1].
+
+        Returns the result with the input's dtype and range (float in, float32 out) and the recipe.
+        """
+        arr = np.asarray(image)
+        if arr.ndim == 2:
+            arr = np.repeat(arr[..., None], 3, axis=2)
+        if arr.ndim != 3 or arr.shape[2] not in (3, 4):
+            raise ValueError(f"expected an (H, W, 3) image, got shape {np.shape(image)}")
+        srgb, bit_depth = to_float(arr[..., :3])
+        out, recipe = self._run(srgb)
+        if np.issubdtype(arr.dtype, np.integer):
+            res = from_float(out, bit_depth)
+        else:
+            res = out
+        if arr.shape[2] == 4:
+            res = np.concatenate([res, arr[..., 3:].astype(res.dtype)], axis=2)
+        return res, recipe
+
+    def enhance_photo(self, photo: Photo) -> tuple[Photo, Recipe]:
+        """Enhance a :class:`~deepexposure.io.Photo`; metadata, alpha and bit depth are carried over."""
+        out, recipe = self._run(photo.pixels)
+        return dataclasses.replace(photo, pixels=out), recipe
+
+    def _run(self, srgb: np.ndarray) -> tuple[np.ndarray, Recipe]:
+        recipe = self.recipe(srgb)
+        return render(srgb, recipe, renderer=self.renderer), recipe
