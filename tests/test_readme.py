@@ -1,0 +1,31 @@
+"""The README's two set-up commands stay true: CI runs the README's test command verbatim."""
+
+from __future__ import annotations
+
+import re
+
+from conftest import REPO
+
+
+def _readme_commands() -> list[str]:
+    text = (REPO / "README.md").read_text()
+    block = re.search(r"```(?:bash|sh)\n(.*?)```", text, re.S)
+    assert block, "README must open with a shell block holding the set-up commands"
+    return [ln.strip() for ln in block.group(1).splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
+
+
+def test_readme_opens_with_main_and_test_commands():
+    cmds = _readme_commands()
+    assert len(cmds) == 2
+    assert "deepexposure enhance samples/" in cmds[0]
+    assert "pytest" in cmds[1]
+
+
+def test_ci_runs_the_readme_test_command():
+    ci = (REPO / ".ci" / "run").read_text().splitlines()
+    assert _readme_commands()[1] in [ln.strip() for ln in ci]
+
+
+def test_sample_photos_exist():
+    samples = sorted((REPO / "samples").glob("*.jpg"))
+    assert len(samples) >= 3
