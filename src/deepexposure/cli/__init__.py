@@ -48,10 +48,7 @@ def main() -> None:
     """
 
 
-def _register()
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main()) -> None:
+def _register() -> None:
     """Attach sub-commands (each lives in its own module of this package)."""
     import importlib
 
