@@ -1,0 +1,57 @@
+"""Regenerate the README's before/after pictures from real photos with the shipped model.
+
+Usage: ``python scripts/make_figures.py [--out docs/images]``. Writes ``before_after.jpg``: one row per photo,
+columns = input, enhanced (fusion renderer), enhanced (local renderer), each tile labelled with its EVs.
+Photos: the samples in ``samples/`` plus, when ``../shared/data`` is present, a few more DICM and MSEC photos.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from deepexposure.enhance import Enhancer
+from deepexposure.io import from_float, read_photo
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared" / "data"
+EXTRA = ["dicm/12.jpg", "dicm/29.jpg", "msec_examples/flickr/Probably_Okay_photo4_CC_BY_SA_2.0.jpg"]
+
+
+def _tile(srgb: np.ndarray, label: str, height: int = 240) -> np.ndarray:
+    img = from_float(srgb, 8)
+    w = int(round(img.shape[1] * height / img.shape[0]))
+    img = cv2.resize(img, (w, height), interpolation=cv2.INTER_AREA)
+    img = np.ascontiguousarray(img)
+    cv2.rectangle(img, (0, 0), (w, 18), (0, 0, 0), -1)
+    cv2.putText(img, label, (4, 13), cv2.FONT_HERSHEY_SIMPLEX, 0.42, (255, 255, 255), 1, cv2.LINE_AA)
+    return img
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", type=Path, default=REPO / "docs" / "images")
+    args = ap.parse_args()
+    photos = sorted((REPO / "samples").glob("*.jpg")) + [SHARED / p for p in EXTRA if (SHARED / p).is_file()]
+    fusion, local = Enhancer(renderer="fusion"), Enhancer(renderer="local")
+    rows = []
+    for path in photos:
+        src = read_photo(path).pixels
+        out_f, rec = fusion.enhance(src)
+        out_l, _ = local.enhance(src)
+        evs = " ".join(f"{e:+.1f}" for e in rec.evs)
+        tiles = [_tile(src, f"input {path.name}"), _tile(out_f, f"fusion  EV {evs}"), _tile(out_l, "local")]
+        rows.append(np.hstack(tiles))
+    width = max(r.shape[1] for r in rows)
+    rows = [np.pad(r, ((0, 4), (0, width - r.shape[1]), (0, 0))) for r in rows]
+    args.out.mkdir(parents=True, exist_ok=True)
+    dst = args.out / "before_after.jpg"
+    cv2.imwrite(str(dst), cv2.cvtColor(np.vstack(rows), cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 85])
+    print(dst)
+
+
+if __name__ == "__main__":
+    main()
