@@ -27,9 +27,9 @@ DEFAULT_PHOTO = REPO / "samples" / "dicm_34.jpg"
 def _child(method: str, src: str, dst: str, repeat: int) -> None:
     """Runs in a fresh process: time `repeat` runs, report the best wall time and the peak RSS."""
     import numpy as np
-    from deepexposure.io import read_photo, write_photo
 
     from deepexposure.enhance import Enhancer
+    from deepexposure.io import read_photo, write_photo
 
     enhancer = Enhancer()
     times = []
@@ -40,9 +40,9 @@ def _child(method: str, src: str, dst: str, repeat: int) -> None:
             out, recipe = enhancer.enhance_photo(photo)
         else:
             import cv2
-            from deepexposure.io import from_float
 
             from deepexposure.color import apply_ev
+            from deepexposure.io import from_float
 
             recipe = enhancer.recipe(photo.pixels)
             imgs = [from_float(photo.pixels, 8)]
