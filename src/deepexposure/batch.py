@@ -136,7 +136,8 @@ def run_batch(
             result.done.append(job.src)
         else:
             result.failed.append((job.src, err))
-            bar.write(f"failed: {err}")
+            if not bar.disable:
+                bar.write(f"failed: {err}")
         bar.update(1)
 
     if workers <= 1 or len(todo) < 2:

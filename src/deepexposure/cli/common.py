@@ -19,6 +19,9 @@ def bit_depth_option(f):
 
 def report(result: BatchResult, *, verb: str) -> None:
     """Print a one-line summary; raise (exit 2) when any photo failed, after all were tried."""
+    total = len(result.done) + len(result.skipped) + len(result.failed)
+    if total == 1 and result.failed:  # one photo: just its one-line error
+        raise PhotoError(result.failed[0][1])
     parts = [f"{len(result.done)} {verb}"]
     if result.skipped:
         parts.append(f"{len(result.skipped)} skipped (existing)")
@@ -26,8 +29,6 @@ def report(result: BatchResult, *, verb: str) -> None:
         parts.append(f"{len(result.failed)} failed")
     click.echo(", ".join(parts), err=True)
     if result.failed:
-        if len(result.done) + len(result.skipped) == 0 and len(result.failed) == 1:
-            raise PhotoError(result.failed[0][1])
         for _src, msg in result.failed:
             click.echo(f"  failed: {msg}", err=True)
-        raise PhotoError(f"{len(result.failed)} of {len(result.failed) + len(result.done) + len(result.skipped)} photos failed")
+        raise PhotoError(f"{len(result.failed)} of {total} photos failed")
