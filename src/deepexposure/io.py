@@ -1,19 +1,26 @@
 """Read and write photos: pixels as float32 sRGB in [0, 1], metadata (EXIF, ICC) and bit depth kept.
 
-Reading uses Pillow for 8-bit data and all metadata, and OpenCV for 16-bit pixel data (Pillow cannot hold
-16-bit RGB). Writing: 8-bit through Pillow (EXIF and ICC kept for JPEG, PNG, TIFF, WebP); 16-bit PNG and TIFF
-through OpenCV, after which the ICC profile (and EXIF for PNG) is added: PNG chunks by hand (iCCP/eXIf, a few
-lines, since neither OpenCV nor Pillow writes 16-bit RGB PNG with metadata) and TIFF via tifffile.
-Every write goes to a temporary file in the destination folder and is renamed into place, so an interrupted
-run never leaves a half-written photo, and an existing file is never replaced unless asked.
+Reading: Pillow opens every file (header, size check, EXIF, ICC, 8-bit pixels); 16-bit pixel data, which Pillow
+reduces to 8 bits for RGB, comes from OpenCV (PNG) or tifffile (TIFF, whose stored pixels we orient ourselves:
+OpenCV 5 rotates TIFFs by their orientation tag whatever the flags). Every photo comes back upright.
+
+Writing: 8-bit through Pillow (EXIF and ICC kept for JPEG, PNG, TIFF and WebP). 16-bit PNG through OpenCV,
+then iCCP/eXIf chunks are inserted by hand (a few lines: neither OpenCV nor Pillow writes 16-bit RGB PNG with
+metadata). 16-bit TIFF through tifffile (deflate) with the ICC profile as tag 34675; **EXIF is not written to
+16-bit TIFF** (tifffile cannot write an EXIF sub-IFD). 8-bit TIFF is deflate-compressed, except when it carries
+EXIF: then it is written uncompressed (libtiff, which Pillow uses to compress, cannot write the EXIF sub-IFD). An ICC profile whose colour space is not RGB (a grey or CMYK source
+profile) is not written, as the output is always RGB. JPEG and WebP are always 8-bit; JPEG drops alpha.
+Every write goes to a temporary file in the destination folder, is fsynced and renamed into place, so an
+interrupted run never leaves a half-written photo, and an existing file is never replaced unless asked.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import struct
-import tempfile
+import threading
 import warnings
 import zlib
 from collections.abc import Iterable
@@ -40,11 +47,16 @@ __all__ = [
 
 #: Largest photo read by default (width x height); above it the file is refused as a decompression bomb.
 DEFAULT_MAX_PIXELS = 250_000_000
+#: Suffixes read and written (lower case; matching is case-insensitive).
 SUPPORTED_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".tif", ".tiff", ".webp"})
 _EIGHT_BIT_ONLY = frozenset({".jpg", ".jpeg", ".webp"})
 _ALPHA_OK = frozenset({".png", ".tif", ".tiff", ".webp"})
+_ORIENTATION = 0x0112
+# IFD0 tags of a TIFF source worth carrying as EXIF (the rest describe the TIFF's own strips and layout).
+_TIFF_EXIF_TAGS = frozenset({270, 271, 272, 274, 305, 306, 315, 33432, 0x8769, 0x8825})
 
 ImageFile.LOAD_TRUNCATED_IMAGES = False  # a truncated file must fail, never be padded with grey
+_BOMB_LOCK = threading.Lock()  # guards the temporary raise of Pillow's global pixel limit
 
 
 @dataclass
@@ -53,7 +65,9 @@ class Photo:
 
     ``pixels``: float32 (H, W, 3) gamma-encoded sRGB in [0, 1] (grey is expanded to 3 channels).
     ``alpha``: float32 (H, W) in [0, 1] or None. ``bit_depth``: 8 or 16, the source's bits per channel.
-    ``exif``/``icc_profile``: raw bytes or None. ``mode``: the source's Pillow mode (e.g. "RGB", "L", "P", "I;16").
+    ``exif``: raw EXIF bytes (``Exif\\0\\0`` + TIFF header, orientation already reset to 1) or None.
+    ``icc_profile``: raw ICC bytes or None. ``mode``: the source's Pillow mode (e.g. "RGB", "L", "P", "I;16";
+    Pillow reports "RGB"/"RGBA" for 16-bit colour PNG and TIFF, ``bit_depth`` tells them apart).
     """
 
     pixels: np.ndarray
@@ -66,26 +80,38 @@ class Photo:
 
 
 def to_float(array: np.ndarray) -> tuple[np.ndarray, int]:
-    """uint8 / uint16 / float array -> (float32 in [0, 1], bit depth 8 or 16). Floats are clipped to [0, 1]."""
+    """uint8 / uint16 / float / bool array -> (float32 in [0, 1], bit depth 8 or 16).
+
+    uint8 is divided by 255, uint16 by 65535 (depth 16); floats are clipped to [0, 1] (NaN -> 0) and reported as
+    depth 8; bool maps to {0, 1}. Other integer types raise ``ValueError`` (their range is ambiguous).
+    A new array is always returned.
+    """
     a = np.asarray(array)
     if a.dtype == np.uint8:
-        return a.astype(np.float32) / 255.0, 8
+        return a.astype(np.float32) / np.float32(255.0), 8
     if a.dtype == np.uint16:
-        return a.astype(np.float32) / 65535.0, 16
+        return a.astype(np.float32) / np.float32(65535.0), 16
+    if a.dtype == np.bool_:
+        return a.astype(np.float32), 8
     if np.issubdtype(a.dtype, np.floating):
-        return np.clip(a, 0.0, 1.0).astype(np.float32), 8
-    if np.issubdtype(a.dtype, np.integer) or a.dtype == bool:
-        return np.clip(a.astype(np.float32) / 255.0, 0, 1), 8
-    raise ValueError(f"unsupported image dtype {a.dtype}")
+        return np.clip(np.nan_to_num(a.astype(np.float32), nan=0.0), 0.0, 1.0), 8
+    raise ValueError(f"unsupported image dtype {a.dtype}: use uint8, uint16 or float in [0, 1]")
 
 
 def from_float(pixels: np.ndarray, bit_depth: int = 8) -> np.ndarray:
-    """float in [0, 1] -> uint8 (bit_depth 8) or uint16 (16), rounding half up; values outside [0, 1] clip."""
+    """float in [0, 1] -> uint8 (``bit_depth`` 8) or uint16 (16): ``floor(x * peak + 0.5)``, i.e. round half up.
+
+    Values outside [0, 1] are clipped, NaN becomes 0. ``from_float(to_float(u)[0], depth)`` returns ``u`` exactly.
+    """
     if bit_depth not in (8, 16):
         raise ValueError(f"bit depth must be 8 or 16, got {bit_depth}")
-    peak = 255.0 if bit_depth == 8 else 65535.0
-    q = np.floor(np.clip(np.asarray(pixels, dtype=np.float32), 0.0, 1.0) * peak + 0.5)
+    peak = np.float32(255.0 if bit_depth == 8 else 65535.0)
+    x = np.nan_to_num(np.asarray(pixels, dtype=np.float32), nan=0.0)
+    q = np.floor(np.clip(x, 0.0, 1.0) * peak + np.float32(0.5))
     return q.astype(np.uint8 if bit_depth == 8 else np.uint16)
+
+
+# ----------------------------------------------------------------------------------------------- reading
 
 
 def _check_readable(path: Path) -> None:
@@ -93,187 +119,280 @@ def _check_readable(path: Path) -> None:
         raise PhotoError(f"{path}: no such file")
     if path.is_dir():
         raise PhotoError(f"{path}: is a directory, not a photo")
-    if path.stat().st_size == 0:
+    try:
+        size = path.stat().st_size
+    except OSError as exc:
+        raise PhotoError(f"{path}: cannot read ({exc.strerror})") from None
+    if size == 0:
         raise PhotoError(f"{path}: empty file (0 bytes)")
 
 
+def _too_big(path: Path, w: int, h: int, max_pixels: int) -> PhotoError:
+    return PhotoError(f"{path}: {w}x{h} = {w * h:,} pixels is above the limit of {max_pixels:,} "
+                      f"(decompression bomb guard; raise max_pixels if this photo is trusted)")
+
+
 def _open(path: Path, max_pixels: int) -> Image.Image:
+    """Open lazily (header only) and refuse photos above ``max_pixels`` before any pixel is decoded.
+
+    Pillow's own guard (warning above ``Image.MAX_IMAGE_PIXELS``, error above twice that) is silenced in favour of
+    ours; when ``max_pixels`` is above Pillow's error level the file is reopened with Pillow's global limit raised
+    for the duration of the call (under a lock, as it is process-wide).
+    """
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            im = Image.open(path)
-            # check the header's size before any pixel is decoded
-            w, h = im.size
-            if w * h > max_pixels:
-                im.close()
-                raise PhotoError(f"{path}: {w}x{h} = {w * h:,} pixels is above the limit of {max_pixels:,} "
-                                 f"(raise --max-pixels if this photo is trusted)")
-            return im
-    except PhotoError:
-        raise
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                im = Image.open(path)
+        except Image.DecompressionBombError:
+            if max_pixels <= 2 * (Image.MAX_IMAGE_PIXELS or 0):
+                raise
+            with _BOMB_LOCK, warnings.catch_warnings():
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                saved, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, max_pixels
+                try:
+                    im = Image.open(path)
+                finally:
+                    Image.MAX_IMAGE_PIXELS = saved
+    except Image.DecompressionBombError as exc:
         raise PhotoError(f"{path}: refused as a decompression bomb ({exc})") from None
     except Image.UnidentifiedImageError:
         raise PhotoError(f"{path}: not a readable image (unknown or corrupt format)") from None
     except OSError as exc:
-        raise PhotoError(f"{path}: cannot read ({exc})") from None
+        raise PhotoError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    except Exception as exc:  # malformed headers make Pillow raise many types (SyntaxError, struct.error, ...)
+        raise PhotoError(f"{path}: corrupt image header ({type(exc).__name__}: {exc})") from None
+    w, h = im.size
+    if w * h > max_pixels:
+        im.close()
+        raise _too_big(path, w, h, max_pixels)
+    if w == 0 or h == 0:
+        im.close()
+        raise PhotoError(f"{path}: image has no pixels ({w}x{h})")
+    return im
 
 
-def _read_16bit(path: Path, transpose_like: Image.Image) -> np.ndarray | None:
-    """16-bit pixels via OpenCV (RGB order, EXIF orientation applied by hand); None if OpenCV can't."""
-    data = cv2.imread(str(path), cv2.IMREAD_UNCHANGED | cv2.IMREAD_ANYDEPTH)
+def _bits_per_sample(im: Image.Image, path: Path) -> int:
+    if im.format == "TIFF":
+        bps = im.tag_v2.get(258, 8)
+        return int(bps[0] if isinstance(bps, tuple) else bps)
+    if im.format == "PNG":
+        with open(path, "rb") as fh:
+            head = fh.read(25)
+        return head[24] if len(head) > 24 else 8  # IHDR bit depth: byte 24 of a PNG file
+    return 8
+
+
+def _orient(a: np.ndarray, orientation: int) -> np.ndarray:
+    """Apply an EXIF orientation (1..8) to an (H, W[, C]) array, as ``PIL.ImageOps.exif_transpose`` does."""
+    if orientation in (5, 6, 7, 8):
+        a = {5: lambda x: np.swapaxes(x, 0, 1),  # transpose
+             6: lambda x: np.rot90(x, -1),  # rotate 90 degrees clockwise
+             7: lambda x: np.rot90(np.swapaxes(x, 0, 1), 2),  # transverse
+             8: lambda x: np.rot90(x, 1)}[orientation](a)
+    elif orientation == 2:
+        a = a[:, ::-1]
+    elif orientation == 3:
+        a = a[::-1, ::-1]
+    elif orientation == 4:
+        a = a[::-1]
+    return np.ascontiguousarray(a)
+
+
+def _read_tiff16(raw: bytes) -> np.ndarray | None:
+    """First page of a 16-bit TIFF as stored (not oriented), channels last; None if it is not grey/RGB uint16."""
+    import io
+
+    import tifffile
+
+    with tifffile.TiffFile(io.BytesIO(raw)) as tif:
+        page = tif.pages[0]
+        if int(page.photometric) not in (1, 2):  # MINISBLACK, RGB; others go through Pillow
+            return None
+        data = page.asarray()
+        if data.ndim == 3 and int(page.planarconfig) == 2:  # separate planes: (S, H, W)
+            data = np.moveaxis(data, 0, -1)
+    return data if data.dtype == np.uint16 else None
+
+
+def _read_png16(raw: bytes) -> np.ndarray | None:
+    """16-bit data via OpenCV in RGB(A) order; None if OpenCV fails or gives another depth.
+
+    PNGs come back as stored (OpenCV 5 does not orient them with IMREAD_UNCHANGED); TIFFs come back oriented.
+    """
+    data = cv2.imdecode(np.frombuffer(raw, np.uint8), cv2.IMREAD_UNCHANGED)
     if data is None or data.dtype != np.uint16:
         return None
     if data.ndim == 3:
         data = cv2.cvtColor(data, cv2.COLOR_BGRA2RGBA if data.shape[2] == 4 else cv2.COLOR_BGR2RGB)
-    orientation = transpose_like.getexif().get(0x0112, 1)
-    method = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
-              5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
-              8: Image.Transpose.ROTATE_90}.get(orientation)
-    if method is not None:
-        data = _numpy_transpose(data, method)
     return data
 
 
-def _numpy_transpose(a: np.ndarray, method: Image.Transpose) -> np.ndarray:
-    T = Image.Transpose
-    if method == T.FLIP_LEFT_RIGHT:
-        return a[:, ::-1].copy()
-    if method == T.FLIP_TOP_BOTTOM:
-        return a[::-1].copy()
-    if method == T.ROTATE_180:
-        return a[::-1, ::-1].copy()
-    if method == T.ROTATE_90:  # counter-clockwise
-        return np.rot90(a, 1).copy()
-    if method == T.ROTATE_270:
-        return np.rot90(a, 3).copy()
-    if method == T.TRANSPOSE:
-        return np.swapaxes(a, 0, 1).copy()
-    return np.rot90(np.swapaxes(a, 0, 1), 2).copy()  # TRANSVERSE
+def _pillow_pixels(im: Image.Image) -> np.ndarray:
+    """Decode through Pillow, upright, as uint8 L/LA/RGB/RGBA (or uint16 grey) array."""
+    up = ImageOps.exif_transpose(im)
+    if up.mode in ("P", "PA"):
+        up = up.convert("RGBA" if "transparency" in up.info or up.mode == "PA" else "RGB")
+    elif up.mode in ("I;16", "I;16L", "I;16B"):
+        return np.asarray(up).astype(np.uint16)
+    elif up.mode in ("I", "F"):
+        raise PhotoError(f"unsupported {'32-bit integer' if up.mode == 'I' else 'floating-point'} samples")
+    elif up.mode not in ("L", "LA", "RGB", "RGBA"):
+        up = up.convert("RGBA" if "A" in up.mode or "transparency" in up.info else "RGB")
+    return np.asarray(up)
+
+
+def _source_exif(im: Image.Image) -> bytes | None:
+    """EXIF bytes of the source with orientation reset to 1 (our pixels are upright); None if it has none."""
+    try:
+        if im.format == "TIFF":  # EXIF lives in the TIFF's own IFD: keep the descriptive tags only
+            ex = im.getexif()
+            for tag in list(ex):
+                if tag not in _TIFF_EXIF_TAGS:
+                    del ex[tag]
+            if not len(ex):
+                return None
+        else:
+            raw = im.info.get("exif")
+            if not raw:
+                return None
+            ex = Image.Exif()
+            ex.load(raw)
+            if ex.get(_ORIENTATION, 1) == 1:
+                return raw
+        if _ORIENTATION in ex:
+            ex[_ORIENTATION] = 1
+        return ex.tobytes()
+    except Exception:  # malformed EXIF: better dropped than breaking the read or the output file
+        return None
 
 
 def read_photo(path: str | os.PathLike, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Photo:
     """Read a JPEG, PNG, TIFF (8/16-bit) or WebP photo, upright (EXIF orientation applied).
 
-    Raises :class:`PhotoError` (one-line message) for a missing file, a folder, an empty, truncated or non-image
-    file, or a photo above ``max_pixels`` (checked from the header before decoding).
+    Returns a :class:`Photo`: float32 (H, W, 3) sRGB [0, 1] pixels (grey expanded, palette converted), alpha
+    float32 (H, W) or None, ``bit_depth`` 8 or 16, EXIF (orientation reset to 1) and ICC bytes. Pixels are not
+    colour-managed: the ICC profile is carried, not applied. Multi-frame files give their first frame.
+    Raises :class:`PhotoError` (one-line message naming the file) for a missing file, a folder, an empty,
+    truncated or non-image file, or a photo above ``max_pixels`` (width x height, checked from the header before
+    decoding).
     """
     path = Path(path)
     _check_readable(path)
+    ImageFile.LOAD_TRUNCATED_IMAGES = False  # also if someone switched it on since import
     im = _open(path, max_pixels)
     with im:
         mode = im.mode
-        exif = im.info.get("exif")
-        icc = im.info.get("icc_profile")
         try:
-            sixteen = mode in ("I;16", "I;16B", "I;16L", "I") or (
-                path.suffix.lower() in (".png", ".tif", ".tiff") and _bits_per_sample(im) == 16)
-            data = _read_16bit(path, im) if sixteen else None
+            data = None
+            if _bits_per_sample(im, path) == 16 and im.format in ("TIFF", "PNG"):
+                raw = path.read_bytes()
+                orientation = int(im.getexif().get(_ORIENTATION, 1) or 1)
+                if im.format == "PNG":
+                    data = _read_png16(raw)
+                    data = None if data is None else _orient(data, orientation)
+                else:
+                    try:
+                        data = _read_tiff16(raw)
+                        data = None if data is None else _orient(data, orientation)
+                    except Exception:  # e.g. a codec tifffile lacks without imagecodecs: try OpenCV
+                        data = _read_png16(raw)  # (OpenCV orients TIFFs itself)
+                        if data is None:
+                            raise
             if data is None:
-                up = ImageOps.exif_transpose(im)
-                if up.mode in ("P", "PA"):
-                    up = up.convert("RGBA" if "transparency" in up.info or up.mode == "PA" else "RGB")
-                elif up.mode in ("I", "I;16", "F", "1", "CMYK", "YCbCr", "LAB", "HSV"):
-                    up = up.convert("RGB") if up.mode not in ("I", "I;16", "F") else up.convert("L")
-                elif up.mode == "LA":
-                    up = up.convert("RGBA")
-                data = np.asarray(up)
-                data.setflags(write=True) if data.flags.owndata else None
-        except (OSError, SyntaxError, ValueError) as exc:
-            raise PhotoError(f"{path}: corrupt or truncated image ({exc})") from None
-    if exif is not None:
-        exif = _reset_orientation(exif)
-    pixels, depth = to_float(data)
-    if data.dtype == np.uint16:
-        depth = 16
+                data = _pillow_pixels(im)
+        except PhotoError as exc:
+            raise PhotoError(f"{path}: {exc}") from None
+        except MemoryError:
+            raise
+        except Exception as exc:  # Pillow: OSError on truncation; fuzzed files raise about anything
+            raise PhotoError(f"{path}: corrupt or truncated image ({type(exc).__name__}: {exc})") from None
+        exif = _source_exif(im)
+        icc = im.info.get("icc_profile") or None
+    depth = 16 if data.dtype == np.uint16 else 8
+    pixels, _ = to_float(data)
     alpha = None
     if pixels.ndim == 2:
         pixels = np.repeat(pixels[..., None], 3, axis=2)
     elif pixels.shape[2] == 2:
         alpha = pixels[..., 1].copy()
         pixels = np.repeat(pixels[..., :1], 3, axis=2)
-    elif pixels.shape[2] == 4:
+    elif pixels.shape[2] >= 4:
         alpha = pixels[..., 3].copy()
         pixels = pixels[..., :3]
     return Photo(pixels=np.ascontiguousarray(pixels), alpha=alpha, bit_depth=depth, exif=exif, icc_profile=icc,
                  source=path, mode=mode)
 
 
-def _bits_per_sample(im: Image.Image) -> int:
-    tags = getattr(im, "tag_v2", None)
-    if tags is not None and 258 in tags:
-        bps = tags[258]
-        return int(bps[0] if isinstance(bps, tuple) else bps)
-    if im.format == "PNG":
-        with open(im.filename, "rb") as fh:  # IHDR bit depth is byte 24 of a PNG file
-            head = fh.read(25)
-        return head[24] if len(head) == 25 else 8
-    return 8
-
-
-def _reset_orientation(exif: bytes) -> bytes:
-    """EXIF bytes with the orientation tag set to 1 (the pixels we hold are already upright)."""
-    try:
-        ex = Image.Exif()
-        ex.load(exif)
-        if ex.get(0x0112, 1) != 1:
-            ex[0x0112] = 1
-        return ex.tobytes()
-    except Exception:  # malformed EXIF: keep the bytes as they came
-        return exif
+# ----------------------------------------------------------------------------------------------- writing
 
 
 def _png_chunk(tag: bytes, payload: bytes) -> bytes:
     return struct.pack(">I", len(payload)) + tag + payload + struct.pack(">I", zlib.crc32(tag + payload) & 0xFFFFFFFF)
 
 
-def _png_add_metadata(path: Path, exif: bytes | None, icc: bytes | None) -> None:
-    """Insert iCCP / eXIf chunks right after IHDR of a PNG written by OpenCV."""
-    data = path.read_bytes()
-    ihdr_end = 8 + 8 + 13 + 4
+def _png_with_metadata(png: bytes, exif: bytes | None, icc: bytes | None) -> bytes:
+    """Insert iCCP / eXIf chunks right after IHDR (both must precede IDAT) of a PNG written by OpenCV."""
+    ihdr_end = 8 + 8 + 13 + 4  # signature, IHDR length+type, IHDR data, CRC
     extra = b""
     if icc:
         extra += _png_chunk(b"iCCP", b"ICC Profile\x00\x00" + zlib.compress(icc))
     if exif:
-        body = exif[6:] if exif.startswith(b"Exif\x00\x00") else exif
-        extra += _png_chunk(b"eXIf", body)
-    if extra:
-        path.write_bytes(data[:ihdr_end] + extra + data[ihdr_end:])
+        extra += _png_chunk(b"eXIf", exif[6:] if exif.startswith(b"Exif\x00\x00") else exif)
+    return png[:ihdr_end] + extra + png[ihdr_end:]
 
 
-def _encode(tmp: Path, suffix: str, arr: np.ndarray, photo: Photo, depth: int, quality: int) -> None:
-    exif, icc = photo.exif, photo.icc_profile
+def _rgb_icc(icc: bytes | None) -> bytes | None:
+    """The ICC profile if it describes RGB data (header bytes 16-19), else None: outputs are always RGB."""
+    return icc if icc and len(icc) >= 128 and icc[16:20] == b"RGB " else None
+
+
+def _encode(fh, suffix: str, arr: np.ndarray, exif: bytes | None, icc: bytes | None, depth: int,
+            quality: int) -> None:
+    """Encode ``arr`` (uint8/uint16 (H, W, 3|4), RGB(A)) into the open binary file ``fh``."""
     if depth == 16:
         if suffix in (".tif", ".tiff"):
             import tifffile
 
             extratags = [(34675, "B", len(icc), icc, False)] if icc else []
-            tifffile.imwrite(tmp, arr, photometric="rgb", extratags=extratags,
+            tifffile.imwrite(fh, arr, photometric="rgb", compression="zlib", predictor=True, extratags=extratags,
+                             metadata=None, software=False,
                              extrasamples=[2] if arr.shape[2] == 4 else None)
             return
         bgr = cv2.cvtColor(arr, cv2.COLOR_RGBA2BGRA if arr.shape[2] == 4 else cv2.COLOR_RGB2BGR)
-        if not cv2.imwrite(str(tmp), bgr):
-            raise PhotoError(f"{tmp}: OpenCV could not encode a 16-bit image")
-        _png_add_metadata(tmp, exif, icc)
+        ok, buf = cv2.imencode(".png", bgr)
+        if not ok:
+            raise OSError("OpenCV could not encode a 16-bit PNG")
+        fh.write(_png_with_metadata(buf.tobytes(), exif, icc))
         return
-    im = Image.fromarray(arr, "RGBA" if arr.shape[2] == 4 else "RGB")
+    im = Image.fromarray(arr)
     kw: dict = {}
     if exif:
         kw["exif"] = exif
     if icc:
         kw["icc_profile"] = icc
     if suffix in (".jpg", ".jpeg"):
-        kw.update(quality=quality, subsampling=0 if quality >= 90 else 2, optimize=True)
-        fmt = "JPEG"
+        kw.update(format="JPEG", quality=quality, subsampling=0 if quality >= 90 else 2, optimize=True)
     elif suffix == ".webp":
-        kw.update(quality=quality)
-        fmt = "WEBP"
+        kw.update(format="WEBP", quality=quality)
     elif suffix == ".png":
-        fmt = "PNG"
+        kw.update(format="PNG")
+    elif exif:  # libtiff (used for compression) cannot write the EXIF sub-IFD; Pillow's own writer can
+        kw.update(format="TIFF", compression=None)
     else:
-        kw["compression"] = "tiff_deflate"
-        fmt = "TIFF"
-    im.save(tmp, format=fmt, **kw)
+        kw.update(format="TIFF", compression="tiff_deflate")
+    im.save(fh, **kw)
+
+
+def _as_photo(photo: Photo | np.ndarray) -> Photo:
+    if isinstance(photo, Photo):
+        return photo
+    px, depth = to_float(photo)
+    if px.ndim == 2:
+        px = np.repeat(px[..., None], 3, axis=2)
+    if px.ndim != 3 or px.shape[2] not in (3, 4):
+        raise ValueError(f"expected an (H, W), (H, W, 3) or (H, W, 4) image, got shape {np.shape(photo)}")
+    return Photo(pixels=px[..., :3], alpha=px[..., 3] if px.shape[2] == 4 else None, bit_depth=depth)
 
 
 def write_photo(
@@ -284,83 +403,123 @@ def write_photo(
     overwrite: bool = False,
     quality: int = 95,
 ) -> Path:
-    """Write a photo atomically; the format follows the suffix (.jpg .jpeg .png .tif .tiff .webp).
+    """Write a photo atomically; the format follows the suffix (.jpg .jpeg .png .tif .tiff .webp, any case).
 
-    ``photo``: a :class:`Photo` (EXIF, ICC and alpha carried over) or a float (H, W, 3) sRGB [0,1] / uint array.
-    ``bit_depth``: 8 or 16; default the photo's own. JPEG and WebP are always written 8-bit; alpha is dropped
-    for JPEG. Refuses to replace an existing file unless ``overwrite``. Returns the path written.
+    ``photo``: a :class:`Photo` (EXIF, ICC and alpha carried over) or a bare array: float (H, W[, 3|4]) sRGB
+    in [0, 1] (written 8-bit unless ``bit_depth``), uint8 or uint16 (written at its own depth).
+    ``bit_depth``: 8 or 16; default the photo's own. JPEG and WebP are always 8-bit (their codecs have no
+    16-bit mode); alpha is dropped for JPEG. ``quality`` (1-100) is used by JPEG and WebP (4:4:4 chroma for
+    JPEG at 90 and above). Metadata kept: EXIF and ICC for every format and depth, except EXIF for 16-bit TIFF
+    and ICC profiles that are not RGB (see the module docstring). Parent folders are created.
+    Raises :class:`PhotoError` for an unsupported suffix, an existing file without ``overwrite``, or a write
+    failure; nothing is left behind on failure. Returns the path written.
     """
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix not in SUPPORTED_EXTENSIONS:
         raise PhotoError(f"{path}: unsupported output format {path.suffix or '(no suffix)'}; "
                          f"use one of {', '.join(sorted(SUPPORTED_EXTENSIONS))}")
-    if not isinstance(photo, Photo):
-        px, depth0 = to_float(photo)
-        if px.ndim == 2:
-            px = np.repeat(px[..., None], 3, axis=2)
-        photo = Photo(pixels=px[..., :3], alpha=px[..., 3] if px.shape[-1] == 4 else None, bit_depth=depth0)
-    if path.exists() and not overwrite:
-        raise PhotoError(f"{path}: exists (pass --overwrite to replace it)")
+    if bit_depth not in (None, 8, 16):
+        raise ValueError(f"bit depth must be 8 or 16, got {bit_depth}")
+    if not 1 <= quality <= 100:
+        raise ValueError(f"quality must be in 1..100, got {quality}")
+    photo = _as_photo(photo)
     if path.is_dir():
         raise PhotoError(f"{path}: is a directory")
+    if (path.exists() or path.is_symlink()) and not overwrite:
+        raise PhotoError(f"{path}: already exists (pass overwrite=True / --overwrite to replace it)")
     depth = 8 if suffix in _EIGHT_BIT_ONLY else int(bit_depth or photo.bit_depth)
-    arr = photo.pixels
+    arr = np.asarray(photo.pixels)
+    if arr.ndim != 3 or arr.shape[2] != 3:
+        raise ValueError(f"Photo.pixels must be (H, W, 3), got shape {arr.shape}")
     if photo.alpha is not None and suffix in _ALPHA_OK:
-        arr = np.concatenate([arr, photo.alpha[..., None]], axis=2)
+        arr = np.concatenate([arr, np.asarray(photo.alpha, dtype=np.float32)[..., None]], axis=2)
     arr = np.ascontiguousarray(from_float(arr, depth))
+    icc = _rgb_icc(photo.icc_profile)
+    exif = photo.exif or None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise PhotoError(f"{path.parent}: cannot create folder ({exc.strerror})") from None
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=suffix + ".part", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
+    # hidden name (skipped by iter_photo_paths), same suffix (encoders that look at it pick the right format);
+    # mode "xb" (exclusive create) gives the usual umask permissions, unlike mkstemp's 0o600
+    tmp = path.with_name(f".{path.stem}.{secrets.token_hex(6)}.tmp{suffix}")
     try:
-        enc = tmp.with_name(tmp.name[: -len(".part")])  # encoders pick the format from the suffix
-        tmp.rename(enc)
-        tmp = enc
-        _encode(tmp, suffix, arr, photo, depth, quality)
-        with open(tmp, "rb+") as fh:
+        fh = open(tmp, "xb")  # noqa: SIM115 (closed by the with-block below)
+    except OSError as exc:
+        raise PhotoError(f"{path}: cannot write ({exc.strerror})") from None
+    try:
+        with fh:
+            _encode(fh, suffix, arr, exif, icc, depth, quality)
+            fh.flush()
             os.fsync(fh.fileno())
-        if path.exists() and not overwrite:  # appeared meanwhile
-            raise PhotoError(f"{path}: exists (pass --overwrite to replace it)")
-        os.replace(tmp, path)
-    except PhotoError:
+        if overwrite:
+            os.replace(tmp, path)
+        else:  # link fails if the destination appeared meanwhile: no race with another writer
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                raise PhotoError(f"{path}: already exists (pass overwrite=True / --overwrite to replace it)") from None
+            except OSError:  # file system without hard links
+                if path.exists():
+                    raise PhotoError(f"{path}: already exists (pass overwrite=True / --overwrite to replace it)") from None
+                os.replace(tmp, path)
+    except BaseException as exc:
         with contextlib.suppress(OSError):
             tmp.unlink()
+        if isinstance(exc, (PhotoError, KeyboardInterrupt, SystemExit, MemoryError)):
+            raise
+        if isinstance(exc, Exception):
+            raise PhotoError(f"{path}: cannot write ({type(exc).__name__}: {exc})") from None
         raise
-    except (OSError, ValueError) as exc:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise PhotoError(f"{path}: cannot write ({exc})") from None
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
+    with contextlib.suppress(OSError):
+        tmp.unlink()  # the hard-link route leaves the temporary name behind
+    _fsync_dir(path.parent)
     return path
 
 
-def iter_photo_paths(inputs: Iterable[str | os.PathLike], *, recursive: bool = False) -> list[Path]:
-    """Expand files and folders to photo paths.
+def _fsync_dir(folder: Path) -> None:
+    """Make the rename durable (POSIX); silently skipped where folders cannot be opened (Windows)."""
+    with contextlib.suppress(OSError, AttributeError):
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
-    A file is kept as given (so that reading it reports what is wrong); a folder contributes its files with a
-    supported suffix (case-insensitive, hidden files skipped, sorted), descending into sub-folders when
-    ``recursive``. A missing path raises :class:`PhotoError`.
+
+# ----------------------------------------------------------------------------------------------- listing
+
+
+def iter_photo_paths(inputs: Iterable[str | os.PathLike] | str | os.PathLike, *,
+                     recursive: bool = False) -> list[Path]:
+    """Expand files and folders to photo paths, in input order, without duplicates.
+
+    A file is kept as given, whatever its suffix (so that reading it reports what is wrong); a folder contributes
+    its files with a supported suffix (case-insensitive; hidden files and folders skipped; sorted by path),
+    descending into sub-folders when ``recursive``. A single path may be passed instead of a list.
+    A missing path raises :class:`PhotoError`.
     """
+    if isinstance(inputs, (str, os.PathLike)):
+        inputs = [inputs]
     out: list[Path] = []
+    seen: set[Path] = set()
     for item in inputs:
         p = Path(item)
-        if p.is_dir() and p.suffix.lower() not in SUPPORTED_EXTENSIONS:
+        if p.is_dir():
             it = p.rglob("*") if recursive else p.iterdir()
             found = sorted(
                 f for f in it
-                if f.is_file() and f.suffix.lower() in SUPPORTED_EXTENSIONS
+                if f.suffix.lower() in SUPPORTED_EXTENSIONS
                 and not any(part.startswith(".") for part in f.relative_to(p).parts)
+                and f.is_file()
             )
-            out.extend(found)
         elif p.exists() or p.is_symlink():
-            out.append(p)
+            found = [p]
         else:
             raise PhotoError(f"{p}: no such file or folder")
+        for f in found:
+            if f not in seen:
+                seen.add(f)
+                out.append(f)
     return out
