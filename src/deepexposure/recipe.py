@@ -1,8 +1,22 @@
 """The Recipe: the exposure edits of one photo, readable and editable as a JSON sidecar.
 
-A recipe holds one exposure value (EV stops) per segment, the 64x64 segment labels (run-length encoded in
-JSON, row-major), the renderer and the model that chose the values. ``deepexposure render --recipe`` applies it
-again, exactly; a user can edit the EVs and re-render.
+A recipe holds one exposure value (EV stops) per segment, the 64x64 segment labels, the renderer and the model
+that chose the values, and the segmentation parameters used. ``deepexposure render --recipe`` applies it again,
+exactly; a user can edit the EVs and re-render.
+
+JSON form (one key per line, values compact)::
+
+    {
+     "version": 1,
+     "renderer": "local",
+     "model": "manual",
+     "evs": [1.25, 0.5, -0.3],
+     "segmentation": {"max_segments": 6, ...},
+     "labels": {"shape": [64, 64], "values": [0, 2, ...], "counts": [17, 5, ...]}
+    }
+
+``labels`` is null for a recipe without segments (fusion), otherwise run-length coded in row-major order:
+the flattened labels are ``values[i]`` repeated ``counts[i]`` times, for i in order.
 """
 
 from __future__ import annotations
@@ -11,7 +25,8 @@ import contextlib
 import json
 import math
 import os
-import tempfile
+import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,37 +37,62 @@ from deepexposure.errors import DataError
 __all__ = ["Recipe", "RECIPE_VERSION", "rle_encode", "rle_decode"]
 
 RECIPE_VERSION = 1
+_RENDERERS = ("fusion", "local")  # the names of deepexposure.render.RENDERERS (not imported: no cycle, no cv2)
 
 
 def rle_encode(labels: np.ndarray) -> dict:
-    """Row-major run-length code of an int label image: ``{"shape": [h, w], "values": [...], "counts": [...]}``."""
-    flat = np.asarray(labels).ravel()
+    """Row-major run-length code of a 2-D int label image: ``{"shape": [h, w], "values": [...], "counts": [...]}``."""
+    labels = np.asarray(labels)
+    flat = labels.ravel()
     if flat.size == 0:
-        return {"shape": list(labels.shape), "values": [], "counts": []}
-    change = np.flatnonzero(np.diff(flat)) + 1
-    starts = np.concatenate([[0], change])
+        return {"shape": [int(s) for s in labels.shape], "values": [], "counts": []}
+    starts = np.concatenate([[0], np.flatnonzero(np.diff(flat)) + 1])
     counts = np.diff(np.concatenate([starts, [flat.size]]))
-    return {"shape": [int(s) for s in labels.shape], "values": flat[starts].astype(int).tolist(),
-            "counts": counts.astype(int).tolist()}
+    return {"shape": [int(s) for s in labels.shape], "values": [int(v) for v in flat[starts]],
+            "counts": [int(c) for c in counts]}
+
+
+def _int_list(x, name: str) -> list[int]:
+    if not isinstance(x, list) or not all(isinstance(v, int) and not isinstance(v, bool) for v in x):
+        raise DataError(f"labels {name} must be a list of integers")
+    return x
 
 
 def rle_decode(code: dict) -> np.ndarray:
-    """Inverse of :func:`rle_encode` -> int32 array."""
-    shape = tuple(int(s) for s in code["shape"])
-    counts = np.asarray(code["counts"], dtype=np.int64)
-    values = np.asarray(code["values"], dtype=np.int32)
-    if counts.sum() != math.prod(shape) or len(counts) != len(values) or (counts <= 0).any():
-        raise ValueError("run lengths do not match the shape")
-    return np.repeat(values, counts).reshape(shape)
+    """Inverse of :func:`rle_encode` -> int32 array; raises :class:`DataError` on a malformed code."""
+    if not isinstance(code, dict):
+        raise DataError("labels must be an object with shape, values and counts")
+    try:
+        shape, values, counts = code["shape"], code["values"], code["counts"]
+    except KeyError as exc:
+        raise DataError(f"labels lack the key {exc.args[0]!r}") from None
+    shape = _int_list(shape, "shape")
+    values, counts = _int_list(values, "values"), _int_list(counts, "counts")
+    if len(shape) != 2 or min(shape) < 1:
+        raise DataError(f"labels shape must be two positive integers, got {shape}")
+    if len(values) != len(counts) or any(c < 1 for c in counts) or sum(counts) != math.prod(shape):
+        raise DataError("labels run lengths do not match their shape")
+    if any(v < 0 or v > 2**31 - 1 for v in values):
+        raise DataError("labels values must be non-negative 32-bit integers")
+    return np.repeat(np.asarray(values, dtype=np.int32), counts).reshape(shape)
 
 
-@dataclass
+def _jsonable(x):
+    """numpy scalars and arrays (e.g. in segmentation parameters) as plain JSON values."""
+    if isinstance(x, np.generic | np.ndarray):
+        return x.tolist()
+    raise TypeError(f"{type(x).__name__} is not JSON serialisable")
+
+
+@dataclass(eq=False)
 class Recipe:
     """Exposure edits of one photo.
 
-    ``evs``: EV stops per segment (fusion: one exposed copy each). ``labels``: (64, 64) int32 segment labels,
-    None for a pure fusion recipe. ``renderer``: "fusion" or "local". ``model``: id of the policy (or "manual").
-    ``segmentation``: parameters used to make ``labels``.
+    ``evs``: EV stops, one per segment (fusion: one exposed copy each). ``labels``: (64, 64) int32 segment
+    labels 0..len(evs)-1, or None for a recipe without segments (fusion only). ``renderer``: "fusion" or
+    "local". ``model``: id of the policy that chose the EVs, or "manual". ``segmentation``: the parameters
+    of :func:`deepexposure.segmentation.segment` that made ``labels``. ``version``: format version.
+    Invalid values raise :class:`~deepexposure.errors.DataError`.
     """
 
     evs: list[float]
@@ -63,56 +103,91 @@ class Recipe:
     version: int = RECIPE_VERSION
 
     def __post_init__(self) -> None:
-        self.evs = [float(e) for e in self.evs]
+        try:
+            self.evs = [float(e) for e in self.evs]
+        except (TypeError, ValueError):
+            raise DataError(f"recipe EVs must be numbers, got {self.evs!r}") from None
         if not all(math.isfinite(e) for e in self.evs):
-            raise DataError("recipe EVs must be finite numbers")
+            raise DataError(f"recipe EVs must be finite numbers, got {self.evs}")
+        if self.renderer not in _RENDERERS:
+            raise DataError(f"unknown renderer {self.renderer!r} in recipe; valid renderers: {', '.join(_RENDERERS)}")
+        if not isinstance(self.version, int) or isinstance(self.version, bool) or self.version < 1:
+            raise DataError(f"recipe version must be a positive integer, got {self.version!r}")
+        if self.version > RECIPE_VERSION:
+            raise DataError(f"recipe version {self.version} is newer than this deepexposure reads ({RECIPE_VERSION})")
+        if not isinstance(self.segmentation, dict):
+            raise DataError("recipe segmentation parameters must be an object")
+        self.model = str(self.model)
         if self.labels is not None:
-            self.labels = np.asarray(self.labels, dtype=np.int32)
-            n = int(self.labels.max()) + 1
-            if self.labels.min() < 0 or n != len(self.evs):
+            labels = np.asarray(self.labels)
+            if labels.ndim != 2 or labels.size == 0 or not np.issubdtype(labels.dtype, np.integer):
+                raise DataError(f"recipe labels must be a non-empty 2-D integer array, got {labels.dtype} {labels.shape}")
+            if labels.min() < 0:
+                raise DataError("recipe labels must be non-negative")
+            n = int(labels.max()) + 1
+            if n != len(self.evs):
                 raise DataError(f"recipe has {len(self.evs)} EVs but its labels have {n} segments")
+            self.labels = labels.astype(np.int32)
 
     @classmethod
-    def from_evs(cls, evs, *, renderer: str = "fusion") -> Recipe:
-        """A hand-made recipe without segments (for the fusion renderer)."""
+    def from_evs(cls, evs: Iterable[float], *, renderer: str = "fusion") -> Recipe:
+        """A hand-made recipe without segments (e.g. ``render --ev``), model ``"manual"``."""
         return cls(evs=list(evs), renderer=renderer)
 
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Recipe):
+            return NotImplemented
+        same_labels = (self.labels is None and other.labels is None) or (
+            self.labels is not None and other.labels is not None and np.array_equal(self.labels, other.labels))
+        return (same_labels and self.evs == other.evs and self.renderer == other.renderer
+                and self.model == other.model and self.segmentation == other.segmentation
+                and self.version == other.version)
+
     def to_dict(self) -> dict:
-        """JSON-able form."""
+        """JSON-able form (labels run-length coded, see the module doc)."""
         return {
             "version": self.version,
             "renderer": self.renderer,
             "model": self.model,
-            "evs": self.evs,
-            "segmentation": self.segmentation,
+            "evs": list(self.evs),
+            "segmentation": dict(self.segmentation),
             "labels": None if self.labels is None else rle_encode(self.labels),
         }
 
     @classmethod
     def from_dict(cls, d: dict) -> Recipe:
         """Inverse of :meth:`to_dict`; raises :class:`DataError` on a malformed dict."""
-        try:
-            version = int(d.get("version", RECIPE_VERSION))
-            if version > RECIPE_VERSION:
-                raise DataError(f"recipe version {version} is newer than this deepexposure reads ({RECIPE_VERSION})")
-            labels = None if d.get("labels") is None else rle_decode(d["labels"])
-            return cls(evs=list(d["evs"]), labels=labels, renderer=str(d.get("renderer", "fusion")),
-                       model=str(d.get("model", "manual")), segmentation=dict(d.get("segmentation") or {}),
-                       version=version)
-        except DataError:
-            raise
-        except (KeyError, TypeError, ValueError) as exc:
-            raise DataError(f"malformed recipe ({type(exc).__name__}: {exc})") from None
+        if not isinstance(d, dict):
+            raise DataError("a recipe must be a JSON object")
+        if "evs" not in d:
+            raise DataError("recipe lacks the key 'evs'")
+        evs = d["evs"]
+        if not isinstance(evs, list) or not all(
+                isinstance(e, int | float) and not isinstance(e, bool) for e in evs):
+            raise DataError("recipe 'evs' must be a list of numbers")
+        model = d.get("model", "manual")
+        renderer = d.get("renderer", "fusion")
+        if not isinstance(model, str) or not isinstance(renderer, str):
+            raise DataError("recipe 'model' and 'renderer' must be strings")
+        labels = None if d.get("labels") is None else rle_decode(d["labels"])
+        return cls(evs=evs, labels=labels, renderer=renderer, model=model,
+                   segmentation=d.get("segmentation") or {}, version=d.get("version", RECIPE_VERSION))
+
+    def to_json(self) -> str:
+        """The JSON text: one top-level key per line, each value compact (EVs and labels on one line)."""
+        items = [f" {json.dumps(k)}: {json.dumps(v, allow_nan=False, default=_jsonable)}"
+                 for k, v in self.to_dict().items()]
+        return "{\n" + ",\n".join(items) + "\n}\n"
 
     def save(self, path: str | os.PathLike) -> Path:
-        """Write the JSON atomically (temporary file + rename)."""
+        """Write the JSON to ``path`` atomically (temporary file in the same folder + ``os.replace``)."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+        text = self.to_json()
+        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.part")
         try:
-            with os.fdopen(fd, "w") as fh:
-                json.dump(self.to_dict(), fh, indent=1)
-                fh.write("\n")
+            with open(tmp, "x", encoding="utf-8") as fh:  # "x": created with the user's umask, never clobbers
+                fh.write(text)
             os.replace(tmp, path)
         except BaseException:
             with contextlib.suppress(OSError):
@@ -122,18 +197,20 @@ class Recipe:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Recipe:
-        """Read a recipe JSON; a missing, unreadable or malformed file raises :class:`DataError`."""
+        """Read a recipe JSON; a missing, unreadable, malformed or too new file raises :class:`DataError`."""
         path = Path(path)
         try:
-            text = path.read_text()
+            text = path.read_text(encoding="utf-8")
         except OSError as exc:
             raise DataError(f"{path}: cannot read recipe ({exc.strerror or exc})") from None
+        except UnicodeDecodeError:
+            raise DataError(f"{path}: not a recipe JSON (not UTF-8 text)") from None
         try:
             d = json.loads(text)
         except json.JSONDecodeError as exc:
             raise DataError(f"{path}: not a recipe JSON ({exc.msg} at line {exc.lineno})") from None
-        if not isinstance(d, dict):
-            raise DataError(f"{path}: not a recipe JSON (expected an object)")
+        except RecursionError:
+            raise DataError(f"{path}: not a recipe JSON (nested too deeply)") from None
         try:
             return cls.from_dict(d)
         except DataError as exc:
