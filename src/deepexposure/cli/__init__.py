@@ -50,16 +50,10 @@ def main() -> None:
 
 def _register() -> None:
     """Attach sub-commands (each lives in its own module of this package)."""
-    import importlib
+    from deepexposure.cli import data, enhance, evaluate, render, train
 
-    for name in ("render", "enhance", "train", "evaluate", "data"):
-        try:
-            mod = importlib.import_module(f"deepexposure.cli.{name}")
-        except ModuleNotFoundError as exc:  # a sub-command module not written yet
-            if exc.name != f"deepexposure.cli.{name}":
-                raise
-            continue
-        for cmd in getattr(mod, "COMMANDS", []):
+    for mod in (enhance, render, train, evaluate, data):
+        for cmd in mod.COMMANDS:
             main.add_command(cmd)
 
 
