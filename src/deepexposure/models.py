@@ -1,0 +1,111 @@
+"""Networks for 64x64 previews: the actor (policy), the value net (DE I) and the WGAN-GP critic.
+
+All three share one small trunk: four 4x4 stride-2 convolutions (64->32->16->8->4 px) with ``width``,
+2*width, 4*width, 4*width channels (default width 32: 32/64/128/128) and LeakyReLU(0.2), then an MLP head
+(2048 -> 128 -> 1). There is NO batch normalisation anywhere: WGAN-GP needs a per-sample critic, and the
+gradient gathering sums per-episode gradients, which must not depend on which episodes share a batch.
+Default sizes: actor ~0.70 M parameters, value net the same, critic ~0.70 M.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from deepexposure.env import STATE_CHANNELS
+
+__all__ = ["Actor", "ValueNet", "Critic", "critic_features", "gradient_penalty", "CRITIC_CHANNELS"]
+
+CRITIC_CHANNELS = 6
+_LUMA = (0.2126, 0.7152, 0.0722)
+
+
+def _trunk(in_ch: int, width: int) -> nn.Sequential:
+    chans = [in_ch, width, 2 * width, 4 * width, 4 * width]
+    layers: list[nn.Module] = []
+    for a, b in zip(chans[:-1], chans[1:], strict=True):
+        layers += [nn.Conv2d(a, b, 4, stride=2, padding=1), nn.LeakyReLU(0.2)]
+    layers.append(nn.Flatten())
+    return nn.Sequential(*layers)
+
+
+def _head(width: int, size: int, hidden: int) -> nn.Sequential:
+    feat = 4 * width * (size // 16) ** 2
+    return nn.Sequential(nn.Linear(feat, hidden), nn.LeakyReLU(0.2), nn.Linear(hidden, 1))
+
+
+class Actor(nn.Module):
+    """Deterministic policy: state ``(B,8,64,64)`` -> EV ``(B,)`` in stops, ``max_ev * tanh(.)`` in [-max_ev, max_ev]."""
+
+    def __init__(self, *, width: int = 32, hidden: int = 128, size: int = 64, max_ev: float = 3.0,
+                 in_channels: int = STATE_CHANNELS) -> None:
+        super().__init__()
+        self.max_ev = float(max_ev)
+        self.body = _trunk(in_channels, width)
+        self.head = _head(width, size, hidden)
+        nn.init.zeros_(self.head[-1].weight)  # start at EV 0 everywhere (identity policy)
+        nn.init.zeros_(self.head[-1].bias)
+
+    def forward(self, s: torch.Tensor) -> torch.Tensor:
+        return self.max_ev * torch.tanh(self.head(self.body(s)).squeeze(1))
+
+
+class ValueNet(nn.Module):
+    """State value ``V(s)`` (DE I): state ``(B,8,64,64)`` -> ``(B,)`` unbounded, in critic-score units."""
+
+    def __init__(self, *, width: int = 32, hidden: int = 128, size: int = 64,
+                 in_channels: int = STATE_CHANNELS) -> None:
+        super().__init__()
+        self.body = _trunk(in_channels, width)
+        self.head = _head(width, size, hidden)
+
+    def forward(self, s: torch.Tensor) -> torch.Tensor:
+        return self.head(self.body(s)).squeeze(1)
+
+
+def _luma(srgb: torch.Tensor) -> torch.Tensor:
+    w = torch.tensor(_LUMA, dtype=srgb.dtype, device=srgb.device).view(1, 3, 1, 1)
+    return (srgb * w).sum(1, keepdim=True)
+
+
+def critic_features(srgb: torch.Tensor) -> torch.Tensor:
+    """Critic input ``(B,6,H,W)`` from sRGB ``(B,3,H,W)`` in [0,1], all differentiable.
+
+    Channels: R, G, B; contrast = |3x3 Laplacian| of the gamma-encoded luma (Rec.709 weights); saturation =
+    standard deviation over R,G,B; illumination = luma blurred by a 7x7 box (replicate padding).
+    """
+    y = _luma(srgb)
+    lap = torch.tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]], dtype=srgb.dtype, device=srgb.device)
+    contrast = F.conv2d(F.pad(y, (1, 1, 1, 1), mode="replicate"), lap.view(1, 1, 3, 3)).abs()
+    mean = srgb.mean(1, keepdim=True)
+    sat = ((srgb - mean) ** 2).mean(1, keepdim=True).add(1e-8).sqrt()
+    illum = F.avg_pool2d(F.pad(y, (3, 3, 3, 3), mode="replicate"), 7, stride=1)
+    return torch.cat([srgb, contrast, sat, illum], dim=1)
+
+
+class Critic(nn.Module):
+    """WGAN-GP critic: sRGB ``(B,3,64,64)`` -> score ``(B,)``, HIGH = looks like an expert photo. No normalisation."""
+
+    def __init__(self, *, width: int = 32, hidden: int = 128, size: int = 64) -> None:
+        super().__init__()
+        self.body = _trunk(CRITIC_CHANNELS, width)
+        self.head = _head(width, size, hidden)
+
+    def forward(self, srgb: torch.Tensor) -> torch.Tensor:
+        return self.head(self.body(critic_features(srgb))).squeeze(1)
+
+
+def gradient_penalty(critic, real: torch.Tensor, fake: torch.Tensor, *,
+                     generator: torch.Generator | None = None) -> torch.Tensor:
+    """WGAN-GP term ``mean((||grad_x critic(x_hat)||_2 - 1)^2)`` at random interpolates of ``real`` and ``fake``.
+
+    ``critic``: any callable (B,...) -> (B,). Interpolation weights uniform in [0,1), one per sample, drawn from
+    ``generator``. Multiply by lambda (10) outside.
+    """
+    alpha = torch.rand(real.shape[0], *([1] * (real.dim() - 1)), generator=generator,
+                       device=real.device, dtype=real.dtype)
+    x = (alpha * real.detach() + (1 - alpha) * fake.detach()).requires_grad_(True)
+    out = critic(x)
+    (grad,) = torch.autograd.grad(out.sum(), x, create_graph=True)
+    return ((grad.flatten(1).norm(dim=1) - 1) ** 2).mean()

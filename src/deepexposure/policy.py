@@ -1,0 +1,117 @@
+"""A trained actor packaged for inference, loadable without the training code.
+
+File format (``torch.save`` of a plain dict, loaded with ``weights_only=True``)::
+
+    {"format": "deepexposure-policy", "version": 1,
+     "arch": {"width", "hidden", "size", "max_ev", "in_channels"},   # Actor constructor arguments
+     "state_dict": {name: tensor},                                     # Actor weights
+     "config": {"variant", "segments", "max_ev", "segmentation": {...}, ...}}
+
+``predict`` runs the deterministic episode (no exploration noise) over ``config["segments"]`` steps at 64x64 and
+returns one EV (stops) per segment of the given labels.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from deepexposure.env import masks_tensor, run_episode
+from deepexposure.errors import ModelError
+from deepexposure.models import Actor
+
+__all__ = ["Policy", "select_device", "POLICY_FORMAT"]
+
+POLICY_FORMAT = "deepexposure-policy"
+_ARCH_KEYS = ("width", "hidden", "size", "max_ev", "in_channels")
+
+
+def select_device(device: str | torch.device | None = None) -> torch.device:
+    """``device`` if given, else CUDA when available, else CPU."""
+    if device is not None:
+        return torch.device(device)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+class Policy:
+    """Deterministic exposure policy. ``arch``: Actor constructor kwargs; ``config``: training facts (JSON-able)."""
+
+    def __init__(self, actor: Actor, arch: dict, config: dict, *, device: str | torch.device | None = None) -> None:
+        self.device = select_device(device)
+        self.actor = actor.to(self.device).eval()
+        self.arch = dict(arch)
+        self.config = dict(config)
+        self.segments = int(self.config.get("segments", 6))
+
+    @classmethod
+    def from_actor(cls, actor: Actor, arch: dict, config: dict, *, device=None) -> Policy:
+        """Copy an actor (e.g. from training) into a standalone policy."""
+        clone = Actor(**arch)
+        clone.load_state_dict({k: v.detach().cpu().clone() for k, v in actor.state_dict().items()})
+        return cls(clone, arch, config, device=device)
+
+    @property
+    def model_id(self) -> str:
+        """``de-`` + first 12 hex digits of the SHA-256 of the weights (sorted by name, float32 bytes)."""
+        h = hashlib.sha256()
+        for k, v in sorted(self.actor.state_dict().items()):
+            h.update(k.encode())
+            h.update(v.detach().cpu().to(torch.float32).contiguous().numpy().tobytes())
+        return "de-" + h.hexdigest()[:12]
+
+    def to_dict(self) -> dict:
+        return {"format": POLICY_FORMAT, "version": 1, "arch": dict(self.arch),
+                "state_dict": {k: v.detach().cpu().clone() for k, v in self.actor.state_dict().items()},
+                "config": dict(self.config)}
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write the policy atomically (temp file + rename); returns the path."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        torch.save(self.to_dict(), tmp)
+        os.replace(tmp, path)
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, *, device: str | torch.device | None = None) -> Policy:
+        """Load a ``policy.pt``; a missing, corrupt or foreign file raises :class:`ModelError`."""
+        path = Path(path)
+        if not path.is_file():
+            raise ModelError(f"policy file not found: {path}")
+        try:
+            d = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # noqa: BLE001 - any unpickling failure means a bad file
+            raise ModelError(f"cannot read policy file {path}: {type(exc).__name__}") from None
+        if not isinstance(d, dict) or d.get("format") != POLICY_FORMAT:
+            raise ModelError(f"{path} is not a deepexposure policy file")
+        try:
+            arch = {k: d["arch"][k] for k in _ARCH_KEYS if k in d["arch"]}
+            actor = Actor(**arch)
+            actor.load_state_dict(d["state_dict"])
+        except Exception as exc:  # noqa: BLE001
+            raise ModelError(f"policy file {path} does not match the actor architecture: {exc}") from None
+        return cls(actor, arch, d.get("config", {}), device=device)
+
+    @torch.no_grad()
+    def predict_batch(self, previews: np.ndarray, labels: np.ndarray) -> np.ndarray:
+        """EVs ``(B, T)`` float32 for previews ``(B,64,64,3)`` float32 sRGB [0,1] and labels ``(B,64,64)`` int."""
+        s0 = torch.from_numpy(np.ascontiguousarray(previews, dtype=np.float32)).permute(0, 3, 1, 2).to(self.device)
+        lab = torch.from_numpy(np.asarray(labels, dtype=np.int64)).to(self.device)
+        evs, _ = run_episode(self.actor, s0.clamp(0, 1), masks_tensor(lab, self.segments))
+        return evs.cpu().numpy().astype(np.float32)
+
+    def predict(self, preview: np.ndarray, labels: np.ndarray) -> np.ndarray:
+        """EVs ``(n,)`` float32 (stops, within +-max_ev), one per segment 0..n-1 of ``labels`` (64,64) int32."""
+        preview = np.asarray(preview, dtype=np.float32)
+        labels = np.asarray(labels)
+        if preview.ndim != 3 or preview.shape[2] != 3 or preview.shape[:2] != labels.shape:
+            raise ValueError(f"expected a (h,w,3) preview and (h,w) labels, got {preview.shape} and {labels.shape}")
+        n = int(labels.max()) + 1
+        if n > self.segments:
+            raise ValueError(f"{n} segments but the policy was trained with at most {self.segments}")
+        return self.predict_batch(preview[None], labels[None])[0, :n]

@@ -1,0 +1,100 @@
+"""Training configuration: one dataclass per component, nested in :class:`TrainConfig`, saved as JSON."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+__all__ = ["ModelConfig", "RLConfig", "OptimConfig", "RunConfig", "TrainConfig"]
+
+
+@dataclass
+class ModelConfig:
+    """Network sizes (see deepexposure.models)."""
+
+    width: int = 32  #: channels of the first conv layer of actor/value trunks (then x2, x4, x4)
+    hidden: int = 128  #: hidden units of the MLP heads
+    critic_width: int = 32  #: channels of the critic's first conv layer
+    max_ev: float = 3.0  #: actor output bound, EV stops (tanh * max_ev)
+    size: int = 64  #: preview side in pixels
+
+
+@dataclass
+class RLConfig:
+    """The episode, the reward and the gradient gathering."""
+
+    variant: str = "I"  #: "I" (value net + TD, Eq. 6-9) or "II" (critic as value, Eq. 14-15)
+    segments: int = 6  #: T: segments per preview = steps per episode (smaller images are padded with no-op steps)
+    seg_scale: float = 40.0  #: Felzenszwalb scale on the 64x64 preview
+    seg_sigma: float = 0.5  #: Felzenszwalb smoothing sigma
+    seg_min_size: int = 20  #: Felzenszwalb minimum region size (pixels)
+    gamma: float = 0.99  #: discount
+    batch_size: int = 8  #: episodes whose gradients are gathered into one update (paper: 8)
+    episodes_per_task: int = 4  #: episodes one worker task runs (fixed so results do not depend on --workers)
+    ou_theta: float = 0.015  #: OU mean reversion (paper's zeta)
+    ou_sigma: float = 0.03  #: OU increment std, EV
+    ou_mu: float = 0.0  #: OU mean, EV
+    n_critic: int = 2  #: critic updates per actor update
+    critic_warmup: int = 100  #: first steps where the critic gets warmup_n_critic updates instead
+    warmup_n_critic: int = 5  #: critic updates per step during warmup
+    gp_lambda: float = 10.0  #: WGAN-GP gradient-penalty weight
+    flip: bool = True  #: random horizontal flips of inputs (with labels) and experts
+
+
+@dataclass
+class OptimConfig:
+    """Adam learning rates, decayed exponentially to ``final_lr_fraction`` of the start over ``RunConfig.steps``."""
+
+    lr_critic: float = 1e-4  #: paper 5e-5; larger for runs of a few thousand CPU steps (docs/learning.md)
+    lr_actor: float = 1e-4  #: paper 1.5e-5; larger for short CPU runs
+    lr_value: float = 1e-3  #: paper 5e-4; larger for short CPU runs
+    final_lr_fraction: float = 0.01  #: lr at the last step / lr at the first step (paper 1e-3)
+    beta1: float = 0.5  #: Adam beta1 (0.5, 0.9: the usual WGAN-GP choice; the paper does not say)
+    beta2: float = 0.9  #: Adam beta2
+    grad_clip: float = 0.0  #: clip the gathered gradient norms of actor/value to this (0 = off)
+
+
+@dataclass
+class RunConfig:
+    """Run length, reproducibility, parallelism and logging."""
+
+    steps: int = 5000  #: number of actor updates; the lr schedule spans exactly this many
+    seed: int = 0  #: everything random derives from this (model init, batches, noise)
+    workers: int = 0  #: gradient worker processes (0 = in-process); results do not depend on it
+    threads: int = 2  #: torch intra-op threads of the learner (and of each worker when workers > 0: 1)
+    log_every: int = 10  #: TensorBoard scalars every N steps
+    image_every: int = 500  #: TensorBoard image grids every N steps
+    checkpoint_every: int = 250  #: checkpoint (and policy.pt) every N steps
+    keep_policies: bool = True  #: also keep a snapshot policies/step-NNNNNN.pt at every checkpoint
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run needs besides the data; saved as ``config.json`` and inside every checkpoint."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    rl: RLConfig = field(default_factory=RLConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> TrainConfig:
+        return cls(model=ModelConfig(**d.get("model", {})), rl=RLConfig(**d.get("rl", {})),
+                   optim=OptimConfig(**d.get("optim", {})), run=RunConfig(**d.get("run", {})))
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+
+    @classmethod
+    def load(cls, path: str | Path) -> TrainConfig:
+        return cls.from_dict(json.loads(Path(path).read_text()))
+
+    def segmentation(self) -> dict:
+        """Keyword arguments of deepexposure.segmentation.segment used for this run."""
+        return {"max_segments": self.rl.segments, "scale": self.rl.seg_scale, "sigma": self.rl.seg_sigma,
+                "min_size": self.rl.seg_min_size}

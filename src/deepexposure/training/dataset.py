@@ -1,0 +1,99 @@
+"""Training data: input previews (+ their segment labels) and expert previews, built once and cached as .npz."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from deepexposure.errors import DataError
+
+__all__ = ["TrainData", "build_training_data", "segment_all"]
+
+
+@dataclass
+class TrainData:
+    """``inputs`` (N,64,64,3) float32 sRGB [0,1]; ``labels`` (N,64,64) int32 0..n-1; ``experts`` (M,64,64,3)."""
+
+    inputs: np.ndarray
+    labels: np.ndarray
+    experts: np.ndarray
+
+    def __post_init__(self) -> None:
+        if len(self.inputs) == 0:
+            raise DataError("no usable input photo")
+        if len(self.experts) == 0:
+            raise DataError("no usable expert photo")
+        if self.labels.shape != self.inputs.shape[:3]:
+            raise DataError(f"labels {self.labels.shape} do not match inputs {self.inputs.shape}")
+
+
+def segment_all(previews: np.ndarray, segmentation: dict) -> np.ndarray:
+    """Labels (N,64,64) int32 of every preview with ``segmentation.segment(**segmentation)``."""
+    from deepexposure.segmentation import segment
+
+    return np.stack([segment(p, **segmentation) for p in previews]).astype(np.int32)
+
+
+def build_training_data(*, inputs: Sequence[str | os.PathLike] = (), synthetic: Sequence[str | os.PathLike] = (),
+                        experts: Sequence[str | os.PathLike] = (), sice: Sequence[str | os.PathLike] = (),
+                        fivek: str | os.PathLike | None = None, copies: int = 4, seed: int = 0,
+                        segmentation: dict, cache_dir: str | os.PathLike | None = None,
+                        progress: bool = True) -> TrainData:
+    """Load/derive all previews, segment the inputs, cache the result in ``cache_dir/train-<hash>.npz``.
+
+    ``inputs``: files/folders of real badly exposed photos used as they are; ``synthetic``: well-exposed photos
+    degraded ``copies`` times each at preview size (data.degraded_previews, DegradeConfig defaults, ``seed``);
+    ``sice``: SICE/Zero-DCE++ roots whose clearly under/over-exposed frames are used (data.select_sice);
+    ``experts``: well-exposed photos; ``fivek``: FiveK root (train_input fold as inputs, expert C train_expert fold
+    as experts). Unreadable files are reported and skipped; no usable input or expert raises DataError.
+    """
+    from deepexposure import data
+    from deepexposure.segmentation import SEGMENTATION_VERSION
+
+    # the key names everything the cached arrays depend on; bump "v" when the cache format changes
+    key = json.dumps({"v": 2, "segv": SEGMENTATION_VERSION, "degrade": dataclasses.asdict(data.DegradeConfig()),
+                      "i": [str(Path(p).resolve()) for p in inputs], "s": [str(Path(p).resolve()) for p in synthetic],
+                      "e": [str(Path(p).resolve()) for p in experts], "c": [str(Path(p).resolve()) for p in sice],
+                      "f": str(Path(fivek).resolve()) if fivek else None, "copies": copies, "seed": seed,
+                      "seg": segmentation}, sort_keys=True)
+    cache = None
+    if cache_dir is not None:
+        cache = Path(cache_dir) / f"train-{hashlib.sha256(key.encode()).hexdigest()[:16]}.npz"
+        if cache.is_file():
+            with np.load(cache) as z:
+                return TrainData(z["inputs"], z["labels"], z["experts"])
+    pcache = None if cache_dir is None else Path(cache_dir) / "previews"
+    in_paths: list = [*inputs]
+    for root in sice:
+        in_paths += data.select_sice(root)
+    ex_paths: list = [*experts]
+    if fivek is not None:
+        in_paths += data.fivek_inputs(fivek, "train_input")
+        ex_paths += data.fivek_experts(fivek, "train_expert")
+    parts = []
+    if in_paths:
+        parts.append(data.load_previews(in_paths, cache_dir=pcache, progress=progress)[0])
+    if synthetic:
+        clean = data.load_previews(list(synthetic), cache_dir=pcache, progress=progress)[0]
+        parts.append(data.degraded_previews(clean, seed=seed, copies=copies))
+    if not parts:
+        raise DataError("no input photos given (use --inputs, --synthetic-inputs, --sice or --fivek)")
+    if not ex_paths:
+        raise DataError("no expert photos given (use --experts or --fivek)")
+    ins = np.concatenate(parts).astype(np.float32)
+    exs = data.load_previews(ex_paths, cache_dir=pcache, progress=progress)[0].astype(np.float32)
+    labels = segment_all(ins, segmentation)
+    out = TrainData(ins, labels, exs)
+    if cache is not None:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_name(cache.name + ".tmp.npz")
+        np.savez_compressed(tmp, inputs=ins, labels=labels, experts=exs)
+        os.replace(tmp, cache)
+    return out

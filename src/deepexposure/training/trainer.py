@@ -1,0 +1,322 @@
+"""The learner: critic (WGAN-GP) updates, gathered actor/value gradients, schedules, logging, checkpoints.
+
+One step ``k`` (all randomness derived from (seed, k), so a resumed run repeats an uninterrupted one exactly):
+
+1. the batch's input previews (and flips) are drawn from ``numpy.random.default_rng([seed, k, 1])``;
+2. the episodes run in tasks of ``episodes_per_task`` (workers or in-process, :mod:`.workers`) with the current
+   actor/critic/value and OU noise seeded from (seed, k, episode); their gradients are summed in task order and
+   divided by the batch size;
+3. the critic gets ``n_critic`` WGAN-GP updates (``warmup_n_critic`` during the first ``critic_warmup`` steps):
+   the first on the episodes' final images, the next ones on fresh no-grad rollouts of the current actor;
+4. the gathered actor (and value) gradients are applied; every learning rate decays by one exponential step.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from deepexposure.env import masks_tensor, run_episode
+from deepexposure.errors import DeepExposureError
+from deepexposure.models import Actor, Critic, ValueNet, gradient_penalty
+from deepexposure.policy import Policy, select_device
+from deepexposure.training.checkpoint import (
+    CHECKPOINT_NAME,
+    load_checkpoint,
+    rng_states,
+    save_checkpoint,
+    set_rng_states,
+)
+from deepexposure.training.config import TrainConfig
+from deepexposure.training.dataset import TrainData
+from deepexposure.training.noise import OUNoise
+from deepexposure.training.workers import (
+    GradientPool,
+    TaskResult,
+    compute_gradients,
+    episode_noise,
+    episode_seed,
+)
+
+__all__ = ["Trainer", "TrainingError"]
+
+
+class TrainingError(DeepExposureError):
+    """Training cannot go on (a non-finite loss, a run folder in the wrong state)."""
+
+
+_NOT_RESULT_KEYS = ("workers", "threads", "log_every", "image_every", "checkpoint_every", "keep_policies")
+
+
+def _result_config(d: dict) -> dict:
+    """The config without the fields that do not change results (parallelism, logging cadence)."""
+    run = {k: v for k, v in d.get("run", {}).items() if k not in _NOT_RESULT_KEYS}
+    return {**d, "run": run}
+
+
+def _to_nchw(x: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).permute(0, 3, 1, 2).contiguous()
+
+
+class Trainer:
+    """Train DE I or DE II on ``data``; the run folder ``out`` gets config.json, checkpoint.pt, policy.pt, tb/."""
+
+    def __init__(self, config: TrainConfig, data: TrainData, out: str | os.PathLike, *,
+                 device: str | None = None, tensorboard: bool = True, progress: bool = True) -> None:
+        self.cfg = config
+        self.out = Path(out)
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.device = select_device(device)
+        self.progress = progress
+        self.tensorboard = tensorboard
+        torch.set_num_threads(max(1, config.run.threads))
+        torch.set_flush_denormal(True)  # denormals can slow CPU convolutions by orders of magnitude
+        m, rl = config.model, config.rl
+        if rl.variant not in ("I", "II"):
+            raise TrainingError(f"unknown variant {rl.variant!r} (use I or II)")
+        torch.manual_seed(config.run.seed)
+        self.actor = Actor(width=m.width, hidden=m.hidden, size=m.size, max_ev=m.max_ev).to(self.device)
+        self.critic = Critic(width=m.critic_width, hidden=m.hidden, size=m.size).to(self.device)
+        self.value = ValueNet(width=m.width, hidden=m.hidden, size=m.size).to(self.device) if rl.variant == "I" else None
+        o = config.optim
+        betas = (o.beta1, o.beta2)
+        self.opt_actor = torch.optim.Adam(self.actor.parameters(), lr=o.lr_actor, betas=betas)
+        self.opt_critic = torch.optim.Adam(self.critic.parameters(), lr=o.lr_critic, betas=betas)
+        self.opt_value = (torch.optim.Adam(self.value.parameters(), lr=o.lr_value, betas=betas)
+                          if self.value is not None else None)
+        decay = o.final_lr_fraction ** (1.0 / max(1, config.run.steps))
+        self.scheds = [torch.optim.lr_scheduler.ExponentialLR(opt, decay)
+                       for opt in (self.opt_actor, self.opt_critic, self.opt_value) if opt is not None]
+        self.ou = OUNoise(theta=rl.ou_theta, sigma=rl.ou_sigma, mu=rl.ou_mu)  # template; restarted every episode
+        self.step = 0
+        self.inputs = _to_nchw(data.inputs).to(self.device)
+        self.labels = torch.from_numpy(data.labels.astype(np.int64)).to(self.device)
+        self.experts = _to_nchw(data.experts).to(self.device)
+        self._pool: GradientPool | None = None
+        self._writer = None
+
+    # ------------------------------------------------------------------ persistence
+    def _payload(self) -> dict:
+        return {"format": "deepexposure-checkpoint", "version": 1, "config": self.cfg.to_dict(), "step": self.step,
+                "actor": self.actor.state_dict(), "critic": self.critic.state_dict(),
+                "value": self.value.state_dict() if self.value is not None else None,
+                "opt_actor": self.opt_actor.state_dict(), "opt_critic": self.opt_critic.state_dict(),
+                "opt_value": self.opt_value.state_dict() if self.opt_value is not None else None,
+                "scheds": [s.state_dict() for s in self.scheds], "rng": rng_states(), "ou": self.ou.state_dict()}
+
+    def save(self) -> Path:
+        """Write checkpoint.pt (atomic) and policy.pt for the current step."""
+        path = save_checkpoint(self.out / CHECKPOINT_NAME, self._payload())
+        pol = self.policy()
+        pol.save(self.out / "policy.pt")
+        if self.cfg.run.keep_policies:
+            pol.save(self.out / "policies" / f"step-{self.step:06d}.pt")
+        return path
+
+    def load(self, path: str | os.PathLike | None = None) -> None:
+        """Restore everything from a checkpoint (default: the run folder's)."""
+        d = load_checkpoint(path or self.out / CHECKPOINT_NAME)
+        if _result_config(d.get("config", {})) != _result_config(self.cfg.to_dict()):
+            raise TrainingError("the checkpoint was written with a different configuration")
+        self.actor.load_state_dict(d["actor"])
+        self.critic.load_state_dict(d["critic"])
+        self.opt_actor.load_state_dict(d["opt_actor"])
+        self.opt_critic.load_state_dict(d["opt_critic"])
+        if self.value is not None:
+            self.value.load_state_dict(d["value"])
+            self.opt_value.load_state_dict(d["opt_value"])
+        for s, sd in zip(self.scheds, d["scheds"], strict=True):
+            s.load_state_dict(sd)
+        set_rng_states(d["rng"])
+        self.ou.load_state_dict(d["ou"])
+        self.step = int(d["step"])
+
+    @classmethod
+    def resume(cls, out: str | os.PathLike, data: TrainData, *, workers: int | None = None, **kw) -> Trainer:
+        """A trainer continuing the run in ``out`` from its last checkpoint (config taken from the checkpoint;
+        ``workers`` may differ, it does not change results)."""
+        d = load_checkpoint(Path(out) / CHECKPOINT_NAME)
+        cfg = TrainConfig.from_dict(d["config"])
+        if workers is not None:
+            cfg.run.workers = workers
+        t = cls(cfg, data, out, **kw)
+        t.load()
+        return t
+
+    def policy(self) -> Policy:
+        """The current actor as a standalone :class:`Policy` (config: variant, T, max_ev, segmentation, step)."""
+        m, rl = self.cfg.model, self.cfg.rl
+        arch = {"width": m.width, "hidden": m.hidden, "size": m.size, "max_ev": m.max_ev, "in_channels": 8}
+        conf = {"variant": rl.variant, "segments": rl.segments, "max_ev": m.max_ev,
+                "segmentation": self.cfg.segmentation(), "gamma": rl.gamma, "train_steps": self.step,
+                "seed": self.cfg.run.seed, "size": m.size}
+        return Policy.from_actor(self.actor, arch, conf, device="cpu")
+
+    # ------------------------------------------------------------------ one step
+    def _params(self) -> dict:
+        p = {"actor": {k: v.detach().cpu() for k, v in self.actor.state_dict().items()},
+             "critic": {k: v.detach().cpu() for k, v in self.critic.state_dict().items()}}
+        if self.value is not None:
+            p["value"] = {k: v.detach().cpu() for k, v in self.value.state_dict().items()}
+        return p
+
+    def _inputs(self, idx: np.ndarray, flip: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        x = self.inputs[torch.from_numpy(idx).to(self.device)]
+        lab = self.labels[torch.from_numpy(idx).to(self.device)]
+        if self.cfg.rl.flip:
+            f = torch.from_numpy(flip).to(self.device)
+            x = torch.where(f[:, None, None, None], x.flip(-1), x)
+            lab = torch.where(f[:, None, None], lab.flip(-1), lab)
+        return x, masks_tensor(lab, self.cfg.rl.segments)
+
+    def _experts(self, idx: np.ndarray, flip: np.ndarray) -> torch.Tensor:
+        x = self.experts[torch.from_numpy(idx).to(self.device)]
+        if self.cfg.rl.flip:
+            x = torch.where(torch.from_numpy(flip).to(self.device)[:, None, None, None], x.flip(-1), x)
+        return x
+
+    def _gather(self, s0: torch.Tensor, masks: torch.Tensor, seeds: list[int]) -> list[TaskResult]:
+        rl = self.cfg.rl
+        kw = {"variant": rl.variant, "gamma": rl.gamma, "ou_theta": rl.ou_theta, "ou_sigma": rl.ou_sigma,
+              "ou_mu": rl.ou_mu}
+        per = max(1, rl.episodes_per_task)
+        tasks = [(s0[i : i + per], masks[i : i + per], seeds[i : i + per]) for i in range(0, len(seeds), per)]
+        if self.cfg.run.workers > 0 and self.device.type == "cpu":
+            if self._pool is None:
+                self._pool = GradientPool(self.cfg.run.workers, self.cfg.model.__dict__, rl.variant, threads=1)
+            return self._pool.run(self._params(), tasks, kw)
+        return [compute_gradients(self.actor, self.critic, self.value, *t, **kw) for t in tasks]
+
+    def _critic_update(self, real: torch.Tensor, fake: torch.Tensor, gen: torch.Generator) -> dict:
+        d_real = self.critic(real)
+        d_fake = self.critic(fake)
+        gp = gradient_penalty(self.critic, real, fake, generator=gen)
+        loss = d_fake.mean() - d_real.mean() + self.cfg.rl.gp_lambda * gp
+        if not torch.isfinite(loss):
+            raise TrainingError(f"non-finite critic loss at step {self.step}; stopped, the last good checkpoint "
+                                f"is kept in {self.out}")
+        self.opt_critic.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt_critic.step()
+        return {"critic_loss": float(loss.detach()), "gp": float(gp.detach()),
+                "wasserstein": float((d_real.mean() - d_fake.mean()).detach())}
+
+    def train_step(self) -> dict:
+        """One update (see the module doc); returns the step's statistics."""
+        cfg, rl = self.cfg, self.cfg.rl
+        k, seed, b = self.step, cfg.run.seed, rl.batch_size
+        n_in, n_ex = len(self.inputs), len(self.experts)
+        rng = np.random.default_rng([seed, k, 1])
+        idx, flip = rng.integers(n_in, size=b), rng.random(b) < 0.5
+        s0, masks = self._inputs(idx, flip)
+        seeds = [episode_seed(seed, k, e) for e in range(b)]
+        results = self._gather(s0, masks, seeds)
+        stats = {key: sum(r.stats[key] for r in results) for key in results[0].stats}
+        for key in ("actor_loss", "value_loss"):
+            if not math.isfinite(stats[key]):
+                raise TrainingError(f"non-finite {key.replace('_', ' ')} at step {k}; stopped, the last good "
+                                    f"checkpoint is kept in {self.out}")
+        finals = torch.cat([r.finals for r in results]).to(self.device)
+        # critic
+        n_crit = rl.warmup_n_critic if k < rl.critic_warmup else rl.n_critic
+        gen = torch.Generator(device=self.device).manual_seed(episode_seed(seed, k, 0, stream=2))
+        cstats: list[dict] = []
+        for j in range(n_crit):
+            real = self._experts(rng.integers(n_ex, size=b), rng.random(b) < 0.5)
+            if j == 0:
+                fake = finals
+            else:
+                jdx, jflip = rng.integers(n_in, size=b), rng.random(b) < 0.5
+                x, mk = self._inputs(jdx, jflip)
+                js = [episode_seed(seed, k, e, stream=4 + j) for e in range(b)]
+                noise = episode_noise(js, rl.segments, theta=rl.ou_theta, sigma=rl.ou_sigma, mu=rl.ou_mu)
+                _, fake = run_episode(self.actor, x, mk, noise.to(self.device))
+            cstats.append(self._critic_update(real, fake, gen))
+        for key in cstats[0]:
+            stats[key] = cstats[-1][key]
+        # actor / value
+        self._apply(self.actor, self.opt_actor, [r.actor_grads for r in results], b)
+        if self.value is not None:
+            self._apply(self.value, self.opt_value, [r.value_grads for r in results], b)
+        for s in self.scheds:
+            s.step()
+        self.step += 1
+        ne = max(stats.pop("n_ev"), 1.0)
+        stats["abs_ev"] /= ne
+        for key in ("actor_loss", "value_loss", "reward"):
+            stats[key] /= b
+        stats["mean_ev"] = float(torch.cat([r.evs for r in results]).mean())
+        stats.pop("episodes", None)
+        self._last = (s0, finals, self.experts[torch.from_numpy(idx % n_ex).to(self.device)])
+        return stats
+
+    def _apply(self, net: torch.nn.Module, opt: torch.optim.Optimizer, grads: list[list[torch.Tensor]],
+               b: int) -> None:
+        total = [torch.zeros_like(p) for p in net.parameters()]
+        for g in grads:  # task order: identical for any worker count
+            for acc, gi in zip(total, g, strict=True):
+                acc.add_(gi.to(acc.device))
+        for p, g in zip(net.parameters(), total, strict=True):
+            p.grad = g / b
+        if self.cfg.optim.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(net.parameters(), self.cfg.optim.grad_clip)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    # ------------------------------------------------------------------ loop
+    def _log(self, stats: dict) -> None:
+        if not self.tensorboard:
+            return
+        if self._writer is None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._writer = SummaryWriter(str(self.out / "tb"))
+        if self.step % self.cfg.run.log_every == 0:
+            for key, v in stats.items():
+                self._writer.add_scalar(f"train/{key}", v, self.step)
+            self._writer.add_scalar("train/lr_actor", self.opt_actor.param_groups[0]["lr"], self.step)
+        if self.step % self.cfg.run.image_every == 0:
+            s0, finals, experts = self._last
+            self._writer.add_images("input", s0[:8].clamp(0, 1).cpu(), self.step)
+            self._writer.add_images("result", finals[:8].clamp(0, 1).cpu(), self.step)
+            self._writer.add_images("expert", experts[:8].clamp(0, 1).cpu(), self.step)
+
+    def train(self, *, steps: int | None = None, minutes: float | None = None) -> dict:
+        """Run until ``steps`` (default: config.run.steps) or ``minutes`` of wall time; checkpoints on the way and at
+        the end. The lr schedule always spans config.run.steps. Returns the last step's statistics."""
+        target = min(steps if steps is not None else self.cfg.run.steps, self.cfg.run.steps)
+        self.cfg.save(self.out / "config.json")
+        deadline = None if minutes is None else time.monotonic() + 60.0 * minutes
+        stats: dict = {}
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=target, initial=self.step, disable=not self.progress, unit="step", dynamic_ncols=True)
+        try:
+            while self.step < target:
+                stats = self.train_step()
+                self._log(stats)
+                bar.update(1)
+                bar.set_postfix(W=f"{stats['wasserstein']:.3f}", actor=f"{stats['actor_loss']:.3f}",
+                                r=f"{stats['reward']:.3f}", ev=f"{stats['mean_ev']:+.2f}", refresh=False)
+                if self.step % self.cfg.run.checkpoint_every == 0:
+                    self.save()
+                if deadline is not None and time.monotonic() > deadline:
+                    break
+            self.save()
+        finally:
+            bar.close()
+            self.close()
+        return stats
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None

@@ -1,0 +1,187 @@
+"""Synchronous gradient gathering (A3C-style workers, made reproducible).
+
+Every update the learner splits the batch's episodes into fixed tasks of ``episodes_per_task`` episodes, sends
+the current parameters and one task to each worker, and sums the returned gradients in task order. A task's
+result depends only on (parameters, its previews/masks, its episode seeds), with the seeds derived from
+(seed, step, episode index) and never from the worker rank, so any worker count gives the same update.
+
+:func:`compute_gradients` is the pure worker function (no multiprocessing in it): it could equally run inside
+``torch.distributed`` processes that all-gather the per-task gradients in task order.
+
+Actor gradient (documented exactly; states are detached, so each term is the deterministic policy gradient
+``grad_theta mu(s_t) * grad_a A(s_t, a)`` of its own step, flowing through the differentiable transition):
+
+* DE I:  ``A_t = r_t + gamma * V(s_{t+1}(e_t)) - V(s_t)`` with ``r_t = 0`` for t < T-1 and, at the last step,
+  ``A = D(S_T(e)) - V(s_{T-1})`` (terminal, V = 0 after it). Actor loss ``-sum_t A_t``, gradients only into the actor.
+  Value loss ``sum_t (V(s_t) - y_t)^2`` with the TD target ``y_t = r_t + gamma * V(s_{t+1})`` detached (Eq. 6, 9).
+* DE II: no value net; ``V(s_t) = gamma^(T-t) D(S_t)`` (paper Eq. 14-15) with t = 1..T counting the image S_t
+  *after* the t-th action, so ``A_t = (gamma - 1) gamma^(T-t) c(S_t)`` where the paper's ``c`` follows the original
+  WGAN code's sign (critic high on fakes). Our critic is high on experts (``c = -D``), so the actor maximises
+  ``A_t = (1 - gamma) gamma^(T-t) D(S_t(e_t))``: each step is pushed to make the partly exposed image look like an
+  expert photo, weighted by ``gamma^(T-t)`` (Adam makes the overall ``1-gamma`` scale irrelevant).
+
+Exploration: the executed action is ``clip(mu(s_t) + OU_t, -max_ev, max_ev)``; the gradient is taken at the
+executed action (straight-through for the noise).
+"""
+
+from __future__ import annotations
+
+import multiprocessing as _mp
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from deepexposure.env import state, step
+from deepexposure.models import Actor, Critic, ValueNet
+from deepexposure.training.noise import OUNoise
+
+__all__ = ["TaskResult", "compute_gradients", "episode_noise", "episode_seed", "GradientPool"]
+
+
+def episode_seed(seed: int, step_index: int, episode: int, stream: int = 3) -> int:
+    """64-bit seed of one episode from (run seed, step, episode index in the batch, stream id)."""
+    return int(np.random.SeedSequence([seed, step_index, stream, episode]).generate_state(2, np.uint32).astype(
+        np.uint64) @ np.array([1 << 32, 1], dtype=np.uint64)) & ((1 << 63) - 1)
+
+
+def episode_noise(seeds: list[int], n_steps: int, *, theta: float, sigma: float, mu: float) -> torch.Tensor:
+    """OU noise ``(E, T)`` float32: one fresh process per episode, each on its own seeded generator."""
+    out = []
+    for s in seeds:
+        g = torch.Generator().manual_seed(int(s))
+        ou = OUNoise(theta=theta, sigma=sigma, mu=mu)
+        ou.reset()
+        out.append(ou.path(n_steps, g))
+    return torch.stack(out) if out else torch.zeros(0, n_steps)
+
+
+@dataclass
+class TaskResult:
+    """Gradients (sums over the task's episodes) and per-task sums of statistics."""
+
+    actor_grads: list[torch.Tensor]
+    value_grads: list[torch.Tensor] | None
+    stats: dict = field(default_factory=dict)
+    finals: torch.Tensor | None = None  #: final images (E,3,H,W), detached
+    evs: torch.Tensor | None = None  #: executed EVs (E,T)
+
+
+def compute_gradients(actor: Actor, critic: Critic, value: ValueNet | None, s0: torch.Tensor, masks: torch.Tensor,
+                      seeds: list[int], *, variant: str, gamma: float, ou_theta: float, ou_sigma: float,
+                      ou_mu: float) -> TaskResult:
+    """Run the episodes of one task and return gradients summed over them (see the module doc for the losses).
+
+    ``s0``: previews (E,3,H,W) sRGB [0,1]; ``masks``: (E,T,H,W) hard segment masks; ``seeds``: E episode seeds.
+    Only the actor (and, for DE I, the value net) receive gradients; module parameters are not modified.
+    """
+    n_steps = masks.shape[1]
+    noise = episode_noise(seeds, n_steps, theta=ou_theta, sigma=ou_sigma, mu=ou_mu).to(s0.device)
+    cur = s0
+    actor_obj = s0.new_zeros(())
+    value_loss = s0.new_zeros(())
+    evs = []
+    for t in range(n_steps):
+        m = masks[:, t : t + 1]
+        st = state(s0, m, cur, t, n_steps)
+        a = actor(st)
+        a_exec = a + (noise[:, t] + a.detach()).clamp(-actor.max_ev, actor.max_ev) - a.detach()
+        nxt = step(s0, cur, m, a_exec)
+        last = t == n_steps - 1
+        if variant == "I":
+            assert value is not None
+            v_t = value(st)
+            if last:
+                r = critic(nxt)
+                q, y = r, r.detach()
+            else:
+                v_next = value(state(s0, masks[:, t + 1 : t + 2], nxt, t + 1, n_steps))
+                q, y = gamma * v_next, gamma * v_next.detach()
+            actor_obj = actor_obj + (q - v_t.detach()).sum()
+            value_loss = value_loss + ((v_t - y) ** 2).sum()
+        elif variant == "II":
+            score = critic(nxt)
+            actor_obj = actor_obj + ((1 - gamma) * gamma ** (n_steps - 1 - t) * score).sum()
+            if last:
+                r = score.detach()
+        else:
+            raise ValueError(f"unknown variant {variant!r}")
+        evs.append(a_exec.detach())
+        cur = nxt.detach()
+    actor_params = list(actor.parameters())
+    actor_grads = list(torch.autograd.grad(-actor_obj, actor_params, retain_graph=variant == "I"))
+    value_grads = None
+    if variant == "I":
+        value_grads = list(torch.autograd.grad(value_loss, list(value.parameters())))
+    evs_t = torch.stack(evs, 1)
+    used = masks.flatten(2).amax(2) > 0  # (E,T) steps whose segment is non-empty
+    stats = {"actor_loss": float(-actor_obj.detach()), "value_loss": float(value_loss.detach()),
+             "reward": float(r.detach().sum()), "abs_ev": float((evs_t.abs() * used).sum()), "n_ev": float(used.sum()),
+             "episodes": float(s0.shape[0])}
+    return TaskResult(actor_grads, value_grads, stats, cur.detach(), evs_t)
+
+
+# ----------------------------------------------------------------------------------------------- process pool
+
+def _build(model_cfg: dict, variant: str) -> tuple[Actor, Critic, ValueNet | None]:
+    a = Actor(width=model_cfg["width"], hidden=model_cfg["hidden"], size=model_cfg["size"], max_ev=model_cfg["max_ev"])
+    c = Critic(width=model_cfg["critic_width"], hidden=model_cfg["hidden"], size=model_cfg["size"])
+    v = ValueNet(width=model_cfg["width"], hidden=model_cfg["hidden"], size=model_cfg["size"]) if variant == "I" else None
+    return a, c, v
+
+
+def _worker_main(conn, model_cfg: dict, variant: str, threads: int) -> None:  # pragma: no cover - subprocess
+    torch.set_num_threads(threads)
+    actor, critic, value = _build(model_cfg, variant)
+    while True:
+        msg = conn.recv()
+        if msg is None:
+            break
+        params, s0, masks, seeds, kw = msg
+        actor.load_state_dict(params["actor"])
+        critic.load_state_dict(params["critic"])
+        if value is not None:
+            value.load_state_dict(params["value"])
+        conn.send(compute_gradients(actor, critic, value, s0, masks, seeds, **kw))
+    conn.close()
+
+
+class GradientPool:
+    """``workers`` persistent processes (spawned) that run :func:`compute_gradients` on tasks; CPU only."""
+
+    def __init__(self, workers: int, model_cfg: dict, variant: str, *, threads: int = 1) -> None:
+        ctx = _mp.get_context("spawn")
+        self._conns = []
+        self._procs = []
+        for _ in range(workers):
+            parent, child = ctx.Pipe()
+            p = ctx.Process(target=_worker_main, args=(child, model_cfg, variant, threads), daemon=True)
+            p.start()
+            child.close()
+            self._conns.append(parent)
+            self._procs.append(p)
+
+    def run(self, params: dict, tasks: list[tuple], kw: dict) -> list[TaskResult]:
+        """Run tasks ``(s0, masks, seeds)`` round-robin over the workers; results in task order."""
+        results: list[TaskResult | None] = [None] * len(tasks)
+        w = len(self._conns)
+        for start in range(0, len(tasks), w):
+            chunk = list(enumerate(tasks))[start : start + w]
+            for (_i, (s0, masks, seeds)), conn in zip(chunk, self._conns, strict=False):
+                conn.send((params, s0, masks, seeds, kw))
+            for (i, _), conn in zip(chunk, self._conns, strict=False):
+                results[i] = conn.recv()
+        return results  # type: ignore[return-value]
+
+    def close(self) -> None:
+        for conn in self._conns:
+            try:
+                conn.send(None)
+                conn.close()
+            except (OSError, BrokenPipeError):
+                pass
+        for p in self._procs:
+            p.join(timeout=5)
+            if p.is_alive():
+                p.terminate()
+        self._conns, self._procs = [], []
