@@ -177,3 +177,64 @@ def test_cli_trains_a_tiny_run_and_resumes(tmp_path):
     r = CliRunner().invoke(main, [*args, "--resume"])
     assert r.exit_code == 0, r.output
     assert load_checkpoint(out / "checkpoint.pt")["step"] == 2
+
+
+def _paired_data(n: int = 16) -> TrainData:
+    """Blocky photos darkened by exactly -2 EV (color.apply_ev), with the originals as known targets."""
+    from deepexposure.color import apply_ev
+
+    rng = np.random.default_rng(1)
+    base = 0.2 + 0.6 * rng.random((n, 8, 8, 3)).astype(np.float32)  # no clipping at +2 EV from the dark copy
+    big = np.kron(base, np.ones((1, 8, 8, 1), np.float32))
+    dark = apply_ev(big, -2.0).astype(np.float32)
+    cfg = TrainConfig()
+    cfg.rl.segments = 3
+    has = np.ones(n, bool)
+    has[::4] = False  # a quarter without target: those episodes get the adversarial reward only
+    return TrainData(dark, segment_all(dark, cfg.segmentation()), big, big.copy(), has)
+
+
+def test_paired_term_is_the_final_image_mse_and_ignores_unknown_targets(tmp_path):
+    from deepexposure.env import masks_tensor
+    from deepexposure.training.workers import compute_gradients
+
+    data = _paired_data(4)
+    torch.manual_seed(0)
+    t = Trainer(_cfg(), data, tmp_path, tensorboard=False, progress=False)
+    x, lab, y, w = t._batch(np.arange(4), np.zeros(4, bool))
+    m = masks_tensor(lab, 3)
+    kw = {"variant": "I", "gamma": 0.99, "ou_theta": 0.015, "ou_sigma": 0.03, "ou_mu": 0.0}
+    r = compute_gradients(t.actor, t.critic, t.value, x, m, [1, 2, 3, 4], y, w, paired_weight=5.0, **kw)
+    direct = (((r.finals - y) ** 2).mean(dim=(1, 2, 3)) * w).sum()
+    assert r.stats["paired_mse"] == pytest.approx(float(direct), rel=1e-5)
+    assert float(direct) > 0.01  # the -2 EV inputs are far from their targets
+    # with no known target the weight changes nothing; with weight 0 the targets change nothing
+    zero_w = compute_gradients(t.actor, t.critic, t.value, x, m, [1, 2, 3, 4], y, torch.zeros(4),
+                               paired_weight=5.0, **kw)
+    plain = compute_gradients(t.actor, t.critic, t.value, x, m, [1, 2, 3, 4], **kw)
+    for a, b in zip(zero_w.actor_grads, plain.actor_grads, strict=True):
+        assert torch.equal(a, b)
+    assert any(not torch.allclose(a, b) for a, b in zip(r.actor_grads, plain.actor_grads, strict=True))
+
+
+def test_paired_anchor_learns_the_inverse_exposure(tmp_path):
+    """Inputs darkened by -2 EV: with the anchor the actor's EVs rise towards +2 and the MSE to the targets falls."""
+    from deepexposure.env import masks_tensor, run_episode
+
+    data = _paired_data()
+    cfg = _cfg(steps=60)
+    cfg.rl.paired_weight = 50.0
+    cfg.optim.lr_actor = 3e-3
+    t = Trainer(cfg, data, tmp_path / "p", tensorboard=False, progress=False)
+    x, lab, y, _ = t._batch(np.arange(16), np.zeros(16, bool))
+    m = masks_tensor(lab, 3)
+
+    def mse_and_ev():
+        evs, final = run_episode(t.actor, x, m)
+        return float(((final - y) ** 2).mean()), float(evs.mean())
+
+    mse0, ev0 = mse_and_ev()
+    t.train()
+    mse1, ev1 = mse_and_ev()
+    assert ev0 == pytest.approx(0.0, abs=1e-6)  # zero-initialised last layer: identity policy at the start
+    assert ev1 > 1.0 and mse1 < 0.3 * mse0, (mse0, mse1, ev1)

@@ -36,9 +36,12 @@ __all__ = ["COMMANDS", "train"]
 @click.option("--segments", type=click.IntRange(1, 16), default=None, help="Segments per photo = steps per episode.")
 @click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False), default=None,
               help="A config.json (TrainConfig) to start from; the options above override it.")
+@click.option("--paired-weight", type=click.FloatRange(min=0), default=None,
+              help="Weight of the paired anchor MSE(result, clean target) on --synthetic-inputs (our extension; "
+                   "0 = the paper's unpaired method, the default).")
 @click.option("--device", default=None, help="Torch device (default: CUDA if present, else CPU).")
 def train(inputs, synthetic_inputs, copies, sice, experts, fivek, variant, out, steps, minutes, resume, workers,
-          seed, segments, config_path, device):
+          seed, segments, config_path, paired_weight, device):
     """Train a DeepExposure policy (unpaired, WGAN-GP critic reward); writes OUT/policy.pt.
 
     \b
@@ -67,6 +70,8 @@ def train(inputs, synthetic_inputs, copies, sice, experts, fivek, variant, out, 
             cfg.run.seed = seed
         if segments is not None:
             cfg.rl.segments = segments
+        if paired_weight is not None:
+            cfg.rl.paired_weight = paired_weight
     if workers is not None:
         cfg.run.workers = workers
     if not (inputs or synthetic_inputs or sice or fivek):

@@ -41,6 +41,10 @@ class RLConfig:
     warmup_n_critic: int = 5  #: critic updates per step during warmup
     gp_lambda: float = 10.0  #: WGAN-GP gradient-penalty weight
     flip: bool = True  #: random horizontal flips of inputs (with labels) and experts
+    #: Paired anchor (our extension, not in the paper; 0 = the paper's unpaired method): the actor also minimises
+    #: ``paired_weight * MSE(S_T, target)`` on the inputs whose clean target is known (synthetic degradations),
+    #: per step on its own segment, like the behaviour-cloning term of TD3+BC. See docs/learning.md.
+    paired_weight: float = 0.0
 
 
 @dataclass

@@ -19,13 +19,25 @@ __all__ = ["TrainData", "build_training_data", "segment_all"]
 
 @dataclass
 class TrainData:
-    """``inputs`` (N,64,64,3) float32 sRGB [0,1]; ``labels`` (N,64,64) int32 0..n-1; ``experts`` (M,64,64,3)."""
+    """``inputs`` (N,64,64,3) float32 sRGB [0,1]; ``labels`` (N,64,64) int32 0..n-1; ``experts`` (M,64,64,3).
+
+    ``targets`` (N,64,64,3): the clean preview an input was degraded from, where known (synthetic inputs), else
+    zeros; ``has_target`` (N,) bool says which. Only the optional paired anchor (RLConfig.paired_weight) uses them.
+    """
 
     inputs: np.ndarray
     labels: np.ndarray
     experts: np.ndarray
+    targets: np.ndarray | None = None
+    has_target: np.ndarray | None = None
 
     def __post_init__(self) -> None:
+        if self.targets is None:
+            self.targets = np.zeros_like(self.inputs)
+            self.has_target = np.zeros(len(self.inputs), bool)
+        if self.has_target is None or self.targets.shape != self.inputs.shape or len(self.has_target) != len(
+                self.inputs):
+            raise DataError("targets/has_target do not match inputs")
         if len(self.inputs) == 0:
             raise DataError("no usable input photo")
         if len(self.experts) == 0:
@@ -58,7 +70,7 @@ def build_training_data(*, inputs: Sequence[str | os.PathLike] = (), synthetic: 
     from deepexposure.segmentation import SEGMENTATION_VERSION
 
     # the key names everything the cached arrays depend on; bump "v" when the cache format changes
-    key = json.dumps({"v": 2, "segv": SEGMENTATION_VERSION, "degrade": dataclasses.asdict(data.DegradeConfig()),
+    key = json.dumps({"v": 3, "segv": SEGMENTATION_VERSION, "degrade": dataclasses.asdict(data.DegradeConfig()),
                       "i": [str(Path(p).resolve()) for p in inputs], "s": [str(Path(p).resolve()) for p in synthetic],
                       "e": [str(Path(p).resolve()) for p in experts], "c": [str(Path(p).resolve()) for p in sice],
                       "f": str(Path(fivek).resolve()) if fivek else None, "copies": copies, "seed": seed,
@@ -68,7 +80,7 @@ def build_training_data(*, inputs: Sequence[str | os.PathLike] = (), synthetic: 
         cache = Path(cache_dir) / f"train-{hashlib.sha256(key.encode()).hexdigest()[:16]}.npz"
         if cache.is_file():
             with np.load(cache) as z:
-                return TrainData(z["inputs"], z["labels"], z["experts"])
+                return TrainData(z["inputs"], z["labels"], z["experts"], z["targets"], z["has_target"])
     pcache = None if cache_dir is None else Path(cache_dir) / "previews"
     in_paths: list = [*inputs]
     for root in sice:
@@ -77,12 +89,17 @@ def build_training_data(*, inputs: Sequence[str | os.PathLike] = (), synthetic: 
     if fivek is not None:
         in_paths += data.fivek_inputs(fivek, "train_input")
         ex_paths += data.fivek_experts(fivek, "train_expert")
-    parts = []
+    parts, tparts, known = [], [], []
     if in_paths:
-        parts.append(data.load_previews(in_paths, cache_dir=pcache, progress=progress)[0])
+        real = data.load_previews(in_paths, cache_dir=pcache, progress=progress)[0]
+        parts.append(real)
+        tparts.append(np.zeros_like(real))
+        known.append(np.zeros(len(real), bool))
     if synthetic:
         clean = data.load_previews(list(synthetic), cache_dir=pcache, progress=progress)[0]
         parts.append(data.degraded_previews(clean, seed=seed, copies=copies))
+        tparts.append(np.repeat(clean, copies, axis=0))  # output i * copies + c comes from preview i
+        known.append(np.ones(len(clean) * copies, bool))
     if not parts:
         raise DataError("no input photos given (use --inputs, --synthetic-inputs, --sice or --fivek)")
     if not ex_paths:
@@ -90,10 +107,11 @@ def build_training_data(*, inputs: Sequence[str | os.PathLike] = (), synthetic: 
     ins = np.concatenate(parts).astype(np.float32)
     exs = data.load_previews(ex_paths, cache_dir=pcache, progress=progress)[0].astype(np.float32)
     labels = segment_all(ins, segmentation)
-    out = TrainData(ins, labels, exs)
+    out = TrainData(ins, labels, exs, np.concatenate(tparts).astype(np.float32), np.concatenate(known))
     if cache is not None:
         cache.parent.mkdir(parents=True, exist_ok=True)
         tmp = cache.with_name(cache.name + ".tmp.npz")
-        np.savez_compressed(tmp, inputs=ins, labels=labels, experts=exs)
+        np.savez_compressed(tmp, inputs=ins, labels=labels, experts=exs, targets=out.targets,
+                            has_target=out.has_target)
         os.replace(tmp, cache)
     return out

@@ -97,6 +97,8 @@ class Trainer:
         self.inputs = _to_nchw(data.inputs).to(self.device)
         self.labels = torch.from_numpy(data.labels.astype(np.int64)).to(self.device)
         self.experts = _to_nchw(data.experts).to(self.device)
+        self.targets = _to_nchw(data.targets).to(self.device)
+        self.has_target = torch.from_numpy(np.asarray(data.has_target, np.float32)).to(self.device)
         self._pool: GradientPool | None = None
         self._writer = None
 
@@ -154,7 +156,7 @@ class Trainer:
         arch = {"width": m.width, "hidden": m.hidden, "size": m.size, "max_ev": m.max_ev, "in_channels": 8}
         conf = {"variant": rl.variant, "segments": rl.segments, "max_ev": m.max_ev,
                 "segmentation": self.cfg.segmentation(), "gamma": rl.gamma, "train_steps": self.step,
-                "seed": self.cfg.run.seed, "size": m.size}
+                "seed": self.cfg.run.seed, "size": m.size, "paired_weight": rl.paired_weight}
         return Policy.from_actor(self.actor, arch, conf, device="cpu")
 
     # ------------------------------------------------------------------ one step
@@ -166,13 +168,19 @@ class Trainer:
         return p
 
     def _inputs(self, idx: np.ndarray, flip: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        x = self.inputs[torch.from_numpy(idx).to(self.device)]
-        lab = self.labels[torch.from_numpy(idx).to(self.device)]
+        x, lab, _, _ = self._batch(idx, flip)
+        return x, masks_tensor(lab, self.cfg.rl.segments)
+
+    def _batch(self, idx: np.ndarray, flip: np.ndarray) -> tuple[torch.Tensor, ...]:
+        """Inputs, labels, targets and target weights of ``idx``, each flipped where ``flip``."""
+        i = torch.from_numpy(idx).to(self.device)
+        x, lab, y, w = self.inputs[i], self.labels[i], self.targets[i], self.has_target[i]
         if self.cfg.rl.flip:
             f = torch.from_numpy(flip).to(self.device)
             x = torch.where(f[:, None, None, None], x.flip(-1), x)
+            y = torch.where(f[:, None, None, None], y.flip(-1), y)
             lab = torch.where(f[:, None, None], lab.flip(-1), lab)
-        return x, masks_tensor(lab, self.cfg.rl.segments)
+        return x, lab, y, w
 
     def _experts(self, idx: np.ndarray, flip: np.ndarray) -> torch.Tensor:
         x = self.experts[torch.from_numpy(idx).to(self.device)]
@@ -180,12 +188,14 @@ class Trainer:
             x = torch.where(torch.from_numpy(flip).to(self.device)[:, None, None, None], x.flip(-1), x)
         return x
 
-    def _gather(self, s0: torch.Tensor, masks: torch.Tensor, seeds: list[int]) -> list[TaskResult]:
+    def _gather(self, s0: torch.Tensor, masks: torch.Tensor, seeds: list[int], targets: torch.Tensor,
+                target_w: torch.Tensor) -> list[TaskResult]:
         rl = self.cfg.rl
         kw = {"variant": rl.variant, "gamma": rl.gamma, "ou_theta": rl.ou_theta, "ou_sigma": rl.ou_sigma,
-              "ou_mu": rl.ou_mu}
+              "ou_mu": rl.ou_mu, "paired_weight": rl.paired_weight}
         per = max(1, rl.episodes_per_task)
-        tasks = [(s0[i : i + per], masks[i : i + per], seeds[i : i + per]) for i in range(0, len(seeds), per)]
+        tasks = [(s0[i : i + per], masks[i : i + per], seeds[i : i + per], targets[i : i + per],
+                  target_w[i : i + per]) for i in range(0, len(seeds), per)]
         if self.cfg.run.workers > 0 and self.device.type == "cpu":
             if self._pool is None:
                 self._pool = GradientPool(self.cfg.run.workers, self.cfg.model.__dict__, rl.variant, threads=1)
@@ -213,9 +223,10 @@ class Trainer:
         n_in, n_ex = len(self.inputs), len(self.experts)
         rng = np.random.default_rng([seed, k, 1])
         idx, flip = rng.integers(n_in, size=b), rng.random(b) < 0.5
-        s0, masks = self._inputs(idx, flip)
+        s0, lab, targets, target_w = self._batch(idx, flip)
+        masks = masks_tensor(lab, rl.segments)
         seeds = [episode_seed(seed, k, e) for e in range(b)]
-        results = self._gather(s0, masks, seeds)
+        results = self._gather(s0, masks, seeds, targets, target_w)
         stats = {key: sum(r.stats[key] for r in results) for key in results[0].stats}
         for key in ("actor_loss", "value_loss"):
             if not math.isfinite(stats[key]):
@@ -250,6 +261,7 @@ class Trainer:
         stats["abs_ev"] /= ne
         for key in ("actor_loss", "value_loss", "reward"):
             stats[key] /= b
+        stats["paired_mse"] /= max(float(target_w.sum()), 1.0)
         stats["mean_ev"] = float(torch.cat([r.evs for r in results]).mean())
         stats.pop("episodes", None)
         self._last = (s0, finals, self.experts[torch.from_numpy(idx % n_ex).to(self.device)])

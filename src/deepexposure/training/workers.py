@@ -20,6 +20,10 @@ Actor gradient (documented exactly; states are detached, so each term is the det
   ``A_t = (1 - gamma) gamma^(T-t) D(S_t(e_t))``: each step is pushed to make the partly exposed image look like an
   expert photo, weighted by ``gamma^(T-t)`` (Adam makes the overall ``1-gamma`` scale irrelevant).
 
+Paired anchor (optional, ``paired_weight > 0``; our extension): ``- w * sum_t mean_px(M_t (S_{t+1} - Y)^2)`` is
+added to the actor objective for episodes with a known target ``Y``. Since ``S_T = sum_t M_t apply_ev(S0, e_t)``,
+the per-step terms sum to the MSE of the final image, and each step's term depends on its own ``e_t`` only.
+
 Exploration: the executed action is ``clip(mu(s_t) + OU_t, -max_ev, max_ev)``; the gradient is taken at the
 executed action (straight-through for the noise).
 """
@@ -68,11 +72,13 @@ class TaskResult:
 
 
 def compute_gradients(actor: Actor, critic: Critic, value: ValueNet | None, s0: torch.Tensor, masks: torch.Tensor,
-                      seeds: list[int], *, variant: str, gamma: float, ou_theta: float, ou_sigma: float,
-                      ou_mu: float) -> TaskResult:
+                      seeds: list[int], targets: torch.Tensor | None = None, target_w: torch.Tensor | None = None,
+                      *, variant: str, gamma: float, ou_theta: float, ou_sigma: float, ou_mu: float,
+                      paired_weight: float = 0.0) -> TaskResult:
     """Run the episodes of one task and return gradients summed over them (see the module doc for the losses).
 
-    ``s0``: previews (E,3,H,W) sRGB [0,1]; ``masks``: (E,T,H,W) hard segment masks; ``seeds``: E episode seeds.
+    ``s0``: previews (E,3,H,W) sRGB [0,1]; ``masks``: (E,T,H,W) hard segment masks; ``seeds``: E episode seeds;
+    ``targets`` (E,3,H,W) and ``target_w`` (E,) (1 where the target is known): only used if ``paired_weight > 0``.
     Only the actor (and, for DE I, the value net) receive gradients; module parameters are not modified.
     """
     n_steps = masks.shape[1]
@@ -80,6 +86,8 @@ def compute_gradients(actor: Actor, critic: Critic, value: ValueNet | None, s0: 
     cur = s0
     actor_obj = s0.new_zeros(())
     value_loss = s0.new_zeros(())
+    paired = s0.new_zeros(())
+    use_pairs = paired_weight > 0 and targets is not None and target_w is not None
     evs = []
     for t in range(n_steps):
         m = masks[:, t : t + 1]
@@ -106,10 +114,13 @@ def compute_gradients(actor: Actor, critic: Critic, value: ValueNet | None, s0: 
                 r = score.detach()
         else:
             raise ValueError(f"unknown variant {variant!r}")
+        if use_pairs:
+            err = (((nxt - targets) ** 2) * m).mean(dim=(1, 2, 3))  # mean over pixels and channels
+            paired = paired + (err * target_w).sum()
         evs.append(a_exec.detach())
         cur = nxt.detach()
     actor_params = list(actor.parameters())
-    actor_grads = list(torch.autograd.grad(-actor_obj, actor_params, retain_graph=variant == "I"))
+    actor_grads = list(torch.autograd.grad(paired_weight * paired - actor_obj, actor_params, retain_graph=variant == "I"))
     value_grads = None
     if variant == "I":
         value_grads = list(torch.autograd.grad(value_loss, list(value.parameters())))
@@ -117,7 +128,7 @@ def compute_gradients(actor: Actor, critic: Critic, value: ValueNet | None, s0: 
     used = masks.flatten(2).amax(2) > 0  # (E,T) steps whose segment is non-empty
     stats = {"actor_loss": float(-actor_obj.detach()), "value_loss": float(value_loss.detach()),
              "reward": float(r.detach().sum()), "abs_ev": float((evs_t.abs() * used).sum()), "n_ev": float(used.sum()),
-             "episodes": float(s0.shape[0])}
+             "episodes": float(s0.shape[0]), "paired_mse": float(paired.detach())}
     return TaskResult(actor_grads, value_grads, stats, cur.detach(), evs_t)
 
 
@@ -137,12 +148,12 @@ def _worker_main(conn, model_cfg: dict, variant: str, threads: int) -> None:  # 
         msg = conn.recv()
         if msg is None:
             break
-        params, s0, masks, seeds, kw = msg
+        params, task, kw = msg
         actor.load_state_dict(params["actor"])
         critic.load_state_dict(params["critic"])
         if value is not None:
             value.load_state_dict(params["value"])
-        conn.send(compute_gradients(actor, critic, value, s0, masks, seeds, **kw))
+        conn.send(compute_gradients(actor, critic, value, *task, **kw))
     conn.close()
 
 
@@ -162,13 +173,13 @@ class GradientPool:
             self._procs.append(p)
 
     def run(self, params: dict, tasks: list[tuple], kw: dict) -> list[TaskResult]:
-        """Run tasks ``(s0, masks, seeds)`` round-robin over the workers; results in task order."""
+        """Run tasks (positional arguments of compute_gradients after the models) round-robin over the workers; results in task order."""
         results: list[TaskResult | None] = [None] * len(tasks)
         w = len(self._conns)
         for start in range(0, len(tasks), w):
             chunk = list(enumerate(tasks))[start : start + w]
-            for (_i, (s0, masks, seeds)), conn in zip(chunk, self._conns, strict=False):
-                conn.send((params, s0, masks, seeds, kw))
+            for (_i, task), conn in zip(chunk, self._conns, strict=False):
+                conn.send((params, task, kw))
             for (i, _), conn in zip(chunk, self._conns, strict=False):
                 results[i] = conn.recv()
         return results  # type: ignore[return-value]
