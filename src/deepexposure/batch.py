@@ -135,9 +135,7 @@ def run_batch(
         if err is None:
             result.done.append(job.src)
         else:
-            result.failed.append((job.src, err))
-            if not bar.disable:
-                bar.write(f"failed: {err}")
+            result.failed.append((job.src, err))  # reported once, in the summary (cli.common.report)
         bar.update(1)
 
     if workers <= 1 or len(todo) < 2:

@@ -5,7 +5,8 @@ parameters the policy was trained with), the policy picks one exposure value (EV
 exposures are applied to the full-resolution photo by a renderer (``fusion``: Mertens fusion of the whole photo
 exposed by each EV plus the original; ``local``: each EV inside its own feathered segment mask).
 The returned :class:`~deepexposure.recipe.Recipe` holds the EVs actually applied (``strength`` included), so
-``deepexposure render --recipe`` reproduces the output exactly and a user can edit it.
+``deepexposure render --recipe`` reproduces the output (bit-exact with ``local``; with ``fusion`` a rare value
+may differ by one code, from threaded float summation) and a user can edit it.
 """
 
 from __future__ import annotations

@@ -180,13 +180,18 @@ def _source(img: np.ndarray) -> _Source:
 
 
 # ----------------------------------------------------------------------------------------------- weights
-def _weights(x: np.ndarray, params: tuple[float, float, float, float], work: _Work | None = None) -> np.ndarray:
+#: Saturations below this are set to exactly 0 by fuse_exposures (grey pixels); see _weights. Real saturations of
+#: 8-bit codes are >= 3.1e-3, of 16-bit codes >= 1.2e-5.
+_GREY_SAT = 1e-6
+
+
+def _weights(x: np.ndarray, params: tuple[float, float, float, float, bool], work: _Work | None = None) -> np.ndarray:
     """Mertens weight (n, W) float32 of float32 sRGB [0,1] rows ``x`` (n, W, 3), not normalised (+1e-12).
 
     Rows 0 and n-1 see a reflect-101 border in the Laplacian: callers pass one halo row each side and drop them.
     With ``work``, the result is a view into its buffers (valid until the next call).
     """
-    wc, ws, we, sigma = params
+    wc, ws, we, sigma, grey_zero = params
     n, width = x.shape[:2]
     work = work if work is not None else _Work(width) if n <= _STRIP + _HALO else None
 
@@ -213,6 +218,11 @@ def _weights(x: np.ndarray, params: tuple[float, float, float, float], work: _Wo
         np.subtract(g, m, out=g)
         np.subtract(b, m, out=b)
         sat = cv2.magnitude(cv2.magnitude(r, g, g), b, b)  # sqrt(sum_c (c - mean)^2)
+        if grey_zero:
+            # ...except in the renderer (fuse_exposures), which makes it exactly 0 below _GREY_SAT (real saturations of 8/16-bit codes are >= 1e-5):
+            # left in, rounding noise of 1e-8 picks the winning exposure on grey pixels and the output jumps by
+            # tens of codes when an EV changes by 1e-6 (13 % of a greyscale photo's pixels moved by > 2 codes)
+            sat[sat < _F32(_GREY_SAT)] = 0
         if we != 0:
             # prod_c exp(-(c-.5)^2/(2 s^2))^we = exp(-we * q / (2 s^2)), q = sum_c (c-.5)^2 = sat^2 + 3 (mean-.5)^2
             t = cv2.addWeighted(m, 3 ** 0.5, m, 0.0, -0.5 * 3 ** 0.5, dst=m)  # sqrt(3) (mean - .5)
@@ -298,7 +308,8 @@ def _collapse_pyramid(pyr: Sequence[np.ndarray]) -> np.ndarray:
 
 # ----------------------------------------------------------------------------------------------- engine
 def _fuse_sources(sources: Callable[[], Iterable[_Source]], *, contrast: float, saturation: float,
-                  exposedness: float, sigma: float, levels: int | None, threads: int | None = None) -> np.ndarray:
+                  exposedness: float, sigma: float, levels: int | None, threads: int | None = None,
+                  grey_zero: bool = False) -> np.ndarray:
     """Two-pass streamed fusion of the exposures ``sources()`` yields (called twice) -> float32 (H, W, 3) [0,1].
 
     Pass 1 sums the weights. Pass 2, per exposure: level 0 in strips (A: normalised weight rows and Gaussian
@@ -307,7 +318,7 @@ def _fuse_sources(sources: Callable[[], Iterable[_Source]], *, contrast: float, 
     """
     if not sigma > 0:
         raise ValueError(f"sigma must be > 0, got {sigma}")
-    params = (float(contrast), float(saturation), float(exposedness), float(sigma))
+    params = (float(contrast), float(saturation), float(exposedness), float(sigma), bool(grey_zero))
     if not min(params[:3]) >= 0:
         raise ValueError(f"weight exponents must be >= 0, got {params[:3]}")
     it = iter(sources())
@@ -323,7 +334,7 @@ def _fuse_sources(sources: Callable[[], Iterable[_Source]], *, contrast: float, 
 
 
 def _fuse_two_pass(sources: Callable[[], Iterable[_Source]], first: _Source, rest: Iterator[_Source], H: int,
-                   W: int, params: tuple[float, float, float, float], levels: int | None, pool: _Pool) -> np.ndarray:
+                   W: int, params: tuple[float, float, float, float, bool], levels: int | None, pool: _Pool) -> np.ndarray:
     strips = _strips(H)
 
     def check(src: _Source) -> _Source:
@@ -427,7 +438,7 @@ def _chain(first: _Source, rest: Iterator[_Source]) -> Iterator[_Source]:
 
 # ----------------------------------------------------------------------------------------------- public API
 def mertens_fuse(images: Images, *, contrast: float = 1.0, saturation: float = 1.0, exposedness: float = 1.0,
-                 sigma: float = 0.2, levels: int | None = None) -> np.ndarray:
+                 sigma: float = 0.2, levels: int | None = None, grey_zero: bool = False) -> np.ndarray:
     """Mertens exposure fusion of exposures of one scene -> float32 (H, W, 3) sRGB, clipped to [0, 1].
 
     ``images``: (H, W, 3) RGB arrays, uint8 (/255), uint16 (/65535) or float (sRGB [0, 1], clipped to it),
@@ -442,7 +453,8 @@ def mertens_fuse(images: Images, *, contrast: float = 1.0, saturation: float = 1
     ``contrast``/``saturation``/``exposedness``: weight exponents (>= 0; 0 switches a term off). ``sigma``: width of
     the well-exposedness Gaussian around 0.5. ``levels``: number of pyrDown steps (the pyramid has levels + 1
     levels), default OpenCV's ``int(log2(min(H, W)))``; 0 gives the per-pixel weighted average.
-    Matches ``cv2.createMergeMertens(contrast, saturation, exposedness).process`` on 8-bit input (see module doc).
+    ``grey_zero``: give grey pixels a saturation of exactly 0 (stable weights, as :func:`fuse_exposures` does)
+    instead of OpenCV's rounding noise. With the default False it matches ``cv2.createMergeMertens(contrast, saturation, exposedness).process`` on 8-bit input (see module doc).
     """
     if callable(images):
         factory: Callable[[], Iterable[np.ndarray]] = images
@@ -460,7 +472,7 @@ def mertens_fuse(images: Images, *, contrast: float = 1.0, saturation: float = 1
             yield _source(img)
 
     return _fuse_sources(sources, contrast=contrast, saturation=saturation, exposedness=exposedness,
-                         sigma=sigma, levels=levels)
+                         sigma=sigma, levels=levels, grey_zero=grey_zero)
 
 
 def _codes(srgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -479,6 +491,15 @@ def _codes(srgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return c16, _ID16
 
 
+def _is_grey(codes: np.ndarray) -> bool:
+    """True when every pixel has R == G == B (a greyscale photo stored as RGB)."""
+    step = max(1, codes.shape[0] // 64)  # cheap rejection on every 64th row first
+    sub = codes[::step]
+    if not (np.array_equal(sub[..., 0], sub[..., 1]) and np.array_equal(sub[..., 1], sub[..., 2])):
+        return False
+    return bool(np.array_equal(codes[..., 0], codes[..., 1]) and np.array_equal(codes[..., 1], codes[..., 2]))
+
+
 def _ev_table(identity: np.ndarray, ev: float) -> np.ndarray:
     """``apply_ev`` over every code value: 256 or 65,536 float32 entries."""
     return apply_ev(identity.reshape(-1, 1), float(ev)).reshape(-1).astype(np.float32)
@@ -495,7 +516,9 @@ def fuse_exposures(srgb: np.ndarray, evs: Sequence[float], *, fast: bool = False
     ``fast``: approximate (see module doc): fuse a copy whose long edge is ``fast_long_edge`` and transfer the
     result to full resolution by a guided filter; used only when the photo is over 1.25x that size.
     Other keywords as :func:`mertens_fuse`. Returns float32 sRGB (H, W, 3) in [0, 1]; with no EVs, the input
-    as float32.
+    as float32. Unlike :func:`mertens_fuse` (which reproduces OpenCV's float rounding), grey pixels get a saturation
+    of exactly 0, and a greyscale photo is fused without the saturation factor: otherwise rounding noise decides
+    the weights there and the result jumps when an EV changes by 1e-6 (see ``_weights``).
     """
     a = _check_image(srgb)
     evs = [float(e) for e in evs]
@@ -509,6 +532,8 @@ def fuse_exposures(srgb: np.ndarray, evs: Sequence[float], *, fast: bool = False
     original: _Source = _LutSource(codes, identity) if exact else _FloatSource(a)
     if not evs:
         return original.rows(0, H, np.empty((H, W, 3), _F32))
+    if kw["saturation"] != 0 and _is_grey(codes):
+        kw["saturation"] = 0.0  # a greyscale photo has no saturation anywhere: that factor would zero every weight
     tables = [_ev_table(identity, ev) for ev in evs]
 
     def sources() -> Iterator[_Source]:
@@ -516,7 +541,7 @@ def fuse_exposures(srgb: np.ndarray, evs: Sequence[float], *, fast: bool = False
         for t in tables:
             yield _LutSource(codes, t)
 
-    return _fuse_sources(sources, **kw)
+    return _fuse_sources(sources, grey_zero=True, **kw)
 
 
 # ----------------------------------------------------------------------------------------------- fast mode

@@ -1,8 +1,10 @@
 """The Recipe: the exposure edits of one photo, readable and editable as a JSON sidecar.
 
 A recipe holds one exposure value (EV stops) per segment, the 64x64 segment labels, the renderer and the model
-that chose the values, and the segmentation parameters used. ``deepexposure render --recipe`` applies it again,
-exactly; a user can edit the EVs and re-render.
+that chose the values, and the segmentation parameters used. ``deepexposure render --recipe`` applies it again
+(bit-exact with the local renderer; with fusion, threaded float sums may move a rare value by one code); a user can
+edit the EVs and re-render. With the fusion renderer an EV is not a brightness knob: raising one adds a brighter
+copy to the fusion, whose well-exposedness weights decide where it is used.
 
 JSON form (one key per line, values compact)::
 
