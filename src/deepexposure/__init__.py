@@ -1,3 +1,22 @@
-"""deepexposure: learning to expose photos (DeepExposure, NeurIPS 2018), with exact exposure fusion."""
+"""deepexposure: learning to expose photos (DeepExposure, NeurIPS 2018), with exact exposure fusion.
+
+``from deepexposure import Enhancer`` is the inference API; it is imported lazily so that the image modules
+(io, fusion, render, ...) stay usable without loading torch.
+"""
+
+from __future__ import annotations
 
 __version__ = "0.1.0"
+__all__ = ["Enhancer", "Recipe", "__version__"]
+
+
+def __getattr__(name: str):
+    if name == "Enhancer":
+        from deepexposure.enhance import Enhancer
+
+        return Enhancer
+    if name == "Recipe":
+        from deepexposure.recipe import Recipe
+
+        return Recipe
+    raise AttributeError(f"module 'deepexposure' has no attribute {name!r}")
