@@ -30,6 +30,7 @@ from deepexposure.data import (
     make_dev_pairs,
     paired_folder,
     select_sice,
+    select_sice_references,
 )
 from deepexposure.errors import DataError
 from deepexposure.io import read_photo
@@ -353,6 +354,33 @@ def test_select_sice_fixture(tmp_path: Path):
     assert [p.name for p in select_sice(d, dark_max=0.35, bright_min=0.95)] == ["1.jpg", "4.jpg"]
     with pytest.raises(DataError, match="no frame"):
         select_sice(d, dark_max=0.01, bright_min=0.99)
+
+
+def test_select_sice_references_fixture(tmp_path: Path):
+    d = tmp_path / "sice" / "images"
+    d.mkdir(parents=True)
+    greys = {1: 0.1, 2: 0.3, 3: 0.5, 4: 0.8,   # run 1: frame 3 is closest to 0.45
+             5: 0.05, 6: 0.1, 7: 0.9,          # run 2: best frame 6 (0.1) lies outside the band -> none
+             8: 0.44, 9: 0.49,                 # run 3: too short (2 frames)
+             10: 0.2, 11: 0.42, 12: 0.7}       # run 4: frame 11
+    for n, g in greys.items():
+        Image.fromarray(np.full((40, 50, 3), round(g * 255), np.uint8)).save(d / f"{n}.jpg")
+    (tmp_path / "sice" / "sequences_guess.csv").write_text(
+        "# comment line\nrun,first,last,count\n0,1,4,4\n1,5,7,3\n2,8,9,2\n3,10,12,3\n")
+    assert [p.name for p in select_sice_references(tmp_path / "sice")] == ["3.jpg", "11.jpg"]
+    assert [p.name for p in select_sice_references(tmp_path / "sice", min_frames=2)] == ["3.jpg", "8.jpg", "11.jpg"]
+    with pytest.raises(DataError, match="no runs file"):
+        select_sice_references(d)
+    with pytest.raises(DataError, match="no bracket"):
+        select_sice_references(tmp_path / "sice", band=(0.95, 1.0))
+
+
+def test_select_sice_references_real_set(shared_data: Path):
+    chosen = select_sice_references(shared_data / "sice_zerodcepp")
+    assert 150 < len(chosen) <= 272  # at most one per run
+    for p in chosen[::40]:
+        m = float(read_photo(p).pixels.mean())  # full decode: the slow, clear reference
+        assert 0.28 <= m <= 0.62, (p, m)
 
 
 def test_select_sice_real_frames_agree_with_full_decode(shared_data: Path):

@@ -52,6 +52,7 @@ __all__ = [
     "fivek_experts",
     "make_dev_pairs",
     "select_sice",
+    "select_sice_references",
     "SICE_DARK_MAX",
     "SICE_BRIGHT_MIN",
 ]
@@ -590,3 +591,61 @@ def select_sice(
     if not out:
         raise DataError(f"{folder}: no frame with mean grey <= {dark_max} or >= {bright_min}")
     return out
+
+
+#: Mean grey level a SICE reference frame should have (fraction of white; BSDS500 train median is about 0.43).
+SICE_REFERENCE_GREY = 0.45
+#: Mean grey band a SICE reference frame must lie in (else its run gives none).
+SICE_REFERENCE_BAND = (0.3, 0.6)
+
+
+def select_sice_references(
+    root: str | os.PathLike, *, runs_csv: str | os.PathLike | None = None, min_frames: int = 3,
+    grey: float = SICE_REFERENCE_GREY, band: tuple[float, float] = SICE_REFERENCE_BAND,
+) -> list[Path]:
+    """One well-exposed frame per bracket of the SICE / Zero-DCE++ set: more clean photos for synthetic inputs.
+
+    SICE has no reference images, but each bracket (a run of consecutive file numbers, ``first..last`` in
+    ``runs_csv``, default ``root/sequences_guess.csv``) spans under- to over-exposure of one static scene, so its
+    frame whose mean grey level (thumbnail, fraction of white) is closest to ``grey`` is a plausible well-exposed
+    photo. Runs shorter than ``min_frames`` and runs whose best frame lies outside ``band`` give none. Our choice
+    (not in the paper); on the shared set it picks 239 of 272 runs (docs/data.md). Frames are named ``<n>.jpg``
+    (any supported suffix). Returns paths sorted by frame number; a missing folder or runs file, or no frame
+    selected, raises :class:`DataError`.
+    """
+    import csv
+
+    root = Path(root)
+    folder = root / "images" if (root / "images").is_dir() else root
+    runs_path = Path(runs_csv) if runs_csv is not None else root / "sequences_guess.csv"
+    if not folder.is_dir():
+        raise DataError(f"{root}: no such folder")
+    if not runs_path.is_file():
+        raise DataError(f"{runs_path}: no runs file (CSV with columns first,last giving each bracket's frame numbers)")
+    by_number = {int(p.stem): p for p in iter_photo_paths([folder]) if p.stem.isdigit()}
+    with open(runs_path, newline="") as fh:
+        rows = list(csv.DictReader(line for line in fh if not line.startswith("#")))
+    out = []
+    for row in rows:
+        try:
+            first, last = int(row["first"]), int(row["last"])
+        except (KeyError, TypeError, ValueError):
+            raise DataError(f"{runs_path}: expected integer columns 'first' and 'last'") from None
+        frames = [by_number[n] for n in range(first, last + 1) if n in by_number]
+        if len(frames) < min_frames:
+            continue
+        scored = []
+        for f in frames:
+            try:
+                scored.append((abs(_mean_grey(f) - grey), f))
+            except (OSError, ValueError, SyntaxError) as exc:
+                warnings.warn(f"skipped: {f}: unreadable ({exc})", stacklevel=2)
+        if not scored:
+            continue
+        dist, best = min(scored, key=lambda s: s[0])
+        g = _mean_grey(best)
+        if band[0] <= g <= band[1]:
+            out.append(best)
+    if not out:
+        raise DataError(f"{folder}: no bracket has a frame with mean grey in {band}")
+    return sorted(out, key=lambda p: int(p.stem))

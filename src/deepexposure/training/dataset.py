@@ -55,7 +55,7 @@ def segment_all(previews: np.ndarray, segmentation: dict) -> np.ndarray:
 
 def build_training_data(*, inputs: Sequence[str | os.PathLike] = (), synthetic: Sequence[str | os.PathLike] = (),
                         experts: Sequence[str | os.PathLike] = (), sice: Sequence[str | os.PathLike] = (),
-                        fivek: str | os.PathLike | None = None, copies: int = 4, seed: int = 0,
+                        sice_references: Sequence[str | os.PathLike] = (), fivek: str | os.PathLike | None = None, copies: int = 4, seed: int = 0,
                         segmentation: dict, cache_dir: str | os.PathLike | None = None,
                         progress: bool = True) -> TrainData:
     """Load/derive all previews, segment the inputs, cache the result in ``cache_dir/train-<hash>.npz``.
@@ -63,6 +63,8 @@ def build_training_data(*, inputs: Sequence[str | os.PathLike] = (), synthetic: 
     ``inputs``: files/folders of real badly exposed photos used as they are; ``synthetic``: well-exposed photos
     degraded ``copies`` times each at preview size (data.degraded_previews, DegradeConfig defaults, ``seed``);
     ``sice``: SICE/Zero-DCE++ roots whose clearly under/over-exposed frames are used (data.select_sice);
+    ``sice_references``: SICE/Zero-DCE++ roots whose best-exposed frame per bracket joins ``synthetic``
+    (data.select_sice_references);
     ``experts``: well-exposed photos; ``fivek``: FiveK root (train_input fold as inputs, expert C train_expert fold
     as experts). Unreadable files are reported and skipped; no usable input or expert raises DataError.
     """
@@ -73,6 +75,7 @@ def build_training_data(*, inputs: Sequence[str | os.PathLike] = (), synthetic: 
     key = json.dumps({"v": 3, "segv": SEGMENTATION_VERSION, "degrade": dataclasses.asdict(data.DegradeConfig()),
                       "i": [str(Path(p).resolve()) for p in inputs], "s": [str(Path(p).resolve()) for p in synthetic],
                       "e": [str(Path(p).resolve()) for p in experts], "c": [str(Path(p).resolve()) for p in sice],
+                      "cr": [str(Path(p).resolve()) for p in sice_references],
                       "f": str(Path(fivek).resolve()) if fivek else None, "copies": copies, "seed": seed,
                       "seg": segmentation}, sort_keys=True)
     cache = None
@@ -95,8 +98,11 @@ def build_training_data(*, inputs: Sequence[str | os.PathLike] = (), synthetic: 
         parts.append(real)
         tparts.append(np.zeros_like(real))
         known.append(np.zeros(len(real), bool))
-    if synthetic:
-        clean = data.load_previews(list(synthetic), cache_dir=pcache, progress=progress)[0]
+    syn_paths: list = [*synthetic]
+    for root in sice_references:
+        syn_paths += data.select_sice_references(root)
+    if syn_paths:
+        clean = data.load_previews(syn_paths, cache_dir=pcache, progress=progress)[0]
         parts.append(data.degraded_previews(clean, seed=seed, copies=copies))
         tparts.append(np.repeat(clean, copies, axis=0))  # output i * copies + c comes from preview i
         known.append(np.ones(len(clean) * copies, bool))
