@@ -21,7 +21,7 @@ import numpy as np
 from deepexposure.errors import ModelError
 from deepexposure.io import Photo, from_float, to_float
 from deepexposure.recipe import Recipe
-from deepexposure.render import RENDERERS, render
+from deepexposure.render import ENHANCE_RENDERER, RENDERERS, render
 from deepexposure.segmentation import make_preview, segment
 
 __all__ = ["Enhancer", "default_model_path"]
@@ -52,12 +52,13 @@ class Enhancer:
     """Fix the exposure of photos with a trained DeepExposure policy.
 
     ``model``: None (the shipped default), a ``policy.pt`` file or a training run folder.
-    ``renderer``: ``"fusion"`` (default, the paper's test stage) or ``"local"``.
+    ``renderer``: ``"local"`` (default, :data:`deepexposure.render.ENHANCE_RENDERER`) or ``"fusion"`` (the paper's
+    test stage).
     ``strength``: in [0, 1], scales every EV (0 returns the photo unchanged).
     ``device``: torch device for the policy (default: CUDA when present, else CPU).
     """
 
-    def __init__(self, model: str | os.PathLike | None = None, *, renderer: str = "fusion",
+    def __init__(self, model: str | os.PathLike | None = None, *, renderer: str = ENHANCE_RENDERER,
                  strength: float = 1.0, device: str | None = None) -> None:
         from deepexposure.policy import Policy  # torch is imported only when a model is used
 

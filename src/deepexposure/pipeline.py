@@ -14,7 +14,7 @@ import numpy as np
 from deepexposure.batch import Job
 from deepexposure.io import DEFAULT_MAX_PIXELS, Photo, read_photo, write_photo
 from deepexposure.recipe import Recipe
-from deepexposure.render import render
+from deepexposure.render import ENHANCE_RENDERER, render
 from deepexposure.segmentation import make_preview, overlay, segment
 
 __all__ = ["manual_recipe", "render_file", "segment_file", "enhance_file", "recipe_path_for"]
@@ -101,7 +101,7 @@ def enhance_file(
     job: Job,
     *,
     model: str | None = None,
-    renderer: str = "fusion",
+    renderer: str = ENHANCE_RENDERER,
     strength: float = 1.0,
     device: str | None = None,
     bit_depth: int | None = None,

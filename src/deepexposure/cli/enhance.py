@@ -11,7 +11,7 @@ from deepexposure.cli.common import MAX_PIXELS_HELP, bit_depth_option, report
 from deepexposure.enhance import Enhancer
 from deepexposure.io import DEFAULT_MAX_PIXELS
 from deepexposure.pipeline import enhance_file
-from deepexposure.render import RENDERERS
+from deepexposure.render import ENHANCE_RENDERER, RENDERERS
 
 
 @click.command(no_args_is_help=True)
@@ -19,9 +19,10 @@ from deepexposure.render import RENDERERS
 @click.option("-o", "--out", required=True, type=click.Path(), help="Output file (one photo) or folder.")
 @click.option("--model", type=click.Path(), default=None,
               help="A policy.pt or training run folder (default: the model shipped with deepexposure).")
-@click.option("--renderer", type=click.Choice(RENDERERS), default="fusion", show_default=True,
-              help="fusion: Mertens fusion of the whole photo exposed by each EV plus the original (paper). "
-                   "local: each EV inside its own feathered segment.")
+@click.option("--renderer", type=click.Choice(RENDERERS), default=ENHANCE_RENDERER, show_default=True,
+              help="local: each EV inside its own edge-aware feathered segment (default: closest to the targets, "
+                   "fastest). fusion: Mertens fusion of the whole photo exposed by each EV plus the original "
+                   "(the paper's test stage; softer, protects highlights).")
 @click.option("--strength", type=click.FloatRange(0, 1), default=1.0, show_default=True,
               help="Scale every EV: 0 = unchanged, 1 = the policy's full edit.")
 @click.option("--recipe", "save_recipe", is_flag=True,

@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from deepexposure.errors import DataError
+from deepexposure.render import ENHANCE_RENDERER
 
 __all__ = ["COMMANDS", "evaluate", "default_methods"]
 
@@ -40,8 +41,8 @@ def default_methods(*, paired: bool = True) -> list[str]:
 @click.option("-m", "--method", "methods", multiple=True,
               help="Method name, policy.pt / run folder, or folder:PATH (repeatable). Default: identity, "
                    "auto-exposure, clahe, fixed-fusion, oracle-global (+ deepexposure when shipped).")
-@click.option("--renderer", type=click.Choice(["fusion", "local"]), default="fusion", show_default=True,
-              help="Renderer for policies.")
+@click.option("--renderer", type=click.Choice(["fusion", "local"]), default=ENHANCE_RENDERER, show_default=True,
+              help="Renderer for policies (as `enhance`; the paper's Table 1 used fusion).")
 @click.option("-o", "--out", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Output folder for the report (created).")
 @click.option("--long-edge", default="500", show_default=True,

@@ -35,6 +35,7 @@ import numpy as np
 
 from deepexposure.color import apply_ev, luminance
 from deepexposure.errors import DeepExposureError, ModelError, PhotoError
+from deepexposure.render import ENHANCE_RENDERER
 
 __all__ = [
     "Method",
@@ -272,12 +273,12 @@ class ModelMethod:
 
     needs_target = False
 
-    def __init__(self, model: str | Path | None = None, *, renderer: str = "fusion", name: str | None = None) -> None:
+    def __init__(self, model: str | Path | None = None, *, renderer: str = ENHANCE_RENDERER, name: str | None = None) -> None:
         from deepexposure.enhance import Enhancer
 
         self.enhancer = Enhancer(model=model, renderer=renderer)
         self.name = name or ("deepexposure" if model is None else _model_name(Path(model)))
-        if renderer != "fusion":
+        if renderer != ENHANCE_RENDERER:
             self.name += f"[{renderer}]"
 
     def __call__(self, srgb: np.ndarray, *, target: np.ndarray | None = None) -> np.ndarray:
@@ -337,7 +338,7 @@ def method_names() -> list[str]:
     return [*BASELINES, *ORACLES, "deepexposure"]
 
 
-def get_method(name_or_path: str | Path, *, renderer: str = "fusion") -> Method:
+def get_method(name_or_path: str | Path, *, renderer: str = ENHANCE_RENDERER) -> Method:
     """Resolve a method by name (see the module docstring), a policy path / run folder, or ``folder:PATH``.
 
     ``renderer`` ("fusion" or "local") applies to policies. The returned object has ``spec`` set to the

@@ -21,6 +21,7 @@ import numpy as np
 from deepexposure.errors import DeepExposureError
 from deepexposure.evaluation.baselines import Method, get_method
 from deepexposure.evaluation.metrics import DEFAULT_LONG_EDGE, METRICS, compute_metrics
+from deepexposure.render import ENHANCE_RENDERER
 
 __all__ = ["evaluate_pairs", "THUMB_LONG_EDGE", "thumb_name", "save_thumb"]
 
@@ -104,7 +105,7 @@ def _worker(pair, long_edge, ssim_variant, thumbs_dir) -> list[dict]:
 
 def evaluate_pairs(pairs: Sequence, methods: Sequence[Method | str], *, long_edge: int | None = DEFAULT_LONG_EDGE,
                    ssim_variant: str = "wang", jobs: int = 1, progress: bool = True,
-                   thumbs_dir: str | os.PathLike | None = None, renderer: str = "fusion") -> list[dict]:
+                   thumbs_dir: str | os.PathLike | None = None, renderer: str = ENHANCE_RENDERER) -> list[dict]:
     """Measure ``methods`` (objects or names for :func:`get_method`) on ``pairs`` (``Pair(stem, input_path, target_path)``).
 
     Returns one record per (image, column), images in the given order, columns ``input`` then each method:

@@ -27,6 +27,7 @@ import numpy as np
 from deepexposure.errors import DataError, DeepExposureError
 from deepexposure.evaluation.baselines import Method, get_method
 from deepexposure.evaluation.metrics import DEFAULT_LONG_EDGE, prepare
+from deepexposure.render import ENHANCE_RENDERER
 
 __all__ = ["STATS", "BINS", "photo_histograms", "set_histograms", "histogram_intersection", "evaluate_unpaired",
            "contact_sheet", "write_unpaired_report"]
@@ -111,7 +112,7 @@ def contact_sheet(rows: Sequence[Sequence[np.ndarray]], columns: Sequence[str], 
 
 def evaluate_unpaired(photos: Sequence[str | os.PathLike], reference: Sequence[str | os.PathLike],
                       methods: Sequence[Method | str], *, long_edge: int | None = DEFAULT_LONG_EDGE,
-                      progress: bool = True, sheet_rows: int = 12, renderer: str = "fusion") -> dict:
+                      progress: bool = True, sheet_rows: int = 12, renderer: str = ENHANCE_RENDERER) -> dict:
     """Histogram intersections with the ``reference`` photos, for the input set and each method's outputs.
 
     Returns ``{"scores": {column: {stat: hi, ..., "mean": mean of the three}}, "n_photos", "n_reference",
