@@ -151,6 +151,6 @@ def test_policy_path_method(tmp_path):
         assert m.name == "run" and not m.needs_target
         out = m(img)
         assert out.shape == img.shape and out.dtype == np.float32
-    fusion = get_method(str(tmp_path / "run"), renderer="fusion")  # not the default: named with its renderer
-    assert fusion.name == "run[fusion]" and get_method(str(tmp_path / "run"), renderer="local").name == "run"
-    assert srgb_to_linear(fusion(img)).shape == img.shape
+    local = get_method(str(tmp_path / "run"), renderer="local")  # not the default: named with its renderer
+    assert local.name == "run[local]" and get_method(str(tmp_path / "run"), renderer="fusion").name == "run"
+    assert srgb_to_linear(local(img)).shape == img.shape

@@ -52,8 +52,8 @@ class Enhancer:
     """Fix the exposure of photos with a trained DeepExposure policy.
 
     ``model``: None (the shipped default), a ``policy.pt`` file or a training run folder.
-    ``renderer``: ``"local"`` (default, :data:`deepexposure.render.ENHANCE_RENDERER`) or ``"fusion"`` (the paper's
-    test stage).
+    ``renderer``: ``"fusion"`` (default, :data:`deepexposure.render.ENHANCE_RENDERER`: the paper's test stage) or
+    ``"local"`` (each EV inside its own soft segment mask; faster).
     ``strength``: in [0, 1], scales every EV (0 returns the photo unchanged).
     ``device``: torch device for the policy (default: CUDA when present, else CPU).
     """

@@ -42,7 +42,7 @@ def default_methods(*, paired: bool = True) -> list[str]:
               help="Method name, policy.pt / run folder, or folder:PATH (repeatable). Default: identity, "
                    "auto-exposure, clahe, fixed-fusion, oracle-global (+ deepexposure when shipped).")
 @click.option("--renderer", type=click.Choice(["fusion", "local"]), default=ENHANCE_RENDERER, show_default=True,
-              help="Renderer for policies (as `enhance`; the paper's Table 1 used fusion).")
+              help="Renderer for policies (as `enhance`).")
 @click.option("-o", "--out", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Output folder for the report (created).")
 @click.option("--long-edge", default="500", show_default=True,
