@@ -82,6 +82,25 @@ def test_to_float_from_float_exact_round_trip_every_code():
     np.testing.assert_array_equal(from_float(f8, 16), u8.astype(np.uint16) * 257)
 
 
+@pytest.mark.parametrize("shape", [(700, 600, 3), (5, 7), (1,), (), (0, 3, 3), (2, 3, 4)])
+@pytest.mark.parametrize("depth", [8, 16])
+def test_from_float_blocks_equal_the_whole_array_formula(shape, depth):
+    """The row-blocked from_float gives the codes of the plain expression floor(clip(x) * peak + 0.5)."""
+    rng = np.random.default_rng(1)
+    x = rng.uniform(-0.2, 1.2, shape).astype(np.float32)
+    if x.size:
+        x.flat[0] = np.nan
+    peak = np.float32(255 if depth == 8 else 65535)
+    want = np.floor(np.clip(np.nan_to_num(x, nan=0.0), 0, 1) * peak + np.float32(0.5)).astype(
+        np.uint8 if depth == 8 else np.uint16)
+    got = from_float(x, depth)
+    assert got.dtype == want.dtype and got.shape == want.shape and np.array_equal(got, want)
+    if x.ndim:  # a non-contiguous view gives the codes of its contiguous copy
+        view = x[..., ::-1]
+        assert np.array_equal(from_float(view, depth), from_float(view.copy(), depth))
+    assert np.array_equal(from_float(x.astype(np.float64), depth), want)
+
+
 def test_from_float_rounds_half_up_and_clips():
     k = np.arange(255, dtype=np.float64)
     np.testing.assert_array_equal(from_float((k + 0.49) / 255, 8), k.astype(np.uint8))
