@@ -565,6 +565,24 @@ def _mean_grey(path: Path) -> float:
         return float(np.asarray(thumb, np.float32).mean()) / 255.0
 
 
+def _sice_folder(root: str | os.PathLike) -> Path:
+    """The folder of SICE frames: ``root/images`` when present, else ``root``; DataError when missing."""
+    root = Path(root)
+    folder = root / "images" if (root / "images").is_dir() else root
+    if not folder.is_dir():
+        raise DataError(f"{root}: no such folder")
+    return folder
+
+
+def _frame_grey(path: Path) -> float | None:
+    """:func:`_mean_grey` of a frame, or None (with a warning) when it cannot be read."""
+    try:
+        return _mean_grey(path)
+    except (OSError, ValueError, SyntaxError) as exc:
+        warnings.warn(f"skipped: {path}: unreadable ({exc})", stacklevel=3)
+        return None
+
+
 def select_sice(
     root: str | os.PathLike, *, dark_max: float = SICE_DARK_MAX, bright_min: float = SICE_BRIGHT_MIN
 ) -> list[Path]:
@@ -575,18 +593,11 @@ def select_sice(
     <= ``dark_max`` or >= ``bright_min``. On the shared 2,002 frames the defaults keep 541 dark + 442 bright = 983
     (docs/data.md). Unreadable frames are reported (warning) and skipped; none selected raises :class:`DataError`.
     """
-    root = Path(root)
-    folder = root / "images" if (root / "images").is_dir() else root
-    if not folder.is_dir():
-        raise DataError(f"{root}: no such folder")
+    folder = _sice_folder(root)
     out = []
     for p in iter_photo_paths([folder]):
-        try:
-            g = _mean_grey(p)
-        except (OSError, ValueError, SyntaxError) as exc:
-            warnings.warn(f"skipped: {p}: unreadable ({exc})", stacklevel=2)
-            continue
-        if g <= dark_max or g >= bright_min:
+        g = _frame_grey(p)
+        if g is not None and (g <= dark_max or g >= bright_min):
             out.append(p)
     if not out:
         raise DataError(f"{folder}: no frame with mean grey <= {dark_max} or >= {bright_min}")
@@ -615,11 +626,8 @@ def select_sice_references(
     """
     import csv
 
-    root = Path(root)
-    folder = root / "images" if (root / "images").is_dir() else root
-    runs_path = Path(runs_csv) if runs_csv is not None else root / "sequences_guess.csv"
-    if not folder.is_dir():
-        raise DataError(f"{root}: no such folder")
+    folder = _sice_folder(root)
+    runs_path = Path(runs_csv) if runs_csv is not None else Path(root) / "sequences_guess.csv"
     if not runs_path.is_file():
         raise DataError(f"{runs_path}: no runs file (CSV with columns first,last giving each bracket's frame numbers)")
     by_number = {int(p.stem): p for p in iter_photo_paths([folder]) if p.stem.isdigit()}
@@ -634,16 +642,10 @@ def select_sice_references(
         frames = [by_number[n] for n in range(first, last + 1) if n in by_number]
         if len(frames) < min_frames:
             continue
-        scored = []
-        for f in frames:
-            try:
-                scored.append((abs(_mean_grey(f) - grey), f))
-            except (OSError, ValueError, SyntaxError) as exc:
-                warnings.warn(f"skipped: {f}: unreadable ({exc})", stacklevel=2)
-        if not scored:
+        greys = [(g, f) for f in frames if (g := _frame_grey(f)) is not None]
+        if not greys:
             continue
-        dist, best = min(scored, key=lambda s: s[0])
-        g = _mean_grey(best)
+        g, best = min(greys, key=lambda s: abs(s[0] - grey))
         if band[0] <= g <= band[1]:
             out.append(best)
     if not out:

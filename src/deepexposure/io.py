@@ -106,23 +106,19 @@ def from_float(pixels: np.ndarray, bit_depth: int = 8) -> np.ndarray:
     if bit_depth not in (8, 16):
         raise ValueError(f"bit depth must be 8 or 16, got {bit_depth}")
     peak = np.float32(255.0 if bit_depth == 8 else 65535.0)
-    x = np.asarray(pixels, dtype=np.float32)
+    x = np.atleast_1d(np.asarray(pixels, dtype=np.float32))
     out = np.empty(x.shape, np.uint8 if bit_depth == 8 else np.uint16)
-    if x.ndim == 0:
-        x, flat = x.reshape(1), out.reshape(1)
-    else:
-        flat = out
-    # in row blocks with one small float32 buffer: the same arithmetic as the whole-array expression, but no
-    # full-size temporaries (5 of them at 12 MP cost ~0.5 s in allocation and page faults)
-    rows = max(1, (1 << 18) // max(1, x.size // max(1, x.shape[0])))
-    for r0 in range(0, x.shape[0], rows):
-        q = np.nan_to_num(x[r0:r0 + rows], nan=0.0)  # a copy (also of views): safe to modify in place
+    # in blocks of rows: the same arithmetic as the whole-array expression, but no full-size float temporaries
+    # (five of them at 12 MP cost ~0.2 s in allocation and page faults)
+    rows = max(1, (1 << 18) // max(1, x[:1].size))
+    for r0 in range(0, len(x), rows):
+        q = np.nan_to_num(x[r0:r0 + rows], nan=0.0)  # a copy (also of a view): safe to modify in place
         np.clip(q, 0.0, 1.0, out=q)
         q *= peak
         q += np.float32(0.5)
         np.floor(q, out=q)
-        flat[r0:r0 + rows] = q
-    return out
+        out[r0:r0 + rows] = q
+    return out.reshape(np.shape(pixels))
 
 
 # ----------------------------------------------------------------------------------------------- reading
@@ -386,7 +382,8 @@ def _encode(fh, suffix: str, arr: np.ndarray, exif: bytes | None, icc: bytes | N
     if icc:
         kw["icc_profile"] = icc
     if suffix in (".jpg", ".jpeg"):
-        kw.update(format="JPEG", quality=quality, subsampling=0 if quality >= 90 else 2)  # no Huffman optimize: 2x slower for 2% smaller
+        # no optimize=True (Huffman tables per image): 3x slower encoding at 12 MP for 2% smaller files
+        kw.update(format="JPEG", quality=quality, subsampling=0 if quality >= 90 else 2)
     elif suffix == ".webp":
         kw.update(format="WEBP", quality=quality)
     elif suffix == ".png":

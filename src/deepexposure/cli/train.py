@@ -21,7 +21,8 @@ __all__ = ["COMMANDS", "train"]
 @click.option("--sice", multiple=True, type=click.Path(path_type=str),
               help="SICE/Zero-DCE++ folder: its clearly under/over-exposed frames are added to the inputs.")
 @click.option("--sice-references", multiple=True, type=click.Path(path_type=str),
-              help="SICE/Zero-DCE++ folder: the best-exposed frame of each bracket is added to --synthetic-inputs.")
+              help="SICE/Zero-DCE++ folder: the best-exposed frame of each bracket is added to "
+                   "--synthetic-inputs.")
 @click.option("--experts", multiple=True, type=click.Path(path_type=str),
               help="Well-exposed (expert) photos, files or folders (repeatable).")
 @click.option("--fivek", type=click.Path(path_type=str), default=None,
@@ -42,8 +43,8 @@ __all__ = ["COMMANDS", "train"]
               help="Weight of the paired anchor MSE(result, clean target) on --synthetic-inputs (our extension; "
                    "0 = the paper's unpaired method, the default).")
 @click.option("--device", default=None, help="Torch device (default: CUDA if present, else CPU).")
-def train(inputs, synthetic_inputs, copies, sice, sice_references, experts, fivek, variant, out, steps, minutes, resume, workers,
-          seed, segments, config_path, paired_weight, device):
+def train(inputs, synthetic_inputs, copies, sice, sice_references, experts, fivek, variant, out, steps, minutes,
+          resume, workers, seed, segments, config_path, paired_weight, device):
     """Train a DeepExposure policy (unpaired, WGAN-GP critic reward); writes OUT/policy.pt.
 
     \b
@@ -77,10 +78,10 @@ def train(inputs, synthetic_inputs, copies, sice, sice_references, experts, five
     if workers is not None:
         cfg.run.workers = workers
     if not (inputs or synthetic_inputs or sice or sice_references or fivek):
-        raise DataError("no inputs: give --inputs, --synthetic-inputs, --sice or --fivek")
+        raise DataError("no inputs: give --inputs, --synthetic-inputs, --sice, --sice-references or --fivek")
     out_dir.mkdir(parents=True, exist_ok=True)
-    data = build_training_data(inputs=inputs, synthetic=synthetic_inputs, experts=experts, sice=sice, fivek=fivek,
-                               sice_references=sice_references,
+    data = build_training_data(inputs=inputs, synthetic=synthetic_inputs, experts=experts, sice=sice,
+                               sice_references=sice_references, fivek=fivek,
                                copies=copies, seed=cfg.run.seed, segmentation=cfg.segmentation(),
                                cache_dir=out_dir.parent / ".cache")
     click.echo(f"{len(data.inputs)} input previews, {len(data.experts)} expert previews", err=True)

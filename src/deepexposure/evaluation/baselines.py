@@ -273,7 +273,8 @@ class ModelMethod:
 
     needs_target = False
 
-    def __init__(self, model: str | Path | None = None, *, renderer: str = ENHANCE_RENDERER, name: str | None = None) -> None:
+    def __init__(self, model: str | Path | None = None, *, renderer: str = ENHANCE_RENDERER,
+                 name: str | None = None) -> None:
         from deepexposure.enhance import Enhancer
 
         self.enhancer = Enhancer(model=model, renderer=renderer)

@@ -55,7 +55,8 @@ def segment_all(previews: np.ndarray, segmentation: dict) -> np.ndarray:
 
 def build_training_data(*, inputs: Sequence[str | os.PathLike] = (), synthetic: Sequence[str | os.PathLike] = (),
                         experts: Sequence[str | os.PathLike] = (), sice: Sequence[str | os.PathLike] = (),
-                        sice_references: Sequence[str | os.PathLike] = (), fivek: str | os.PathLike | None = None, copies: int = 4, seed: int = 0,
+                        sice_references: Sequence[str | os.PathLike] = (),
+                        fivek: str | os.PathLike | None = None, copies: int = 4, seed: int = 0,
                         segmentation: dict, cache_dir: str | os.PathLike | None = None,
                         progress: bool = True) -> TrainData:
     """Load/derive all previews, segment the inputs, cache the result in ``cache_dir/train-<hash>.npz``.
@@ -107,7 +108,8 @@ def build_training_data(*, inputs: Sequence[str | os.PathLike] = (), synthetic: 
         tparts.append(np.repeat(clean, copies, axis=0))  # output i * copies + c comes from preview i
         known.append(np.ones(len(clean) * copies, bool))
     if not parts:
-        raise DataError("no input photos given (use --inputs, --synthetic-inputs, --sice or --fivek)")
+        raise DataError("no input photos given (use --inputs, --synthetic-inputs, --sice, --sice-references "
+                        "or --fivek)")
     if not ex_paths:
         raise DataError("no expert photos given (use --experts or --fivek)")
     ins = np.concatenate(parts).astype(np.float32)
