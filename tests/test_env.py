@@ -7,7 +7,16 @@ import pytest
 import torch
 
 from deepexposure.color import apply_ev
-from deepexposure.env import apply_ev_torch, masks_tensor, run_episode, state, step
+from deepexposure.env import (
+    apply_ev_torch,
+    fuse_evs_torch,
+    masks_tensor,
+    mertens_fuse_torch,
+    run_episode,
+    state,
+    step,
+)
+from deepexposure.fusion import mertens_fuse
 from deepexposure.models import Actor
 from deepexposure.segmentation import masks_from_labels
 
@@ -77,3 +86,37 @@ def test_masks_tensor_pads_with_empty_masks():
     m = masks_tensor(labels, 4)
     assert m.shape == (1, 4, 2, 2)
     assert torch.equal(m.sum(1), torch.ones(1, 2, 2)) and m[:, 2:].sum() == 0
+
+
+@pytest.mark.parametrize("shape", [(64, 64), (37, 23), (5, 9)])
+def test_mertens_fuse_torch_matches_the_numpy_fusion(shape):
+    rng = np.random.default_rng(3)
+    base = rng.random((shape[0] // 4 + 2, shape[1] // 4 + 2, 3)).astype(np.float32)
+    img = np.clip(np.kron(base, np.ones((4, 4, 1), np.float32))[: shape[0], : shape[1]]
+                  + 0.05 * rng.standard_normal((*shape, 3)).astype(np.float32), 0, 1)
+    evs = [-1.5, 0.5, 2.0]
+    ref = mertens_fuse([img] + [apply_ev(img, e) for e in evs], grey_zero=True)
+    x = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1)[None]
+    got = fuse_evs_torch(x, torch.tensor([evs]))[0].permute(1, 2, 0).numpy()
+    np.testing.assert_allclose(got, ref, atol=2e-5)
+    stack = torch.stack([x[0]] + [apply_ev_torch(x, torch.tensor(e).view(1, 1, 1, 1))[0] for e in evs])[None]
+    assert torch.equal(mertens_fuse_torch(stack), fuse_evs_torch(x, torch.tensor([evs])))
+
+
+def test_fused_image_gradient_matches_finite_difference():
+    torch.manual_seed(6)
+    x = torch.rand(1, 3, 16, 16, dtype=torch.float64) * 0.6 + 0.2
+    target = torch.rand(1, 3, 16, 16, dtype=torch.float64)
+    evs = torch.tensor([[0.3, -0.4]], dtype=torch.float64, requires_grad=True)
+
+    def loss(e: torch.Tensor) -> torch.Tensor:
+        return ((fuse_evs_torch(x, e) - target) ** 2).mean()
+
+    (g,) = torch.autograd.grad(loss(evs), evs)
+    h = 1e-5
+    for j in range(2):
+        d = torch.zeros_like(evs)
+        d[0, j] = h
+        fd = (loss(evs.detach() + d) - loss(evs.detach() - d)) / (2 * h)
+        assert float(g[0, j]) == pytest.approx(float(fd), rel=1e-4, abs=1e-9)
+    assert float(g.abs().sum()) > 0

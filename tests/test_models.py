@@ -7,7 +7,15 @@ import pytest
 import torch
 
 from deepexposure.errors import ModelError
-from deepexposure.models import Actor, Critic, ValueNet, critic_features, gradient_penalty
+from deepexposure.models import (
+    Actor,
+    Critic,
+    ValueNet,
+    critic_features,
+    global_features,
+    gradient_penalty,
+    soft_histogram,
+)
 from deepexposure.policy import Policy
 from deepexposure.training.noise import OUNoise
 
@@ -141,3 +149,48 @@ def test_policy_bad_files_raise_model_error(tmp_path):
     torch.save({"weights": torch.zeros(3)}, other)
     with pytest.raises(ModelError):
         Policy.load(other)
+
+
+def test_soft_histogram_sums_to_one_and_keeps_the_masked_mean():
+    torch.manual_seed(4)
+    y = torch.rand(2, 1, 16, 16)
+    mask = (torch.rand(2, 1, 16, 16) < 0.3).float()
+    mask[1] = 0.0  # empty mask -> all-zero histogram, no division by zero
+    h = soft_histogram(y, mask, bins=16)
+    assert h.shape == (2, 16)
+    assert float(h[0].sum()) == pytest.approx(1.0, abs=1e-5) and torch.equal(h[1], torch.zeros(16))
+    centres = torch.linspace(0, 1, 16)
+    masked_mean = float((y[0] * mask[0]).sum() / mask[0].sum())
+    assert float((h[0] * centres).sum()) == pytest.approx(masked_mean, abs=1e-5)
+    # slow reference: every value splits linearly between its two neighbouring bin centres
+    ref = np.zeros(16)
+    for v in y[0][mask[0] > 0].numpy().astype(np.float64):
+        pos = v * 15
+        lo = min(int(np.floor(pos)), 14)
+        ref[lo] += 1 - (pos - lo)
+        ref[lo + 1] += pos - lo
+    np.testing.assert_allclose(h[0].numpy(), ref / ref.sum(), atol=1e-5)
+
+
+def test_actor_with_global_features(batch, tmp_path):
+    f = global_features(batch)
+    assert f.shape == (3, 3 * 16 + 2)
+    assert torch.allclose(f[:, 48], batch[:, 3].mean((1, 2))) and torch.allclose(f[:, 49], batch[:, 7, 0, 0])
+    actor = Actor(width=8, hidden=16, global_features=True)
+    assert torch.equal(actor(batch), torch.zeros(3))  # identity policy at the start, like the plain actor
+    torch.manual_seed(5)
+    torch.nn.init.normal_(actor.head[-1].weight, std=0.3)
+    out = actor(batch)
+    assert out.shape == (3,) and out.abs().max() <= 3.0
+    # the histograms reach the output: a state differing only in its global brightness gets another EV
+    brighter = batch.clone()
+    brighter[:, :3] = (brighter[:, :3] * 0.5).clamp(0, 1)
+    assert not torch.allclose(actor(brighter), out)
+    out.sum().backward()
+    _all_grads_finite_nonzero(actor)
+    arch = {"width": 8, "hidden": 16, "size": 64, "max_ev": 3.0, "in_channels": 8, "global_features": True}
+    pol = Policy(actor, arch, {"segments": 4})
+    again = Policy.load(pol.save(tmp_path / "g.pt"))
+    assert again.actor.global_features and again.model_id == pol.model_id
+    s = batch[:2]
+    assert torch.equal(again.actor(s), actor(s))

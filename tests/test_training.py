@@ -238,3 +238,14 @@ def test_paired_anchor_learns_the_inverse_exposure(tmp_path):
     mse1, ev1 = mse_and_ev()
     assert ev0 == pytest.approx(0.0, abs=1e-6)  # zero-initialised last layer: identity policy at the start
     assert ev1 > 1.0 and mse1 < 0.3 * mse0, (mse0, mse1, ev1)
+
+
+def test_global_feature_actor_trains_and_is_saved_in_the_policy(tmp_path):
+    cfg = _cfg()
+    cfg.model.global_features = True
+    t = Trainer(cfg, _data(), tmp_path / "run", tensorboard=False, progress=False)
+    before = {k: v.clone() for k, v in t.actor.state_dict().items()}
+    t.train(steps=2)
+    assert any(not torch.equal(before[k], v) for k, v in t.actor.state_dict().items() if k.startswith("gmlp"))
+    pol = Policy.load(tmp_path / "run" / "policy.pt")
+    assert pol.arch["global_features"] is True and pol.actor.global_features

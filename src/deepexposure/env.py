@@ -13,10 +13,13 @@ channels (it tells the value net how many steps are left). Everything is differe
 
 from __future__ import annotations
 
+import math
+
 import torch
+import torch.nn.functional as F
 
 __all__ = ["apply_ev_torch", "srgb_to_linear_torch", "linear_to_srgb_torch", "state", "step", "run_episode",
-           "STATE_CHANNELS", "masks_tensor"]
+           "STATE_CHANNELS", "masks_tensor", "mertens_fuse_torch", "fuse_evs_torch"]
 
 STATE_CHANNELS = 8
 _A = 0.055
@@ -79,3 +82,80 @@ def run_episode(actor: torch.nn.Module, s0: torch.Tensor, masks: torch.Tensor,
         cur = step(s0, cur, m, e)
         evs.append(e)
     return torch.stack(evs, dim=1), cur
+
+
+# ----------------------------------------------------------------------------------------------- fusion in torch
+_GAUSS5 = (1.0, 4.0, 6.0, 4.0, 1.0)
+
+
+def _reflect101(x: torch.Tensor, pad: int, dim: int) -> torch.Tensor:
+    """Pad ``x`` by ``pad`` on both sides of ``dim`` with OpenCV's BORDER_REFLECT_101, also for sizes <= pad
+    (where ``F.pad(mode="reflect")`` refuses): index i maps to its mirror with period 2(n-1)."""
+    n = x.shape[dim]
+    idx = torch.arange(-pad, n + pad, device=x.device)
+    if n == 1:
+        idx = torch.zeros_like(idx)
+    else:
+        period = 2 * (n - 1)
+        idx = idx.remainder(period)
+        idx = torch.where(idx >= n, period - idx, idx)
+    return x.index_select(dim, idx)
+
+
+def _blur5(x: torch.Tensor) -> torch.Tensor:
+    """Separable [1 4 6 4 1]/16 blur of (N,C,H,W) with reflect-101 borders (OpenCV's pyrDown/pyrUp kernel)."""
+    k = torch.tensor(_GAUSS5, dtype=x.dtype, device=x.device) / 16.0
+    c = x.shape[1]
+    x = F.conv2d(_reflect101(x, 2, 3), k.view(1, 1, 1, 5).expand(c, 1, 1, 5), groups=c)
+    return F.conv2d(_reflect101(x, 2, 2), k.view(1, 1, 5, 1).expand(c, 1, 5, 1), groups=c)
+
+
+def _pyr_down(x: torch.Tensor) -> torch.Tensor:
+    return _blur5(x)[..., ::2, ::2]
+
+
+def _pyr_up(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """``cv2.pyrUp(x, dstsize)`` for ``size`` = (2h or 2h-1, 2w or 2w-1): zero insertion to (2h, 2w), the 5-tap
+    blur times 4 (reflect-101 at that size), then a crop; this is what OpenCV does for odd sizes (checked)."""
+    n, c, h, w = x.shape
+    up = x.new_zeros(n, c, 2 * h, 2 * w)
+    up[..., ::2, ::2] = x
+    return (4.0 * _blur5(up))[..., : size[0], : size[1]]
+
+
+def mertens_fuse_torch(images: torch.Tensor, *, sigma: float = 0.2, levels: int | None = None) -> torch.Tensor:
+    """Differentiable Mertens fusion of ``images`` ``(B,K,3,H,W)`` sRGB [0,1] -> ``(B,3,H,W)`` clipped to [0,1].
+
+    The torch twin of :func:`deepexposure.fusion.mertens_fuse` with default exponents (1, 1, 1) and
+    ``grey_zero``-like stable weights: contrast |4-neighbour Laplacian| of the grey image (0.299/0.587/0.114),
+    saturation sqrt(sum_c (c - mean)^2), well-exposedness prod_c exp(-(c - 0.5)^2 / (2 sigma^2)), weights + 1e-12
+    normalised over K, blended over ``levels`` (default ``int(log2(min(H, W)))``) Gaussian/Laplacian pyramid
+    levels with OpenCV's 5-tap kernel and reflect-101 borders. Used at preview size by the fused paired anchor.
+    """
+    b, k, _, h, w = images.shape
+    x = images.clamp(0.0, 1.0).reshape(b * k, 3, h, w)
+    grey = (x * torch.tensor([0.299, 0.587, 0.114], dtype=x.dtype, device=x.device).view(1, 3, 1, 1)).sum(1, True)
+    lap = torch.tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]], dtype=x.dtype, device=x.device)
+    contrast = F.conv2d(_reflect101(_reflect101(grey, 1, 2), 1, 3), lap.view(1, 1, 3, 3)).abs()
+    sat = ((x - x.mean(1, keepdim=True)) ** 2).sum(1, keepdim=True).add(1e-12).sqrt()
+    expo = torch.exp(-((x - 0.5) ** 2).sum(1, keepdim=True) / (2 * sigma**2))
+    wgt = (contrast * sat * expo + 1e-12).reshape(b, k, 1, h, w)
+    wgt = (wgt / wgt.sum(1, keepdim=True)).reshape(b * k, 1, h, w)
+    n_lev = int(math.log2(min(h, w))) if levels is None else int(levels)
+    gw, gx = [wgt], [x]
+    for _ in range(n_lev):
+        gw.append(_pyr_down(gw[-1]))
+        gx.append(_pyr_down(gx[-1]))
+    out = None
+    for lvl in range(n_lev, -1, -1):
+        band = gx[lvl] if lvl == n_lev else gx[lvl] - _pyr_up(gx[lvl + 1], gx[lvl].shape[-2:])
+        fused = (gw[lvl] * band).reshape(b, k, 3, *band.shape[-2:]).sum(1)
+        out = fused if out is None else _pyr_up(out, fused.shape[-2:]) + fused
+    return out.clamp(0.0, 1.0)
+
+
+def fuse_evs_torch(s0: torch.Tensor, evs: torch.Tensor, **kw) -> torch.Tensor:
+    """The fusion renderer at preview size, differentiable in ``evs`` ``(B,T)``: Mertens fusion of ``s0``
+    ``(B,3,H,W)`` and ``apply_ev_torch(s0, evs[:, t])`` for every t -> ``(B,3,H,W)``."""
+    copies = [s0] + [apply_ev_torch(s0, evs[:, t].reshape(-1, 1, 1, 1)) for t in range(evs.shape[1])]
+    return mertens_fuse_torch(torch.stack(copies, dim=1), **kw)

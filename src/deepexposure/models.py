@@ -15,7 +15,8 @@ from torch import nn
 
 from deepexposure.env import STATE_CHANNELS
 
-__all__ = ["Actor", "ValueNet", "Critic", "critic_features", "gradient_penalty", "CRITIC_CHANNELS"]
+__all__ = ["Actor", "ValueNet", "Critic", "critic_features", "gradient_penalty", "CRITIC_CHANNELS", "global_features",
+           "soft_histogram"]
 
 CRITIC_CHANNELS = 6
 _LUMA = (0.2126, 0.7152, 0.0722)
@@ -35,20 +36,57 @@ def _head(width: int, size: int, hidden: int) -> nn.Sequential:
     return nn.Sequential(nn.Linear(feat, hidden), nn.LeakyReLU(0.2), nn.Linear(hidden, 1))
 
 
+HIST_BINS = 16
+
+
+def soft_histogram(y: torch.Tensor, mask: torch.Tensor, bins: int = HIST_BINS) -> torch.Tensor:
+    """Histogram ``(B, bins)`` of ``y`` ``(B,1,H,W)`` in [0,1] over the pixels of ``mask`` ``(B,1,H,W)``, summing to 1
+    (0 for an empty mask). Linear (triangular) binning on ``bins`` evenly spaced centres 0..1: each value splits
+    between its two nearest centres, so the histogram is piecewise linear in ``y`` (differentiable) and its mean
+    bin position equals the masked mean of ``y`` exactly."""
+    c = torch.linspace(0.0, 1.0, bins, device=y.device, dtype=y.dtype).view(1, -1, 1, 1)
+    w = (1.0 - (y.clamp(0.0, 1.0) - c).abs() * (bins - 1)).clamp(min=0.0)
+    return (w * mask).sum((2, 3)) / mask.sum((2, 3)).clamp(min=1.0)
+
+
+def global_features(s: torch.Tensor, bins: int = HIST_BINS) -> torch.Tensor:
+    """Global statistics ``(B, 3*bins+2)`` of a state ``(B,8,H,W)``: luma histograms of the original preview, of the
+    original inside the current segment and of the current image, the segment's area fraction and t/T."""
+    s0, m, cur = s[:, :3], s[:, 3:4], s[:, 4:7]
+    y0 = _luma(s0)
+    one = torch.ones_like(m)
+    return torch.cat([soft_histogram(y0, one, bins), soft_histogram(y0, m, bins),
+                      soft_histogram(_luma(cur), one, bins), m.mean((2, 3)), s[:, 7:8, 0, 0]], dim=1)
+
+
 class Actor(nn.Module):
-    """Deterministic policy: state ``(B,8,64,64)`` -> EV ``(B,)`` in stops, ``max_ev * tanh(.)`` in [-max_ev, max_ev]."""
+    """Deterministic policy: state ``(B,8,64,64)`` -> EV ``(B,)`` in stops, ``max_ev * tanh(.)`` in [-max_ev, max_ev].
+
+    ``global_features=True`` (our addition, off in the paper-faithful default of old policy files) also feeds
+    :func:`global_features` (luma histograms, segment area, step) through a one-layer MLP into the head: exposure
+    is a global, histogram-like property that a small strided CNN reads only approximately (docs/learning.md).
+    """
 
     def __init__(self, *, width: int = 32, hidden: int = 128, size: int = 64, max_ev: float = 3.0,
-                 in_channels: int = STATE_CHANNELS) -> None:
+                 in_channels: int = STATE_CHANNELS, global_features: bool = False) -> None:
         super().__init__()
         self.max_ev = float(max_ev)
+        self.global_features = bool(global_features)
         self.body = _trunk(in_channels, width)
-        self.head = _head(width, size, hidden)
+        if self.global_features:
+            self.gmlp = nn.Sequential(nn.Linear(3 * HIST_BINS + 2, hidden), nn.LeakyReLU(0.2))
+            feat = 4 * width * (size // 16) ** 2 + hidden
+            self.head = nn.Sequential(nn.Linear(feat, hidden), nn.LeakyReLU(0.2), nn.Linear(hidden, 1))
+        else:
+            self.head = _head(width, size, hidden)
         nn.init.zeros_(self.head[-1].weight)  # start at EV 0 everywhere (identity policy)
         nn.init.zeros_(self.head[-1].bias)
 
     def forward(self, s: torch.Tensor) -> torch.Tensor:
-        return self.max_ev * torch.tanh(self.head(self.body(s)).squeeze(1))
+        f = self.body(s)
+        if self.global_features:
+            f = torch.cat([f, self.gmlp(global_features(s))], dim=1)
+        return self.max_ev * torch.tanh(self.head(f).squeeze(1))
 
 
 class ValueNet(nn.Module):

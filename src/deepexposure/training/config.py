@@ -19,6 +19,8 @@ class ModelConfig:
     critic_width: int = 32  #: channels of the critic's first conv layer
     max_ev: float = 3.0  #: actor output bound, EV stops (tanh * max_ev)
     size: int = 64  #: preview side in pixels
+    #: actor also sees luma histograms (models.global_features); our addition, see docs/learning.md
+    global_features: bool = False
 
 
 @dataclass

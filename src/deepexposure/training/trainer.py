@@ -80,7 +80,8 @@ class Trainer:
         if rl.variant not in ("I", "II"):
             raise TrainingError(f"unknown variant {rl.variant!r} (use I or II)")
         torch.manual_seed(config.run.seed)
-        self.actor = Actor(width=m.width, hidden=m.hidden, size=m.size, max_ev=m.max_ev).to(self.device)
+        self.actor = Actor(width=m.width, hidden=m.hidden, size=m.size, max_ev=m.max_ev,
+                           global_features=m.global_features).to(self.device)
         self.critic = Critic(width=m.critic_width, hidden=m.hidden, size=m.size).to(self.device)
         self.value = ValueNet(width=m.width, hidden=m.hidden, size=m.size).to(self.device) if rl.variant == "I" else None
         o = config.optim
@@ -123,7 +124,8 @@ class Trainer:
     def load(self, path: str | os.PathLike | None = None) -> None:
         """Restore everything from a checkpoint (default: the run folder's)."""
         d = load_checkpoint(path or self.out / CHECKPOINT_NAME)
-        if _result_config(d.get("config", {})) != _result_config(self.cfg.to_dict()):
+        saved = TrainConfig.from_dict(d.get("config", {})).to_dict()  # fields added since then get their defaults
+        if _result_config(saved) != _result_config(self.cfg.to_dict()):
             raise TrainingError("the checkpoint was written with a different configuration")
         self.actor.load_state_dict(d["actor"])
         self.critic.load_state_dict(d["critic"])
@@ -153,7 +155,8 @@ class Trainer:
     def policy(self) -> Policy:
         """The current actor as a standalone :class:`Policy` (config: variant, T, max_ev, segmentation, step)."""
         m, rl = self.cfg.model, self.cfg.rl
-        arch = {"width": m.width, "hidden": m.hidden, "size": m.size, "max_ev": m.max_ev, "in_channels": 8}
+        arch = {"width": m.width, "hidden": m.hidden, "size": m.size, "max_ev": m.max_ev, "in_channels": 8,
+                "global_features": m.global_features}
         conf = {"variant": rl.variant, "segments": rl.segments, "max_ev": m.max_ev,
                 "segmentation": self.cfg.segmentation(), "gamma": rl.gamma, "train_steps": self.step,
                 "seed": self.cfg.run.seed, "size": m.size, "paired_weight": rl.paired_weight}

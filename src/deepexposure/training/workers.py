@@ -135,7 +135,8 @@ def compute_gradients(actor: Actor, critic: Critic, value: ValueNet | None, s0: 
 # ----------------------------------------------------------------------------------------------- process pool
 
 def _build(model_cfg: dict, variant: str) -> tuple[Actor, Critic, ValueNet | None]:
-    a = Actor(width=model_cfg["width"], hidden=model_cfg["hidden"], size=model_cfg["size"], max_ev=model_cfg["max_ev"])
+    a = Actor(width=model_cfg["width"], hidden=model_cfg["hidden"], size=model_cfg["size"], max_ev=model_cfg["max_ev"],
+              global_features=model_cfg.get("global_features", False))
     c = Critic(width=model_cfg["critic_width"], hidden=model_cfg["hidden"], size=model_cfg["size"])
     v = ValueNet(width=model_cfg["width"], hidden=model_cfg["hidden"], size=model_cfg["size"]) if variant == "I" else None
     return a, c, v
