@@ -249,3 +249,34 @@ def test_global_feature_actor_trains_and_is_saved_in_the_policy(tmp_path):
     assert any(not torch.equal(before[k], v) for k, v in t.actor.state_dict().items() if k.startswith("gmlp"))
     pol = Policy.load(tmp_path / "run" / "policy.pt")
     assert pol.arch["global_features"] is True and pol.actor.global_features
+
+
+def test_fused_paired_term_is_the_preview_fusion_mse(tmp_path):
+    from deepexposure.env import fuse_evs_torch, masks_tensor
+    from deepexposure.training.workers import compute_gradients
+
+    data = _paired_data(4)
+    torch.manual_seed(0)
+    t = Trainer(_cfg(), data, tmp_path, tensorboard=False, progress=False)
+    torch.nn.init.normal_(t.actor.head[-1].weight, std=0.05)  # EVs away from 0
+    x, lab, y, w = t._batch(np.arange(4), np.zeros(4, bool))
+    m = masks_tensor(lab, 3)
+    m[0, 2] = 0.0  # episode 0 has only two non-empty segments: its fusion must use two EVs
+    m[0, 1] = torch.clamp(m[0, 1] + masks_tensor(lab, 3)[0, 2], max=1.0)
+    kw = {"variant": "I", "gamma": 0.99, "ou_theta": 0.015, "ou_sigma": 0.03, "ou_mu": 0.0, "paired_weight": 5.0}
+    r = compute_gradients(t.actor, t.critic, t.value, x, m, [1, 2, 3, 4], y, w, paired_render="fusion", **kw)
+    direct = [float(((fuse_evs_torch(x[i:i + 1], r.evs[i:i + 1, : (2 if i == 0 else 3)]) - y[i]) ** 2).mean())
+              for i in range(4)]
+    assert r.stats["paired_mse"] == pytest.approx(float(np.dot(direct, w.numpy())), rel=1e-5)
+    local = compute_gradients(t.actor, t.critic, t.value, x, m, [1, 2, 3, 4], y, w, **kw)
+    both = compute_gradients(t.actor, t.critic, t.value, x, m, [1, 2, 3, 4], y, w, paired_render="both", **kw)
+    assert both.stats["paired_mse"] == pytest.approx(r.stats["paired_mse"] + local.stats["paired_mse"], rel=1e-5)
+    plain = compute_gradients(t.actor, t.critic, t.value, x, m, [1, 2, 3, 4], y, w, **{**kw, "paired_weight": 0.0})
+    # the objective is linear in its terms: both = local + fusion - (the adversarial part counted twice)
+    for a, f, lo, p in zip(both.actor_grads, r.actor_grads, local.actor_grads, plain.actor_grads, strict=True):
+        torch.testing.assert_close(a, f + lo - p, atol=1e-4, rtol=1e-4)
+    assert any(not torch.allclose(f, lo) for f, lo in zip(r.actor_grads, local.actor_grads, strict=True))
+    with pytest.raises(TrainingError, match="paired_render"):
+        cfg = _cfg()
+        cfg.rl.paired_render = "global"
+        Trainer(cfg, data, tmp_path / "x", tensorboard=False, progress=False)

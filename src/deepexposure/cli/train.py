@@ -42,9 +42,14 @@ __all__ = ["COMMANDS", "train"]
 @click.option("--paired-weight", type=click.FloatRange(min=0), default=None,
               help="Weight of the paired anchor MSE(result, clean target) on --synthetic-inputs (our extension; "
                    "0 = the paper's unpaired method, the default).")
+@click.option("--paired-render", type=click.Choice(["local", "fusion", "both"]), default=None,
+              help="Image the paired anchor compares with the target: the local result, the preview fusion "
+                   "(the renderer enhance uses) or both (default: local).")
+@click.option("--global-features/--no-global-features", default=None,
+              help="Feed luma histograms of the state to the actor's head (our extension; default: off).")
 @click.option("--device", default=None, help="Torch device (default: CUDA if present, else CPU).")
 def train(inputs, synthetic_inputs, copies, sice, sice_references, experts, fivek, variant, out, steps, minutes,
-          resume, workers, seed, segments, config_path, paired_weight, device):
+          resume, workers, seed, segments, config_path, paired_weight, paired_render, global_features, device):
     """Train a DeepExposure policy (unpaired, WGAN-GP critic reward); writes OUT/policy.pt.
 
     \b
@@ -75,6 +80,10 @@ def train(inputs, synthetic_inputs, copies, sice, sice_references, experts, five
             cfg.rl.segments = segments
         if paired_weight is not None:
             cfg.rl.paired_weight = paired_weight
+        if paired_render is not None:
+            cfg.rl.paired_render = paired_render
+        if global_features is not None:
+            cfg.model.global_features = global_features
     if workers is not None:
         cfg.run.workers = workers
     if not (inputs or synthetic_inputs or sice or sice_references or fivek):

@@ -47,6 +47,10 @@ class RLConfig:
     #: ``paired_weight * MSE(S_T, target)`` on the inputs whose clean target is known (synthetic degradations),
     #: per step on its own segment, like the behaviour-cloning term of TD3+BC. See docs/learning.md.
     paired_weight: float = 0.0
+    #: Which image the paired anchor compares with the target: "local" (the episode's final image, per step on its
+    #: own segment), "fusion" (the preview fused from the original and every EV, env.fuse_evs_torch: the renderer
+    #: ``enhance`` uses) or "both" (the sum of the two MSEs). Our extension, see docs/learning.md.
+    paired_render: str = "local"
 
 
 @dataclass

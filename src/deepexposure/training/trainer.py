@@ -36,6 +36,7 @@ from deepexposure.training.config import TrainConfig
 from deepexposure.training.dataset import TrainData
 from deepexposure.training.noise import OUNoise
 from deepexposure.training.workers import (
+    PAIRED_RENDERS,
     GradientPool,
     TaskResult,
     compute_gradients,
@@ -79,6 +80,8 @@ class Trainer:
         m, rl = config.model, config.rl
         if rl.variant not in ("I", "II"):
             raise TrainingError(f"unknown variant {rl.variant!r} (use I or II)")
+        if rl.paired_render not in PAIRED_RENDERS:
+            raise TrainingError(f"unknown paired_render {rl.paired_render!r} (use {', '.join(PAIRED_RENDERS)})")
         torch.manual_seed(config.run.seed)
         self.actor = Actor(width=m.width, hidden=m.hidden, size=m.size, max_ev=m.max_ev,
                            global_features=m.global_features).to(self.device)
@@ -159,7 +162,8 @@ class Trainer:
                 "global_features": m.global_features}
         conf = {"variant": rl.variant, "segments": rl.segments, "max_ev": m.max_ev,
                 "segmentation": self.cfg.segmentation(), "gamma": rl.gamma, "train_steps": self.step,
-                "seed": self.cfg.run.seed, "size": m.size, "paired_weight": rl.paired_weight}
+                "seed": self.cfg.run.seed, "size": m.size, "paired_weight": rl.paired_weight,
+                "paired_render": rl.paired_render}
         return Policy.from_actor(self.actor, arch, conf, device="cpu")
 
     # ------------------------------------------------------------------ one step
@@ -195,7 +199,7 @@ class Trainer:
                 target_w: torch.Tensor) -> list[TaskResult]:
         rl = self.cfg.rl
         kw = {"variant": rl.variant, "gamma": rl.gamma, "ou_theta": rl.ou_theta, "ou_sigma": rl.ou_sigma,
-              "ou_mu": rl.ou_mu, "paired_weight": rl.paired_weight}
+              "ou_mu": rl.ou_mu, "paired_weight": rl.paired_weight, "paired_render": rl.paired_render}
         per = max(1, rl.episodes_per_task)
         tasks = [(s0[i : i + per], masks[i : i + per], seeds[i : i + per], targets[i : i + per],
                   target_w[i : i + per]) for i in range(0, len(seeds), per)]

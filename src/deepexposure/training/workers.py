@@ -23,6 +23,10 @@ Actor gradient (documented exactly; states are detached, so each term is the det
 Paired anchor (optional, ``paired_weight > 0``; our extension): ``- w * sum_t mean_px(M_t (S_{t+1} - Y)^2)`` is
 added to the actor objective for episodes with a known target ``Y``. Since ``S_T = sum_t M_t apply_ev(S0, e_t)``,
 the per-step terms sum to the MSE of the final image, and each step's term depends on its own ``e_t`` only.
+With ``paired_render = "fusion"`` the term is instead ``- w * mean_px(F(S0, e_1..e_n) - Y)^2`` where ``F`` is the
+fusion renderer at preview size (:func:`deepexposure.env.fuse_evs_torch`, the episode's n non-empty segments'
+executed EVs): it depends on every EV jointly, so its gradient reaches each step's action through the fusion;
+``"both"`` adds the two.
 
 Exploration: the executed action is ``clip(mu(s_t) + OU_t, -max_ev, max_ev)``; the gradient is taken at the
 executed action (straight-through for the noise).
@@ -36,11 +40,14 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from deepexposure.env import state, step
+from deepexposure.env import fuse_evs_torch, state, step
 from deepexposure.models import Actor, Critic, ValueNet
 from deepexposure.training.noise import OUNoise
 
-__all__ = ["TaskResult", "compute_gradients", "episode_noise", "episode_seed", "GradientPool"]
+__all__ = ["TaskResult", "compute_gradients", "episode_noise", "episode_seed", "GradientPool", "PAIRED_RENDERS",
+           "fused_paired_error"]
+
+PAIRED_RENDERS = ("local", "fusion", "both")
 
 
 def episode_seed(seed: int, step_index: int, episode: int, stream: int = 3) -> int:
@@ -71,10 +78,22 @@ class TaskResult:
     evs: torch.Tensor | None = None  #: executed EVs (E,T)
 
 
+def fused_paired_error(s0: torch.Tensor, evs: torch.Tensor, masks: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Per-episode MSE ``(E,)`` between the preview fusion of ``s0`` ``(E,3,H,W)`` with the EVs ``(E,T)`` of its
+    non-empty segments (masks ``(E,T,H,W)``; empty ones are trailing) and ``targets`` ``(E,3,H,W)``."""
+    n_used = (masks.flatten(2).amax(2) > 0).sum(1)
+    err = s0.new_zeros(s0.shape[0])
+    for n in n_used.unique().tolist():
+        sel = (n_used == n).nonzero().squeeze(1)
+        fused = fuse_evs_torch(s0[sel], evs[sel, : max(int(n), 1)])
+        err = err.index_put((sel,), ((fused - targets[sel]) ** 2).mean(dim=(1, 2, 3)))
+    return err
+
+
 def compute_gradients(actor: Actor, critic: Critic, value: ValueNet | None, s0: torch.Tensor, masks: torch.Tensor,
                       seeds: list[int], targets: torch.Tensor | None = None, target_w: torch.Tensor | None = None,
                       *, variant: str, gamma: float, ou_theta: float, ou_sigma: float, ou_mu: float,
-                      paired_weight: float = 0.0) -> TaskResult:
+                      paired_weight: float = 0.0, paired_render: str = "local") -> TaskResult:
     """Run the episodes of one task and return gradients summed over them (see the module doc for the losses).
 
     ``s0``: previews (E,3,H,W) sRGB [0,1]; ``masks``: (E,T,H,W) hard segment masks; ``seeds``: E episode seeds;
@@ -88,7 +107,7 @@ def compute_gradients(actor: Actor, critic: Critic, value: ValueNet | None, s0: 
     value_loss = s0.new_zeros(())
     paired = s0.new_zeros(())
     use_pairs = paired_weight > 0 and targets is not None and target_w is not None
-    evs = []
+    evs, acts = [], []
     for t in range(n_steps):
         m = masks[:, t : t + 1]
         st = state(s0, m, cur, t, n_steps)
@@ -114,11 +133,14 @@ def compute_gradients(actor: Actor, critic: Critic, value: ValueNet | None, s0: 
                 r = score.detach()
         else:
             raise ValueError(f"unknown variant {variant!r}")
-        if use_pairs:
+        if use_pairs and paired_render != "fusion":
             err = (((nxt - targets) ** 2) * m).mean(dim=(1, 2, 3))  # mean over pixels and channels
             paired = paired + (err * target_w).sum()
+        acts.append(a_exec)
         evs.append(a_exec.detach())
         cur = nxt.detach()
+    if use_pairs and paired_render != "local" and bool(target_w.any()):
+        paired = paired + (fused_paired_error(s0, torch.stack(acts, 1), masks, targets) * target_w).sum()
     actor_params = list(actor.parameters())
     actor_grads = list(torch.autograd.grad(paired_weight * paired - actor_obj, actor_params, retain_graph=variant == "I"))
     value_grads = None
