@@ -85,9 +85,6 @@ def run_episode(actor: torch.nn.Module, s0: torch.Tensor, masks: torch.Tensor,
 
 
 # ----------------------------------------------------------------------------------------------- fusion in torch
-_GAUSS5 = (1.0, 4.0, 6.0, 4.0, 1.0)
-
-
 def _reflect101(x: torch.Tensor, pad: int, dim: int) -> torch.Tensor:
     """Pad ``x`` by ``pad`` on both sides of ``dim`` with OpenCV's BORDER_REFLECT_101, also for sizes <= pad
     (where ``F.pad(mode="reflect")`` refuses): index i maps to its mirror with period 2(n-1)."""
@@ -103,11 +100,12 @@ def _reflect101(x: torch.Tensor, pad: int, dim: int) -> torch.Tensor:
 
 
 def _blur5(x: torch.Tensor) -> torch.Tensor:
-    """Separable [1 4 6 4 1]/16 blur of (N,C,H,W) with reflect-101 borders (OpenCV's pyrDown/pyrUp kernel)."""
-    k = torch.tensor(_GAUSS5, dtype=x.dtype, device=x.device) / 16.0
-    c = x.shape[1]
-    x = F.conv2d(_reflect101(x, 2, 3), k.view(1, 1, 1, 5).expand(c, 1, 1, 5), groups=c)
-    return F.conv2d(_reflect101(x, 2, 2), k.view(1, 1, 5, 1).expand(c, 1, 5, 1), groups=c)
+    """[1 4 6 4 1]/16 blur in both directions of (N,C,H,W) with reflect-101 borders (OpenCV's pyrDown/pyrUp
+    kernel), as four 2x2 box averages ([1 1]^4 = [1 4 6 4 1]): faster on CPU than a depthwise convolution."""
+    p = _reflect101(_reflect101(x, 2, 3), 2, 2)
+    for _ in range(4):
+        p = F.avg_pool2d(p, 2, stride=1)
+    return p
 
 
 def _pyr_down(x: torch.Tensor) -> torch.Tensor:
