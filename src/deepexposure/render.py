@@ -28,8 +28,8 @@ __all__ = ["RENDERERS", "render", "render_fusion", "render_local", "local_ev_map
 
 RENDERERS = ("fusion", "local")
 #: Renderer of ``enhance`` and of policies in ``evaluate`` unless one is given: ``fusion``, the paper's test stage.
-#: ``local`` is closer to the targets on our synthetic dev pairs (+0.7 dB with the shipped policy) and 3-4x faster,
-#: but on the 8 real FiveK pairs fusion wins 6 of 8 photos (20.6 vs 19.0 dB) and it protects highlights that a
+#: ``local`` is closer to the targets on our synthetic dev pairs (+0.8 dB with the shipped policy) and 3-4x faster,
+#: but on the 8 real FiveK pairs fusion wins 7 of 8 photos (20.6 vs 19.0 dB) and it protects highlights that a
 #: positive EV would clip; the synthetic degradation is the local renderer's own exposure model, which flatters it.
 ENHANCE_RENDERER = "fusion"
 
