@@ -65,6 +65,7 @@ __all__ = ["mertens_fuse", "fuse_exposures"]
 #: A sequence of (H, W, 3) images, or a zero-argument callable returning a fresh iterator over them.
 Images = Sequence[np.ndarray] | Callable[[], Iterable[np.ndarray]]
 
+_CODE_ROWS = 128  # rows per block when a float photo is checked for 8-bit codes
 _STRIP = 64  # rows per strip (even): a strip's temporaries stay in the CPU cache
 _HALO = 8  # spare rows in the strip buffers (halo rows of pyrDown/pyrUp/Laplacian)
 _ID8 = np.arange(256, dtype=np.float32) / np.float32(255)
@@ -482,10 +483,18 @@ def _codes(srgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return srgb, _ID8
     if srgb.dtype == np.uint16:
         return srgb, _ID16
-    x = np.clip(srgb, 0.0, 1.0).astype(np.float32, copy=False)
-    c8 = cv2.convertScaleAbs(x, alpha=255.0)  # round(255 x), saturated to uint8
-    if np.array_equal(cv2.LUT(c8, _ID8), x):
+    x = srgb.astype(np.float32, copy=False)
+    c8 = np.empty(x.shape, np.uint8)
+    for r0 in range(0, x.shape[0], _CODE_ROWS):  # row blocks: no full-size float temporaries, cache-friendly
+        xb = x[r0:r0 + _CODE_ROWS]
+        cb = cv2.convertScaleAbs(xb, alpha=255.0)  # round(255 |x|), saturated to uint8
+        if not np.array_equal(cv2.LUT(cb, _ID8), xb):  # fails for anything outside {k/255}, negatives included
+            break
+        c8[r0:r0 + _CODE_ROWS] = cb
+    else:
         return c8, _ID8
+    del c8
+    x = np.clip(x, 0.0, 1.0)
     c16 = np.empty(x.shape, np.uint16)
     np.rint(np.multiply(x, np.float32(65535)), out=c16, casting="unsafe")
     return c16, _ID16
