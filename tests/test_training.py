@@ -174,6 +174,14 @@ def test_cli_trains_a_tiny_run_and_resumes(tmp_path):
     pol = Policy.load(out / "policy.pt")
     assert pol.config["variant"] == "II" and pol.config["segments"] == 2
     assert (out / "config.json").is_file() and (out / "tb").is_dir()
+    assert pol.config["paired_render"] == "local" and not pol.arch["global_features"]  # defaults
+    out2 = tmp_path / "runs" / "tiny2"
+    r = CliRunner().invoke(main, [*args[:6], str(out2), *args[7:], "--global-features", "--paired-render", "both"])
+    assert r.exit_code == 0, r.output
+    pol2 = Policy.load(out2 / "policy.pt")
+    assert pol2.arch["global_features"] and pol2.config["paired_render"] == "both"
+    saved = TrainConfig.load(out2 / "config.json")
+    assert saved.model.global_features and saved.rl.paired_render == "both"
     r = CliRunner().invoke(main, [*args, "--resume"])
     assert r.exit_code == 0, r.output
     assert load_checkpoint(out / "checkpoint.pt")["step"] == 2
