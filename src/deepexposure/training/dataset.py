@@ -118,7 +118,7 @@ def build_training_data(*, inputs: Sequence[str | os.PathLike] = (), synthetic: 
     out = TrainData(ins, labels, exs, np.concatenate(tparts).astype(np.float32), np.concatenate(known))
     if cache is not None:
         cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_name(cache.name + ".tmp.npz")
+        tmp = cache.with_name(f"{cache.name}.{os.getpid()}.tmp.npz")  # per process: parallel builds do not collide
         np.savez_compressed(tmp, inputs=ins, labels=labels, experts=exs, targets=out.targets,
                             has_target=out.has_target)
         os.replace(tmp, cache)
