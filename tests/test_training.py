@@ -288,3 +288,28 @@ def test_fused_paired_term_is_the_preview_fusion_mse(tmp_path):
         cfg = _cfg()
         cfg.rl.paired_render = "global"
         Trainer(cfg, data, tmp_path / "x", tensorboard=False, progress=False)
+
+
+def test_training_data_cache_round_trip_and_parallel_builds(tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from PIL import Image
+
+    from deepexposure.training.dataset import build_training_data
+
+    rng = np.random.default_rng(2)
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i in range(3):
+        Image.fromarray((rng.random((30, 40, 3)) * 255).astype(np.uint8)).save(photos / f"{i}.png")
+    kw = {"synthetic": [photos], "experts": [photos], "copies": 2, "seed": 0, "progress": False,
+          "segmentation": TrainConfig().segmentation(), "cache_dir": tmp_path / "cache"}
+    with ThreadPoolExecutor(2) as ex:  # two builds of the same data at once: both succeed, one cache file
+        a, b = list(ex.map(lambda _: build_training_data(**kw), range(2)))
+    assert len(a.inputs) == 6 and a.has_target.all() and len(a.experts) == 3
+    c = build_training_data(**kw)  # from the cache
+    for x, y, z in ((a.inputs, b.inputs, c.inputs), (a.labels, b.labels, c.labels), (a.targets, b.targets, c.targets)):
+        np.testing.assert_array_equal(x, y)
+        np.testing.assert_array_equal(x, z)
+    assert [p.name for p in (tmp_path / "cache").glob("train-*")] == [next((tmp_path / "cache").glob("train-*")).name]
+    assert not list((tmp_path / "cache").glob("*.tmp.npz"))

@@ -6,6 +6,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -118,7 +119,9 @@ def build_training_data(*, inputs: Sequence[str | os.PathLike] = (), synthetic: 
     out = TrainData(ins, labels, exs, np.concatenate(tparts).astype(np.float32), np.concatenate(known))
     if cache is not None:
         cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_name(f"{cache.name}.{os.getpid()}.tmp.npz")  # per process: parallel builds do not collide
+        fd, tmp_name = tempfile.mkstemp(dir=cache.parent, prefix=cache.name + ".", suffix=".tmp.npz")
+        os.close(fd)  # a unique temporary name: parallel builds of the same data (processes, threads) do not collide
+        tmp = Path(tmp_name)
         np.savez_compressed(tmp, inputs=ins, labels=labels, experts=exs, targets=out.targets,
                             has_target=out.has_target)
         os.replace(tmp, cache)
