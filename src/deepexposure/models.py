@@ -31,9 +31,15 @@ def _trunk(in_ch: int, width: int) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
-def _head(width: int, size: int, hidden: int) -> nn.Sequential:
-    feat = 4 * width * (size // 16) ** 2
+def _head(width: int, size: int, hidden: int, extra: int = 0) -> nn.Sequential:
+    """MLP on the flattened trunk output (plus ``extra`` features concatenated to it) -> one number."""
+    feat = 4 * width * (size // 16) ** 2 + extra
     return nn.Sequential(nn.Linear(feat, hidden), nn.LeakyReLU(0.2), nn.Linear(hidden, 1))
+
+
+def _luma(srgb: torch.Tensor) -> torch.Tensor:
+    w = torch.tensor(_LUMA, dtype=srgb.dtype, device=srgb.device).view(1, 3, 1, 1)
+    return (srgb * w).sum(1, keepdim=True)
 
 
 HIST_BINS = 16
@@ -75,10 +81,7 @@ class Actor(nn.Module):
         self.body = _trunk(in_channels, width)
         if self.global_features:
             self.gmlp = nn.Sequential(nn.Linear(3 * HIST_BINS + 2, hidden), nn.LeakyReLU(0.2))
-            feat = 4 * width * (size // 16) ** 2 + hidden
-            self.head = nn.Sequential(nn.Linear(feat, hidden), nn.LeakyReLU(0.2), nn.Linear(hidden, 1))
-        else:
-            self.head = _head(width, size, hidden)
+        self.head = _head(width, size, hidden, extra=hidden if self.global_features else 0)
         nn.init.zeros_(self.head[-1].weight)  # start at EV 0 everywhere (identity policy)
         nn.init.zeros_(self.head[-1].bias)
 
@@ -100,11 +103,6 @@ class ValueNet(nn.Module):
 
     def forward(self, s: torch.Tensor) -> torch.Tensor:
         return self.head(self.body(s)).squeeze(1)
-
-
-def _luma(srgb: torch.Tensor) -> torch.Tensor:
-    w = torch.tensor(_LUMA, dtype=srgb.dtype, device=srgb.device).view(1, 3, 1, 1)
-    return (srgb * w).sum(1, keepdim=True)
 
 
 def critic_features(srgb: torch.Tensor) -> torch.Tensor:

@@ -85,7 +85,7 @@ def fused_paired_error(s0: torch.Tensor, evs: torch.Tensor, masks: torch.Tensor,
     err = s0.new_zeros(s0.shape[0])
     for n in n_used.unique().tolist():
         sel = (n_used == n).nonzero().squeeze(1)
-        fused = fuse_evs_torch(s0[sel], evs[sel, : max(int(n), 1)])
+        fused = fuse_evs_torch(s0[sel], evs[sel, : int(n)])
         err = err.index_put((sel,), ((fused - targets[sel]) ** 2).mean(dim=(1, 2, 3)))
     return err
 
@@ -107,7 +107,7 @@ def compute_gradients(actor: Actor, critic: Critic, value: ValueNet | None, s0: 
     value_loss = s0.new_zeros(())
     paired = s0.new_zeros(())
     use_pairs = paired_weight > 0 and targets is not None and target_w is not None
-    evs, acts = [], []
+    acts = []  # executed actions, with their graph (the fused anchor needs them)
     for t in range(n_steps):
         m = masks[:, t : t + 1]
         st = state(s0, m, cur, t, n_steps)
@@ -137,16 +137,16 @@ def compute_gradients(actor: Actor, critic: Critic, value: ValueNet | None, s0: 
             err = (((nxt - targets) ** 2) * m).mean(dim=(1, 2, 3))  # mean over pixels and channels
             paired = paired + (err * target_w).sum()
         acts.append(a_exec)
-        evs.append(a_exec.detach())
         cur = nxt.detach()
+    acts_t = torch.stack(acts, 1)
     if use_pairs and paired_render != "local" and bool(target_w.any()):
-        paired = paired + (fused_paired_error(s0, torch.stack(acts, 1), masks, targets) * target_w).sum()
+        paired = paired + (fused_paired_error(s0, acts_t, masks, targets) * target_w).sum()
     actor_params = list(actor.parameters())
     actor_grads = list(torch.autograd.grad(paired_weight * paired - actor_obj, actor_params, retain_graph=variant == "I"))
     value_grads = None
     if variant == "I":
         value_grads = list(torch.autograd.grad(value_loss, list(value.parameters())))
-    evs_t = torch.stack(evs, 1)
+    evs_t = acts_t.detach()
     used = masks.flatten(2).amax(2) > 0  # (E,T) steps whose segment is non-empty
     stats = {"actor_loss": float(-actor_obj.detach()), "value_loss": float(value_loss.detach()),
              "reward": float(r.detach().sum()), "abs_ev": float((evs_t.abs() * used).sum()), "n_ev": float(used.sum()),
