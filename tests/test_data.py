@@ -35,7 +35,7 @@ from deepexposure.data import (
 from deepexposure.errors import DataError
 from deepexposure.io import read_photo
 
-EXPOSURE_ONLY = DegradeConfig(p_tone=0.0, quantize=False)
+EXPOSURE_ONLY = DegradeConfig.only("spatial", quantize=False)
 
 
 def _smooth_image(h: int = 48, w: int = 64, *, lo: float = 0.02, hi: float = 0.12, seed: int = 0) -> np.ndarray:
@@ -85,11 +85,12 @@ def test_degrade_exposure_shift_matches_ev_map_and_ranges():
         np.testing.assert_allclose(shift, ev, atol=2e-3)
         assert abs(float(shift.mean()) - p["ev_mean"]) < 2e-3
         g = p["global_ev"]
-        assert cfg.under_ev[0] <= g <= cfg.under_ev[1] or cfg.over_ev[0] <= g <= cfg.over_ev[1]
+        assert (cfg.under_ev[0] <= g <= cfg.under_ev[1] or cfg.over_ev[0] <= g <= cfg.over_ev[1]
+                or abs(g) <= cfg.correct_ev)
         assert np.abs(ev - g).max() <= cfg.local_max_ev + 1e-5
         assert cfg.under_ev[0] - cfg.local_max_ev - 1e-3 <= shift.mean() <= cfg.over_ev[1] + cfg.local_max_ev + 1e-3
-        n_under += g < 0
-    assert 0.55 < n_under / 120 < 0.85  # p_under = 0.7
+        n_under += g < -cfg.correct_ev
+    assert 0.35 < n_under / 120 < 0.65  # (1 - p_correct) * p_under = 0.49
 
 
 def test_degrade_undone_by_inverse_ev_map_where_not_clipped(shared_data: Path):
@@ -106,7 +107,7 @@ def test_degrade_real_photo_shift_follows_params(shared_data: Path):
     x = read_photo(shared_data / "bsds500" / "test" / "100007.jpg").pixels
     measured, expected, clipped = [], [], []
     for seed in range(25):
-        y, p = degrade(x, seed)
+        y, p = degrade(x, seed, config=DegradeConfig.only("spatial"))
         ok = (x.max(axis=2) < 0.98) & (y.max(axis=2) < 0.98) & (luminance(x) > 0.01) & (luminance(y) > 0.003)
         measured.append(float(np.mean(np.log2(luminance(y)[ok] / luminance(x)[ok]))))
         expected.append(p["ev_mean"])
@@ -128,8 +129,8 @@ def test_preview_degradation_close_to_fullres_then_preview(shared_data: Path):
     paths = sorted((shared_data / "bsds500" / "val").glob("*.jpg"))[:4]
     for i, path in enumerate(paths):
         x = read_photo(path).pixels
-        full, _ = degrade(x, i)
-        small, _ = degrade(make_preview(x), i)
+        full, _ = degrade(x, i, config=DegradeConfig.only("spatial"))
+        small, _ = degrade(make_preview(x), i, config=DegradeConfig.only("spatial"))
         assert np.abs(make_preview(full) - small).mean() < 0.01
 
 
@@ -294,10 +295,11 @@ def sources(tmp_path: Path, shared_data: Path) -> list[Path]:
 
 
 def test_make_dev_pairs_sizes_record_and_reproducible(sources: list[Path], tmp_path: Path):
-    pairs = make_dev_pairs(sources, tmp_path / "d1", seed=3, long_edge=512)
+    spatial = DegradeConfig.only("spatial")
+    pairs = make_dev_pairs(sources, tmp_path / "d1", seed=3, long_edge=512, config=spatial)
     assert [p.stem for p in pairs] == ["100007", "wide"]
     rec = json.loads((tmp_path / "d1" / "degradations.json").read_text())
-    assert rec["seed"] == 3 and rec["config"]["under_ev"] == [-2.5, -0.5]
+    assert rec["seed"] == 3 and rec["config"] == spatial.to_dict()
     for p in pairs:
         inp, tgt = read_photo(p.input_path).pixels, read_photo(p.target_path).pixels
         assert inp.shape == tgt.shape and max(tgt.shape[:2]) <= 512
@@ -314,7 +316,7 @@ def test_make_dev_pairs_sizes_record_and_reproducible(sources: list[Path], tmp_p
     assert np.abs(read_photo(tmp_path / "d1" / "target" / "wide.png").pixels - ref).max() <= 0.5 / 255 + 1e-4
     assert read_photo(tmp_path / "d1" / "target" / "100007.png").pixels.shape == (321, 481, 3)  # not upscaled
 
-    make_dev_pairs(sources, tmp_path / "d2", seed=3, long_edge=512)
+    make_dev_pairs(sources, tmp_path / "d2", seed=3, long_edge=512, config=spatial)
     for rel in ("input/100007.png", "target/wide.png", "input/wide.png", "degradations.json"):
         assert (tmp_path / "d1" / rel).read_bytes() == (tmp_path / "d2" / rel).read_bytes(), rel
     make_dev_pairs(sources, tmp_path / "d3", seed=4, long_edge=512)

@@ -107,9 +107,11 @@ def test_strength_scales_fusion(photo):
 
 def test_dispatch_errors(photo, labels):
     recipe = Recipe(evs=list(_evs(labels)), labels=labels, renderer="local")
-    with pytest.raises(ValueError, match="fusion, local"):
+    with pytest.raises(ValueError, match="fusion, local, rolloff"):
         render(photo, recipe, renderer="magic")
-    assert RENDERERS == ("fusion", "local")
+    assert RENDERERS == ("fusion", "local", "rolloff")
+    with pytest.raises(DataError, match="labels"):
+        render(photo, Recipe.from_evs([1.0, 2.0]), renderer="rolloff")
     with pytest.raises(DataError, match="labels"):
         render(photo, Recipe.from_evs([1.0, 2.0]), renderer="local")
     np.testing.assert_allclose(render(photo, Recipe.from_evs([0.7]), renderer="local"), apply_ev(photo, 0.7), atol=1e-6)
@@ -131,3 +133,60 @@ def test_render_from_json_is_bit_exact(photo, labels, tmp_path):
     # fusion.fuse_exposures itself differs by ~3e-8 between identical calls (see the report), so not bit-exact
     np.testing.assert_allclose(render(small, loaded, renderer="fusion"), render(small, recipe, renderer="fusion"),
                                atol=1e-6, rtol=0)
+
+
+# ---------------------------------------------------------------------------------------------------- rolloff
+
+
+def _slow_rolloff(srgb: np.ndarray, ev_map: np.ndarray, white: float, knee: float) -> np.ndarray:
+    """The roll-off written out pixel by pixel from its definition (reference for the vectorised renderer)."""
+    from deepexposure.color import linear_to_srgb, srgb_to_linear
+
+    lin = srgb_to_linear(srgb).astype(np.float64)
+    out = np.empty_like(lin)
+    r = 1.0 - knee
+    for i in range(lin.shape[0]):
+        for j in range(lin.shape[1]):
+            g = 2.0 ** float(ev_map[i, j])
+            top = max(g * white, 1.0)
+            for c in range(3):
+                v = lin[i, j, c] * g
+                if v > knee and top > 1.0:
+                    t, d = (v - knee) / r, (top - knee) / r
+                    v = knee + r * t / (1.0 + (1.0 - 1.0 / d) * t)
+                out[i, j, c] = min(max(v, 0.0), 1.0)
+    return linear_to_srgb(out.astype(np.float32))
+
+
+def test_rolloff_matches_slow_reference_and_equals_local_where_nothing_clips(photo, labels):
+    from deepexposure.render import ROLLOFF_KNEE, local_ev_map, render_rolloff, rolloff_white
+
+    small = cv2.resize(photo, (48, 32), interpolation=cv2.INTER_AREA)
+    evs = [1.5, -0.5, 0.8, 2.0, 0.0, 1.0][: int(labels.max()) + 1]
+    ev_map = local_ev_map(small, evs, labels)
+    ref = _slow_rolloff(small, ev_map, rolloff_white(small), ROLLOFF_KNEE)
+    out = render_rolloff(small, evs, labels)
+    np.testing.assert_allclose(out, ref, atol=2e-5)
+    # a darkened photo brightened back: nothing would pass white, so rolloff == local exactly
+    dark = apply_ev(small, -2.5)
+    np.testing.assert_allclose(render_rolloff(dark, evs, labels), render_local(dark, evs, labels), atol=1e-6)
+
+
+def test_rolloff_keeps_highlight_detail_that_local_clips(photo):
+    from deepexposure.render import render_rolloff
+
+    out_local = render(photo, Recipe.from_evs([2.0]), renderer="local")
+    out_roll = render_rolloff(photo, [2.0], None)
+    bright = photo.mean(axis=2) > np.percentile(photo.mean(axis=2), 90)
+    # +2 EV blows the brightest tenth with a hard clip; the roll-off keeps its tones apart (below white, ordered)
+    assert (out_local[bright] >= 0.9999).mean() > 0.3
+    unclipped = photo.max(axis=2) < 0.98  # nothing that was below white in the input reaches white
+    assert (out_roll[unclipped].max(axis=1) >= 0.9999).mean() < 0.005
+    g_in, g_out = photo[..., 1][bright], out_roll[..., 1][bright]
+    assert np.corrcoef(g_in, g_out)[0, 1] > 0.95
+    # monotone in the input: brighter input pixels stay brighter (no tone reversal)
+    order = np.argsort(photo[..., 1].ravel())
+    assert np.all(np.diff(out_roll[..., 1].ravel()[order]) >= -1e-6)
+    # shadows are exposed exactly as with the plain exposure
+    dark = photo.max(axis=2) < 0.2
+    np.testing.assert_allclose(out_roll[dark], apply_ev(photo, 2.0)[dark], atol=1e-6)

@@ -13,10 +13,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from deepexposure.env import STATE_CHANNELS
+from deepexposure.env import STATE_CHANNELS, srgb_to_linear_torch
 
 __all__ = ["Actor", "ValueNet", "Critic", "critic_features", "gradient_penalty", "CRITIC_CHANNELS", "global_features",
-           "soft_histogram"]
+           "soft_histogram", "exposure_features", "EXPOSURE_FEATURES", "GlobalExposureNet"]
 
 CRITIC_CHANNELS = 6
 _LUMA = (0.2126, 0.7152, 0.0722)
@@ -65,19 +65,71 @@ def global_features(s: torch.Tensor, bins: int = HIST_BINS) -> torch.Tensor:
                       soft_histogram(_luma(cur), one, bins), m.mean((2, 3)), s[:, 7:8, 0, 0]], dim=1)
 
 
+#: Bins of the log2-luminance histogram of :func:`exposure_features` (over [-12, 0] stops below white).
+LOG_BINS = 24
+_PERCENTILES = (0.01, 0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99)
+#: Length of the :func:`exposure_features` vector.
+EXPOSURE_FEATURES = LOG_BINS + len(_PERCENTILES) + 2 + 16
+
+
+def exposure_features(srgb: torch.Tensor) -> torch.Tensor:
+    """Global exposure statistics ``(B, 51)`` of previews ``(B,3,H,W)`` sRGB [0,1] (no gradient needed).
+
+    From the log2 of the linear Rec.709 luminance ``L = log2(Y + 2**-12)`` (stops below white, in [-12, 0]):
+    a 24-bin linearly binned histogram over [-12, 0]; its 1/5/10/25/50/75/90/95/99th percentiles / 4; the
+    fraction of pixels whose largest sRGB channel is >= 250/255 and <= 5/255; the mean of ``L`` / 4 in a 4x4
+    grid. The statistics of the learned global-EV baseline (``learned-global``) and of the actor's global branch.
+    """
+    lin = srgb_to_linear_torch(srgb)
+    y = _luma(lin)
+    ly = torch.log2(y + 2.0**-12)
+    one = torch.ones_like(y)
+    hist = soft_histogram((ly + 12.0) / 12.0, one, LOG_BINS)
+    flat = ly.flatten(1).sort(dim=1).values
+    n = flat.shape[1]
+    idx = torch.tensor([min(n - 1, round(q * (n - 1))) for q in _PERCENTILES], device=srgb.device)
+    pct = flat.index_select(1, idx) / 4.0
+    mx = srgb.amax(1, keepdim=True)
+    hi = (mx >= 250.0 / 255.0).to(srgb.dtype).mean((1, 2, 3))[:, None]
+    lo = (mx <= 5.0 / 255.0).to(srgb.dtype).mean((1, 2, 3))[:, None]
+    grid = F.adaptive_avg_pool2d(ly, 4).flatten(1) / 4.0
+    return torch.cat([hist, pct, hi, lo, grid], dim=1)
+
+
+class GlobalExposureNet(nn.Module):
+    """MLP ``exposure_features (B,51) -> global EV (B,)`` (stops, unbounded): the actor's global branch."""
+
+    def __init__(self, hidden: int = 128) -> None:
+        super().__init__()
+        self.mlp = nn.Sequential(nn.Linear(EXPOSURE_FEATURES, hidden), nn.LeakyReLU(0.2), nn.Linear(hidden, hidden),
+                                 nn.LeakyReLU(0.2), nn.Linear(hidden, 1))
+
+    def forward(self, feats: torch.Tensor) -> torch.Tensor:
+        return self.mlp(feats).squeeze(1)
+
+
 class Actor(nn.Module):
     """Deterministic policy: state ``(B,8,64,64)`` -> EV ``(B,)`` in stops, ``max_ev * tanh(.)`` in [-max_ev, max_ev].
 
     ``global_features=True`` (our addition, off in the paper-faithful default of old policy files) also feeds
     :func:`global_features` (luma histograms, segment area, step) through a one-layer MLP into the head: exposure
     is a global, histogram-like property that a small strided CNN reads only approximately (docs/learning.md).
+
+    ``global_branch=True`` (our addition): the EV is ``max_ev * tanh((g + r) / max_ev)`` where ``g`` is a global
+    EV read by :class:`GlobalExposureNet` from :func:`exposure_features` of the original preview (the same for
+    every step) and ``r = residual_ev * tanh(head(.))`` is the per-segment residual of the CNN.
     """
 
     def __init__(self, *, width: int = 32, hidden: int = 128, size: int = 64, max_ev: float = 3.0,
-                 in_channels: int = STATE_CHANNELS, global_features: bool = False) -> None:
+                 in_channels: int = STATE_CHANNELS, global_features: bool = False, global_branch: bool = False,
+                 residual_ev: float = 1.5) -> None:
         super().__init__()
         self.max_ev = float(max_ev)
         self.global_features = bool(global_features)
+        self.global_branch = bool(global_branch)
+        self.residual_ev = float(residual_ev)
+        if self.global_branch:
+            self.gnet = GlobalExposureNet(hidden)
         self.body = _trunk(in_channels, width)
         if self.global_features:
             self.gmlp = nn.Sequential(nn.Linear(3 * HIST_BINS + 2, hidden), nn.LeakyReLU(0.2))
@@ -89,7 +141,16 @@ class Actor(nn.Module):
         f = self.body(s)
         if self.global_features:
             f = torch.cat([f, self.gmlp(global_features(s))], dim=1)
+        if self.global_branch:
+            r = self.residual_ev * torch.tanh(self.head(f).squeeze(1))
+            return self.max_ev * torch.tanh((self.global_ev(s) + r) / self.max_ev)
         return self.max_ev * torch.tanh(self.head(f).squeeze(1))
+
+    def global_ev(self, s: torch.Tensor) -> torch.Tensor:
+        """The global branch's EV ``(B,)`` for states ``(B,8,H,W)`` (only with ``global_branch``)."""
+        with torch.no_grad():
+            feats = exposure_features(s[:, :3])
+        return self.gnet(feats)
 
 
 class ValueNet(nn.Module):

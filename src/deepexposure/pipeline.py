@@ -33,7 +33,7 @@ def manual_recipe(srgb: np.ndarray, evs: list[float], renderer: str, *, segments
     :func:`deepexposure.segmentation.segment`) and EV k is applied inside segment k; if fewer segments are found,
     the extra EVs are dropped with a warning.
     """
-    if renderer != "local":
+    if renderer == "fusion":
         return Recipe(evs=[float(e) for e in evs], labels=None, renderer=renderer, model="manual")
     params = dict(segments or {})
     params["max_segments"] = len(evs)
@@ -41,7 +41,7 @@ def manual_recipe(srgb: np.ndarray, evs: list[float], renderer: str, *, segments
     n = int(labels.max()) + 1
     if n < len(evs):
         warnings.warn(f"only {n} segments found; using the first {n} of {len(evs)} EVs", stacklevel=2)
-    return Recipe(evs=[float(e) for e in evs[:n]], labels=labels, renderer="local", model="manual", segmentation=params)
+    return Recipe(evs=[float(e) for e in evs[:n]], labels=labels, renderer=renderer, model="manual", segmentation=params)
 
 
 def _write(job: Job, photo: Photo, pixels: np.ndarray, *, bit_depth: int | None, overwrite: bool) -> None:

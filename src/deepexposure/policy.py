@@ -3,7 +3,7 @@
 File format (``torch.save`` of a plain dict, loaded with ``weights_only=True``)::
 
     {"format": "deepexposure-policy", "version": 1,
-     "arch": {"width", "hidden", "size", "max_ev", "in_channels"[, "global_features"]},  # Actor arguments
+     "arch": {"width", "hidden", "size", "max_ev", "in_channels"[, "global_features", "global_branch", "residual_ev"]},  # Actor arguments
      "state_dict": {name: tensor},                                     # Actor weights
      "config": {"variant", "segments", "max_ev", "segmentation": {...}, ...}}
 
@@ -27,7 +27,7 @@ from deepexposure.models import Actor
 __all__ = ["Policy", "select_device", "POLICY_FORMAT"]
 
 POLICY_FORMAT = "deepexposure-policy"
-_ARCH_KEYS = ("width", "hidden", "size", "max_ev", "in_channels", "global_features")
+_ARCH_KEYS = ("width", "hidden", "size", "max_ev", "in_channels", "global_features", "global_branch", "residual_ev")
 
 
 def select_device(device: str | torch.device | None = None) -> torch.device:

@@ -39,7 +39,7 @@ from deepexposure.errors import DataError
 __all__ = ["Recipe", "RECIPE_VERSION", "rle_encode", "rle_decode"]
 
 RECIPE_VERSION = 1
-_RENDERERS = ("fusion", "local")  # the names of deepexposure.render.RENDERERS (not imported: no cycle, no cv2)
+_RENDERERS = ("fusion", "local", "rolloff")  # the names of deepexposure.render.RENDERERS (not imported: no cycle, no cv2)
 
 
 def rle_encode(labels: np.ndarray) -> dict:

@@ -6,6 +6,11 @@
   edge-aware soft masks: ``ev_map = sum_k ev_k * mask_k`` then ``apply_ev(srgb, ev_map)`` (a luminosity-mask
   edit; no halos as the masks follow image edges, see :mod:`deepexposure.segmentation`).
 
+* ``rolloff`` (ours): the ``local`` EV map with a highlight roll-off instead of the hard clip. Where the exposed
+  photo would pass white, linear values above a knee are compressed so that the photo's own brightest tones
+  (its 99.5th percentile) land exactly on white: nothing that was not clipped in the input clips in the output,
+  and where nothing would clip the result is exactly ``local``'s (so a pure exposure error is still undone).
+
 All functions take float sRGB in [0, 1], shape (H, W, 3), and return float32 sRGB in [0, 1]; 8/16-bit photos
 are converted by the caller (:func:`deepexposure.io.to_float` / ``from_float``). Inputs are never modified.
 """
@@ -24,14 +29,16 @@ from deepexposure.segmentation import SOFT_MASK_DEFAULTS, segment_map
 if TYPE_CHECKING:
     from deepexposure.recipe import Recipe
 
-__all__ = ["RENDERERS", "render", "render_fusion", "render_local", "local_ev_map"]
+__all__ = ["RENDERERS", "render", "render_fusion", "render_local", "render_rolloff", "local_ev_map", "rolloff_white"]
 
-RENDERERS = ("fusion", "local")
-#: Renderer of ``enhance`` and of policies in ``evaluate`` unless one is given: ``fusion``, the paper's test stage.
-#: ``local`` is closer to the targets on our synthetic dev pairs (+0.8 dB with the shipped policy) and 3-4x faster,
-#: but on the 8 real FiveK pairs fusion wins 7 of 8 photos (20.6 vs 19.0 dB) and it protects highlights that a
-#: positive EV would clip; the synthetic degradation is the local renderer's own exposure model, which flatters it.
+RENDERERS = ("fusion", "local", "rolloff")
+#: Renderer of ``enhance`` and of policies in ``evaluate`` unless one is given (see docs/learning.md for the
+#: measurements behind the choice).
 ENHANCE_RENDERER = "fusion"
+#: ``rolloff``: linear level where the highlight roll-off starts (sRGB ~0.80).
+ROLLOFF_KNEE = 0.6
+#: ``rolloff``: percentile of the input's per-pixel largest linear channel that is mapped to white.
+ROLLOFF_PERCENTILE = 99.5
 
 _ROWS = 256  # rows per chunk of the exposure pass (keeps temporaries in cache-friendly, small blocks)
 
@@ -52,20 +59,50 @@ def _check_evs(evs: Sequence[float]) -> np.ndarray:
     return e
 
 
-def _apply_ev_map(srgb: np.ndarray, ev_map: np.ndarray) -> np.ndarray:
+def rolloff_white(srgb: np.ndarray, percentile: float = ROLLOFF_PERCENTILE) -> float:
+    """The input's bright end for the roll-off: the ``percentile`` of the per-pixel largest linear channel of
+    float sRGB (H, W, 3) [0, 1], measured on an area-reduced copy (long edge <= 256) -> linear value in (0, 1]."""
+    from deepexposure.color import srgb_to_linear
+
+    h, w = srgb.shape[:2]
+    s = min(1.0, 256 / max(h, w))
+    small = cv2.resize(np.ascontiguousarray(srgb, np.float32), (max(1, round(w * s)), max(1, round(h * s))),
+                       interpolation=cv2.INTER_AREA) if s < 1 else srgb
+    return float(max(np.percentile(srgb_to_linear(small).max(axis=2), percentile), 1e-4))
+
+
+def _shoulder(lin: np.ndarray, gain: np.ndarray, white: float, knee: float) -> None:
+    """In place: values above ``knee`` follow ``k + r t / (1 + c t)`` (t = (v - k) / r, r = 1 - k) with ``c``
+    per pixel such that ``gain * white`` maps to 1 (slope 1 at the knee, monotone); ``c = 0`` (unchanged) where
+    ``gain * white <= 1``. Then clip to [0, 1]. ``lin`` (h, w, 3), ``gain`` (h, w)."""
+    f = np.float32
+    r = f(1.0 - knee)
+    top = np.maximum(gain * f(white), f(1.0))
+    c = (f(1.0) - r / np.maximum(top - f(knee), r))[..., None]
+    t = np.maximum(lin - f(knee), 0.0) / r
+    rolled = f(knee) + r * t / (f(1.0) + c * t)
+    np.copyto(lin, rolled, where=lin > f(knee))
+
+
+def _apply_ev_map(srgb: np.ndarray, ev_map: np.ndarray, *, rolloff: bool = False,
+                  knee: float = ROLLOFF_KNEE) -> np.ndarray:
     """``color.apply_ev(srgb, ev_map[..., None])`` in row chunks with OpenCV's vectorised ``pow``.
 
     Same formula (IEC 61966-2-1 decode, gain 2**ev, clip at 1, encode); agrees with ``color.apply_ev`` to
-    within 1e-6 (tested) and is about 3x faster at 12 MP, which is why it is written out here.
+    within 1e-6 (tested) and is about 3x faster at 12 MP, which is why it is written out here. ``rolloff``:
+    the highlight roll-off of the ``rolloff`` renderer (:func:`_shoulder`) instead of the hard clip.
     """
     out = np.empty(srgb.shape, np.float32)
     f = np.float32
+    white = rolloff_white(srgb) if rolloff else 1.0
     for r0 in range(0, srgb.shape[0], _ROWS):
         x = np.clip(srgb[r0:r0 + _ROWS], 0.0, 1.0)
         gain = np.exp2(ev_map[r0:r0 + _ROWS].astype(np.float32))
         hi = cv2.pow((x + f(0.055)) * f(1 / 1.055), 2.4)
         lin = np.where(x <= f(0.04045), x * f(1 / 12.92), hi)
         lin *= gain[..., None]
+        if rolloff:
+            _shoulder(lin, gain, white, knee)
         np.clip(lin, 0.0, 1.0, out=lin)
         hi = cv2.pow(lin, 1 / 2.4)
         hi *= f(1.055)
@@ -121,6 +158,23 @@ def render_local(srgb: np.ndarray, evs: Sequence[float], labels: np.ndarray, *,
     return _apply_ev_map(_as_srgb(srgb), ev_map)
 
 
+def render_rolloff(srgb: np.ndarray, evs: Sequence[float], labels: np.ndarray | None, *,
+                   knee: float = ROLLOFF_KNEE, feather: float = SOFT_MASK_DEFAULTS["feather"],
+                   eps: float = SOFT_MASK_DEFAULTS["eps"],
+                   working_long_edge: int = SOFT_MASK_DEFAULTS["working_long_edge"]) -> np.ndarray:
+    """The rolloff renderer: :func:`render_local`'s EV map (or one global EV when ``labels`` is None and one EV is
+    given) with the highlight roll-off (module doc) above the linear level ``knee``. Float32 sRGB [0,1] in/out."""
+    img = _as_srgb(srgb)
+    if labels is None:
+        e = _check_evs(evs)
+        if e.size != 1:
+            raise ValueError(f"{e.size} exposure values need segment labels")
+        ev_map = np.full(img.shape[:2], e[0], np.float32)
+    else:
+        ev_map = local_ev_map(img, evs, labels, feather=feather, eps=eps, working_long_edge=working_long_edge)
+    return _apply_ev_map(img, ev_map, rolloff=True, knee=knee)
+
+
 def render(srgb: np.ndarray, recipe: Recipe, *, renderer: str | None = None, strength: float = 1.0,
            **renderer_kw) -> np.ndarray:
     """Apply a :class:`~deepexposure.recipe.Recipe` to a float32 sRGB [0,1] (H, W, 3) photo -> float32 sRGB [0,1].
@@ -140,12 +194,15 @@ def render(srgb: np.ndarray, recipe: Recipe, *, renderer: str | None = None, str
         raise ValueError(f"strength must be in [0, 1], got {strength}")
     img = _as_srgb(srgb)
     evs = _check_evs(recipe.evs) * float(strength)
-    if name == "local" and recipe.labels is None and evs.size != 1:
-        raise DataError("the local renderer needs segment labels; this recipe has none (make it with --renderer local)")
+    if name != "fusion" and recipe.labels is None and evs.size != 1:
+        raise DataError(f"the {name} renderer needs segment labels; this recipe has none (make it with "
+                        f"--renderer {name})")
     if not np.any(evs):
         return img.copy()
     if name == "fusion":
         return render_fusion(img, evs, **renderer_kw)
+    if name == "rolloff":
+        return render_rolloff(img, evs, recipe.labels, **renderer_kw)
     if recipe.labels is None:
         return _apply_ev_map(img, np.full(img.shape[:2], evs[0], np.float32))
     return render_local(img, evs, recipe.labels, **renderer_kw)

@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from deepexposure.errors import DataError
-from deepexposure.render import ENHANCE_RENDERER
+from deepexposure.render import ENHANCE_RENDERER, RENDERERS
 
 __all__ = ["COMMANDS", "evaluate", "default_methods"]
 
@@ -41,7 +41,7 @@ def default_methods(*, paired: bool = True) -> list[str]:
 @click.option("-m", "--method", "methods", multiple=True,
               help="Method name, policy.pt / run folder, or folder:PATH (repeatable). Default: identity, "
                    "auto-exposure, clahe, fixed-fusion, oracle-global (+ deepexposure when shipped).")
-@click.option("--renderer", type=click.Choice(["fusion", "local"]), default=ENHANCE_RENDERER, show_default=True,
+@click.option("--renderer", type=click.Choice(list(RENDERERS)), default=ENHANCE_RENDERER, show_default=True,
               help="Renderer for policies (as `enhance`).")
 @click.option("-o", "--out", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Output folder for the report (created).")

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from deepexposure.data import FAMILIES as _FAMILIES
 from deepexposure.errors import DataError
 
 __all__ = ["COMMANDS", "train"]
@@ -47,9 +48,19 @@ __all__ = ["COMMANDS", "train"]
                    "(the renderer enhance uses) or both (default: local).")
 @click.option("--global-features/--no-global-features", default=None,
               help="Feed luma histograms of the state to the actor's head (our extension; default: off).")
+@click.option("--global-branch/--no-global-branch", default=None,
+              help="Actor = global EV from exposure statistics + per-segment residual EVs (our extension; "
+                   "warm-started by --global-pretrain steps).")
+@click.option("--global-pretrain", type=click.IntRange(0), default=None,
+              help="Supervised steps fitting the global branch to the best global EV of the synthetic inputs.")
+@click.option("--withhold", multiple=True, type=click.Choice(list(_FAMILIES)),
+              help="Degradation family left out of the synthetic inputs (repeatable; leave-family-out runs).")
+@click.option("--degrade-preset", type=click.Choice(["mix", "v1"]), default=None,
+              help="Synthetic error model: the family mix (default) or v1, the single model of releases <= 0.1.")
 @click.option("--device", default=None, help="Torch device (default: CUDA if present, else CPU).")
 def train(inputs, synthetic_inputs, copies, sice, sice_references, experts, fivek, variant, out, steps, minutes,
-          resume, workers, seed, segments, config_path, paired_weight, paired_render, global_features, device):
+          resume, workers, seed, segments, config_path, paired_weight, paired_render, global_features, global_branch,
+          global_pretrain, withhold, degrade_preset, device):
     """Train a DeepExposure policy (unpaired, WGAN-GP critic reward); writes OUT/policy.pt.
 
     \b
@@ -84,6 +95,14 @@ def train(inputs, synthetic_inputs, copies, sice, sice_references, experts, five
             cfg.rl.paired_render = paired_render
         if global_features is not None:
             cfg.model.global_features = global_features
+        if global_branch is not None:
+            cfg.model.global_branch = global_branch
+        if global_pretrain is not None:
+            cfg.rl.global_pretrain_steps = global_pretrain
+        if withhold:
+            cfg.rl.degrade = {**cfg.rl.degrade, "withhold": sorted(withhold)}
+        if degrade_preset is not None:
+            cfg.rl.degrade = {**cfg.rl.degrade, "preset": degrade_preset}
     if workers is not None:
         cfg.run.workers = workers
     if not (inputs or synthetic_inputs or sice or sice_references or fivek):
@@ -91,7 +110,7 @@ def train(inputs, synthetic_inputs, copies, sice, sice_references, experts, five
     out_dir.mkdir(parents=True, exist_ok=True)
     data = build_training_data(inputs=inputs, synthetic=synthetic_inputs, experts=experts, sice=sice,
                                sice_references=sice_references, fivek=fivek,
-                               copies=copies, seed=cfg.run.seed, segmentation=cfg.segmentation(),
+                               copies=copies, seed=cfg.run.seed, segmentation=cfg.segmentation(), degrade=cfg.rl.degrade,
                                cache_dir=out_dir.parent / ".cache")
     click.echo(f"{len(data.inputs)} input previews, {len(data.experts)} expert previews", err=True)
     if resume:

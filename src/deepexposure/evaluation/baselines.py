@@ -15,13 +15,17 @@ methods a user could run. Names (:func:`get_method`):
 * ``oracle-global``: the best single global EV against the target (MSE in sRGB on copies with long edge
   <= 128 px): grid over [-4, 4] in 0.1 EV steps, then golden-section search in the best cell to 0.005 EV;
   applied to the full-resolution photo.
-* ``oracle-recipe`` / ``oracle-recipe-fusion``: the best EV per segment for the ``local`` / ``fusion`` renderer
+* ``oracle-recipe`` / ``oracle-recipe-fusion`` / ``oracle-recipe-rolloff``: the best EV per segment for the
+  ``local`` / ``fusion`` / ``rolloff`` renderer
   (segments from the 64x64 preview with the default segmentation): coordinate descent over segments, started
   at the oracle-global EV, each step a grid of 0.5 EV over [-4, 4] refined by a 0.1 EV grid within +-0.4 of the best,
   3 sweeps at most, on copies with long edge <= 128 px; rendered at full resolution.
 * ``deepexposure``: the shipped policy (:class:`deepexposure.enhance.Enhancer`), renderer as given.
 * a path to a ``policy.pt`` or a training run folder: that policy through ``Enhancer(model=path)``.
 * ``folder:PATH``: precomputed outputs in PATH, matched by file stem (e.g. a published method's results).
+* ``learned-global:RUN``: the learned global-EV baseline fitted by ``deepexposure train`` on that run's data
+  (:mod:`deepexposure.training.learned_global`), one EV applied by the renderer given (``local`` and
+  ``rolloff`` apply it globally; ``fusion`` fuses the original with it).
 """
 
 from __future__ import annotations
@@ -51,6 +55,7 @@ __all__ = [
     "OracleRecipe",
     "ModelMethod",
     "FolderMethod",
+    "LearnedGlobalMethod",
     "auto_exposure_ev",
     "oracle_global_ev",
     "oracle_recipe_evs",
@@ -205,6 +210,14 @@ class OracleGlobal:
         return apply_ev(img, oracle_global_ev(img, _needs_target(self.name, target)))
 
 
+def _render_evs(img: np.ndarray, evs: list[float], labels: np.ndarray, renderer: str) -> np.ndarray:
+    from deepexposure.render import render_fusion, render_local, render_rolloff
+
+    if renderer == "fusion":
+        return render_fusion(img, evs)
+    return render_local(img, evs, labels) if renderer == "local" else render_rolloff(img, evs, labels)
+
+
 def oracle_recipe_evs(srgb: np.ndarray, target: np.ndarray, labels: np.ndarray, *, renderer: str = "local",
                       long_edge: int = _ORACLE_LONG_EDGE, sweeps: int = 3, bound: float = EV_BOUND) -> list[float]:
     """Per-segment EVs (stops) minimising the sRGB MSE of the ``renderer``'s output to ``target``.
@@ -212,15 +225,12 @@ def oracle_recipe_evs(srgb: np.ndarray, target: np.ndarray, labels: np.ndarray, 
     Coordinate descent on INTER_AREA copies (long edge <= ``long_edge``), started at the oracle global EV; each
     coordinate step tries a 0.5 EV grid over [-bound, bound] then a 0.1 EV grid within +-0.4 of the best.
     """
-    from deepexposure.render import render_fusion, render_local
-
     x = _small(_f32(srgb), long_edge)
     t = cv2.resize(_f32(target), (x.shape[1], x.shape[0]), interpolation=cv2.INTER_AREA)
     n = int(np.asarray(labels).max()) + 1
 
     def cost(evs: list[float]) -> float:
-        out = render_local(x, evs, labels) if renderer == "local" else render_fusion(x, evs)
-        return _sse(out, t)
+        return _sse(_render_evs(x, evs, labels, renderer), t)
 
     g = oracle_global_ev(x, t, long_edge=long_edge, bound=bound)
     evs = [round(g, 3)] * n
@@ -251,13 +261,12 @@ class OracleRecipe:
     needs_target = True
 
     def __init__(self, renderer: str = "local") -> None:
-        if renderer not in ("local", "fusion"):
+        if renderer not in ("local", "fusion", "rolloff"):
             raise ValueError(f"unknown renderer {renderer!r}")
         self.renderer = renderer
-        self.name = "oracle-recipe" if renderer == "local" else "oracle-recipe-fusion"
+        self.name = "oracle-recipe" if renderer == "local" else f"oracle-recipe-{renderer}"
 
     def __call__(self, srgb: np.ndarray, *, target: np.ndarray | None = None) -> np.ndarray:
-        from deepexposure.render import render_fusion, render_local
         from deepexposure.segmentation import make_preview, segment
 
         img = _f32(srgb)
@@ -265,7 +274,7 @@ class OracleRecipe:
         labels = segment(make_preview(img))
         evs = oracle_recipe_evs(img, tgt, labels, renderer=self.renderer)
         self.last_evs = evs
-        return render_local(img, evs, labels) if self.renderer == "local" else render_fusion(img, evs)
+        return _render_evs(img, evs, labels, self.renderer)
 
 
 class ModelMethod:
@@ -292,6 +301,34 @@ def _model_name(path: Path) -> str:
     if path.is_dir():
         return path.name
     return path.parent.name if path.stem == "policy" and path.parent.name else path.stem
+
+
+class LearnedGlobalMethod:
+    """``learned-global:RUN``: one global EV per photo from the run's fitted regressor, applied by ``renderer``."""
+
+    needs_target = False
+
+    def __init__(self, run: str | Path, *, renderer: str = ENHANCE_RENDERER) -> None:
+        from deepexposure.training.learned_global import LearnedGlobal
+
+        self.model = LearnedGlobal.load(run)
+        self.renderer = renderer
+        self.name = f"learned-global[{_model_name(Path(run))}]"
+
+    def ev(self, srgb: np.ndarray) -> float:
+        """The predicted global EV (stops) of a float sRGB (H,W,3) photo."""
+        from deepexposure.segmentation import make_preview
+
+        return float(self.model.predict(make_preview(_f32(srgb))[None])[0])
+
+    def __call__(self, srgb: np.ndarray, *, target: np.ndarray | None = None) -> np.ndarray:
+        from deepexposure.recipe import Recipe
+        from deepexposure.render import render
+
+        img = _f32(srgb)
+        self.last_ev = self.ev(img)
+        recipe = Recipe(evs=[self.last_ev], labels=None, renderer=self.renderer, model="learned-global")
+        return render(img, recipe)
 
 
 class FolderMethod:
@@ -331,7 +368,7 @@ BASELINES: dict[str, type] = {
     "clahe": Clahe,
     "fixed-fusion": FixedFusion,
 }
-ORACLES = ("oracle-global", "oracle-recipe", "oracle-recipe-fusion")
+ORACLES = ("oracle-global", "oracle-recipe", "oracle-recipe-fusion", "oracle-recipe-rolloff")
 
 
 def method_names() -> list[str]:
@@ -355,10 +392,14 @@ def get_method(name_or_path: str | Path, *, renderer: str = ENHANCE_RENDERER) ->
         m = OracleRecipe("local")
     elif spec == "oracle-recipe-fusion":
         m = OracleRecipe("fusion")
+    elif spec == "oracle-recipe-rolloff":
+        m = OracleRecipe("rolloff")
     elif spec == "deepexposure":
         m = ModelMethod(None, renderer=renderer)
     elif spec.startswith("folder:"):
         m = FolderMethod(spec[len("folder:"):])
+    elif spec.startswith("learned-global:"):
+        m = LearnedGlobalMethod(spec[len("learned-global:"):], renderer=renderer)
     elif Path(spec).exists():
         try:
             m = ModelMethod(spec, renderer=renderer)
@@ -368,6 +409,6 @@ def get_method(name_or_path: str | Path, *, renderer: str = ENHANCE_RENDERER) ->
             raise ModelError(f"{spec}: cannot load a policy ({exc})") from exc
     else:
         raise DeepExposureError(f"unknown method {spec!r}; valid: {', '.join(method_names())}, "
-                                "a policy.pt or run folder, or folder:PATH")
+                                "a policy.pt or run folder, folder:PATH or learned-global:RUN")
     m.spec = (spec, renderer)
     return m

@@ -21,6 +21,9 @@ class ModelConfig:
     size: int = 64  #: preview side in pixels
     #: actor also sees luma histograms (models.global_features); our addition, see docs/learning.md
     global_features: bool = False
+    #: actor = global EV from exposure statistics (models.GlobalExposureNet) + per-segment residual; ours
+    global_branch: bool = False
+    residual_ev: float = 1.5  #: bound of the per-segment residual of the global-branch actor, EV stops
 
 
 @dataclass
@@ -51,6 +54,13 @@ class RLConfig:
     #: own segment), "fusion" (the preview fused from the original and every EV, env.fuse_evs_torch: the renderer
     #: ``enhance`` uses) or "both" (the sum of the two MSEs). Our extension, see docs/learning.md.
     paired_render: str = "local"
+    #: Supervised warm start of the actor's global branch (model.global_branch; ours): this many Adam steps
+    #: (batch 256, lr 1e-3) fitting the best single global EV of every input whose clean target is known,
+    #: before the first RL step. 0 = off.
+    global_pretrain_steps: int = 0
+    #: Synthetic degradation of the ``--synthetic-inputs`` (deepexposure.data.DegradeConfig fields; {} = the
+    #: default family mix; {"preset": "v1"} = the single error model of releases <= 0.1).
+    degrade: dict = field(default_factory=dict)
 
 
 @dataclass

@@ -59,11 +59,13 @@ def build_training_data(*, inputs: Sequence[str | os.PathLike] = (), synthetic: 
                         sice_references: Sequence[str | os.PathLike] = (),
                         fivek: str | os.PathLike | None = None, copies: int = 4, seed: int = 0,
                         segmentation: dict, cache_dir: str | os.PathLike | None = None,
-                        progress: bool = True) -> TrainData:
+                        progress: bool = True, degrade: dict | None = None,
+                        degrade_size: int = 128) -> TrainData:
     """Load/derive all previews, segment the inputs, cache the result in ``cache_dir/train-<hash>.npz``.
 
     ``inputs``: files/folders of real badly exposed photos used as they are; ``synthetic``: well-exposed photos
-    degraded ``copies`` times each at preview size (data.degraded_previews, DegradeConfig defaults, ``seed``);
+    degraded ``copies`` times each (data.degraded_previews with ``DegradeConfig.from_dict(degrade)``, ``seed``) at
+    ``degrade_size`` x ``degrade_size`` px, then reduced to 64x64 previews;
     ``sice``: SICE/Zero-DCE++ roots whose clearly under/over-exposed frames are used (data.select_sice);
     ``sice_references``: SICE/Zero-DCE++ roots whose best-exposed frame per bracket joins ``synthetic``
     (data.select_sice_references);
@@ -71,10 +73,12 @@ def build_training_data(*, inputs: Sequence[str | os.PathLike] = (), synthetic: 
     as experts). Unreadable files are reported and skipped; no usable input or expert raises DataError.
     """
     from deepexposure import data
-    from deepexposure.segmentation import SEGMENTATION_VERSION
+    from deepexposure.segmentation import PREVIEW_SIZE, SEGMENTATION_VERSION, make_preview
 
     # the key names everything the cached arrays depend on; bump "v" when the cache format changes
-    key = json.dumps({"v": 3, "segv": SEGMENTATION_VERSION, "degrade": dataclasses.asdict(data.DegradeConfig()),
+    dcfg = data.DegradeConfig.from_dict(degrade or {})
+    key = json.dumps({"v": 4, "segv": SEGMENTATION_VERSION, "degrade": dataclasses.asdict(dcfg),
+                      "degrade_size": degrade_size,
                       "i": [str(Path(p).resolve()) for p in inputs], "s": [str(Path(p).resolve()) for p in synthetic],
                       "e": [str(Path(p).resolve()) for p in experts], "c": [str(Path(p).resolve()) for p in sice],
                       "cr": [str(Path(p).resolve()) for p in sice_references],
@@ -104,8 +108,9 @@ def build_training_data(*, inputs: Sequence[str | os.PathLike] = (), synthetic: 
     for root in sice_references:
         syn_paths += data.select_sice_references(root)
     if syn_paths:
-        clean = data.load_previews(syn_paths, cache_dir=pcache, progress=progress)[0]
-        parts.append(data.degraded_previews(clean, seed=seed, copies=copies))
+        big = data.load_previews(syn_paths, size=degrade_size, cache_dir=pcache, progress=progress)[0]
+        clean = np.stack([make_preview(b) for b in big]) if degrade_size != PREVIEW_SIZE else big
+        parts.append(data.degraded_previews(big, seed=seed, copies=copies, config=dcfg, out_size=PREVIEW_SIZE))
         tparts.append(np.repeat(clean, copies, axis=0))  # output i * copies + c comes from preview i
         known.append(np.ones(len(clean) * copies, bool))
     if not parts:

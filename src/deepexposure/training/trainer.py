@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from deepexposure.env import masks_tensor, run_episode
+from deepexposure.env import apply_ev_torch, masks_tensor, run_episode
 from deepexposure.errors import DeepExposureError
 from deepexposure.models import Actor, Critic, ValueNet, gradient_penalty
 from deepexposure.policy import Policy, select_device
@@ -64,6 +64,24 @@ def _to_nchw(x: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).permute(0, 3, 1, 2).contiguous()
 
 
+@torch.no_grad()
+def best_global_ev(x: torch.Tensor, y: torch.Tensor, *, bound: float = 3.0, chunk: int = 1024) -> torch.Tensor:
+    """Per image, the global EV (stops, in [-bound, bound]) minimising the sRGB MSE of ``apply_ev_torch(x, ev)``
+    to ``y`` (both ``(N,3,H,W)``): a 0.25 EV grid, then a 0.01 EV grid within +-0.25 of the best -> ``(N,)``."""
+    out = []
+    for i in range(0, len(x), chunk):
+        xi, yi = x[i : i + chunk], y[i : i + chunk]
+        best = torch.zeros(len(xi), device=x.device)
+        coarse, fine = torch.arange(-bound, bound + 1e-6, 0.25), torch.arange(-0.25, 0.2501, 0.01)
+        for grid, centre in ((coarse, 0.0 * best), (fine, best)):
+            cands = (grid.to(x.device)[None, :] + centre[:, None]).clamp(-bound, bound)
+            errs = torch.stack([((apply_ev_torch(xi, c.view(-1, 1, 1, 1)) - yi) ** 2).mean((1, 2, 3))
+                                for c in cands.T], dim=1)
+            best = cands.gather(1, errs.argmin(1, keepdim=True)).squeeze(1)
+        out.append(best)
+    return torch.cat(out)
+
+
 class Trainer:
     """Train DE I or DE II on ``data``; the run folder ``out`` gets config.json, checkpoint.pt, policy.pt, tb/."""
 
@@ -83,8 +101,7 @@ class Trainer:
         if rl.paired_render not in PAIRED_RENDERS:
             raise TrainingError(f"unknown paired_render {rl.paired_render!r} (use {', '.join(PAIRED_RENDERS)})")
         torch.manual_seed(config.run.seed)
-        self.actor = Actor(width=m.width, hidden=m.hidden, size=m.size, max_ev=m.max_ev,
-                           global_features=m.global_features).to(self.device)
+        self.actor = Actor(**self._arch()).to(self.device)
         self.critic = Critic(width=m.critic_width, hidden=m.hidden, size=m.size).to(self.device)
         self.value = ValueNet(width=m.width, hidden=m.hidden, size=m.size).to(self.device) if rl.variant == "I" else None
         o = config.optim
@@ -155,11 +172,15 @@ class Trainer:
         t.load()
         return t
 
+    def _arch(self) -> dict:
+        m = self.cfg.model
+        return {"width": m.width, "hidden": m.hidden, "size": m.size, "max_ev": m.max_ev, "in_channels": 8,
+                "global_features": m.global_features, "global_branch": m.global_branch, "residual_ev": m.residual_ev}
+
     def policy(self) -> Policy:
         """The current actor as a standalone :class:`Policy` (config: variant, T, max_ev, segmentation, step)."""
         m, rl = self.cfg.model, self.cfg.rl
-        arch = {"width": m.width, "hidden": m.hidden, "size": m.size, "max_ev": m.max_ev, "in_channels": 8,
-                "global_features": m.global_features}
+        arch = self._arch()
         conf = {"variant": rl.variant, "segments": rl.segments, "max_ev": m.max_ev,
                 "segmentation": self.cfg.segmentation(), "gamma": rl.gamma, "train_steps": self.step,
                 "seed": self.cfg.run.seed, "size": m.size, "paired_weight": rl.paired_weight,
@@ -287,6 +308,60 @@ class Trainer:
         opt.step()
         opt.zero_grad(set_to_none=True)
 
+    # ------------------------------------------------------------------ global branch warm start
+    def _known_global_evs(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """(inputs with a known target, their best global EVs), computed once; None without targets."""
+        if getattr(self, "_known", None) is None:
+            known = self.has_target > 0
+            if not bool(known.any()):
+                return None
+            x = self.inputs[known]
+            self._known = (x, best_global_ev(x, self.targets[known], bound=self.cfg.model.max_ev))
+        return self._known
+
+    def fit_baseline(self) -> Path | None:
+        """Fit the learned-global baseline on this run's inputs with known targets and write
+        ``learned_global.pkl`` beside the policy (skipped, with one line, without scikit-learn or targets)."""
+        from deepexposure.errors import ModelError
+        from deepexposure.training.learned_global import LEARNED_GLOBAL_NAME, fit_learned_global
+
+        known = self._known_global_evs()
+        if known is None:
+            return None
+        try:
+            lg = fit_learned_global(known[0].cpu(), known[1].cpu().numpy(), bound=self.cfg.model.max_ev,
+                                    seed=self.cfg.run.seed)
+        except ModelError as exc:
+            import logging
+
+            logging.getLogger(__name__).warning("learned-global baseline not fitted: %s", exc)
+            return None
+        return lg.save(self.out / LEARNED_GLOBAL_NAME)
+
+    def pretrain_global(self) -> dict:
+        """Fit the actor's global branch to :func:`best_global_ev` of every input with a known target (MSE in EV,
+        Adam lr 1e-3, batch 256, ``rl.global_pretrain_steps`` steps, seeded by the run seed). Returns statistics."""
+        known = self._known_global_evs()
+        if known is None:
+            return {}
+        x, target_ev = known
+        from deepexposure.models import exposure_features
+
+        feats = torch.cat([exposure_features(x[i : i + 512]) for i in range(0, len(x), 512)])
+        gnet = self.actor.gnet
+        opt = torch.optim.Adam(gnet.parameters(), lr=1e-3)
+        gen = torch.Generator().manual_seed(episode_seed(self.cfg.run.seed, 0, 0, stream=7))
+        n, loss = len(feats), torch.zeros(())
+        for _ in range(self.cfg.rl.global_pretrain_steps):
+            i = torch.randint(n, (min(256, n),), generator=gen).to(self.device)
+            loss = ((gnet(feats[i]) - target_ev[i]) ** 2).mean()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        with torch.no_grad():
+            err = (gnet(feats) - target_ev).abs().mean()
+        return {"pretrain_mse": float(loss.detach()), "pretrain_mae_ev": float(err)}
+
     # ------------------------------------------------------------------ loop
     def _log(self, stats: dict) -> None:
         if not self.tensorboard:
@@ -314,6 +389,13 @@ class Trainer:
         stats: dict = {}
         from tqdm.auto import tqdm
 
+
+        if self.step == 0:
+            self.fit_baseline()
+            if self.cfg.rl.global_pretrain_steps > 0 and self.cfg.model.global_branch:
+                st = self.pretrain_global()
+                tqdm.write(f"global branch warm start: mean |EV error| {st.get('pretrain_mae_ev', float('nan')):.3f}"
+                           " on the training inputs")
         bar = tqdm(total=target, initial=self.step, disable=not self.progress, unit="step", dynamic_ncols=True)
         try:
             while self.step < target:
