@@ -373,3 +373,44 @@ def test_cli_options_override_a_config_file_only_when_given(tmp_path, monkeypatc
     r = CliRunner().invoke(main, [*resume, "--variant", "II", "--config", str(tmp_path / "cfg.json"), "--workers", "0"])
     assert r.exit_code == 0, r.output
     assert _RecordingTrainer.configs[-1].rl.variant == "II"
+
+
+def test_training_data_cache_follows_the_files_in_the_folders(tmp_path):
+    import os
+
+    from PIL import Image
+
+    from deepexposure.training.dataset import build_training_data
+
+    rng = np.random.default_rng(4)
+    photos, experts, cache = tmp_path / "photos", tmp_path / "experts", tmp_path / "cache"
+    photos.mkdir()
+    experts.mkdir()
+
+    def save(path) -> None:
+        Image.fromarray((rng.random((24, 32, 3)) * 255).astype(np.uint8)).save(path)
+
+    for i in range(2):
+        save(photos / f"{i}.png")
+        save(experts / f"{i}.png")
+    kw = {"inputs": [photos], "experts": [experts], "progress": False, "segmentation": TrainConfig().segmentation(),
+          "cache_dir": cache}
+    first = build_training_data(**kw)
+    assert len(first.inputs) == 2 and len(list(cache.glob("train-*.npz"))) == 1
+    again = build_training_data(**kw)  # nothing changed: the cached data, no new cache file
+    np.testing.assert_array_equal(again.inputs, first.inputs)
+    assert len(list(cache.glob("train-*.npz"))) == 1
+
+    save(photos / "2.png")  # a photo added to the input folder
+    added = build_training_data(**kw)
+    assert len(added.inputs) == 3
+    np.testing.assert_array_equal(added.inputs[:2], first.inputs)
+    save(experts / "1.png")  # an expert photo replaced under the same name (new content, new mtime)
+    st = (experts / "1.png").stat()
+    os.utime(experts / "1.png", ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    changed = build_training_data(**kw)
+    assert len(changed.experts) == 2 and not np.array_equal(changed.experts[1], added.experts[1])
+    np.testing.assert_array_equal(changed.experts[0], added.experts[0])
+    (photos / "0.png").unlink()  # a photo removed
+    assert len(build_training_data(**kw).inputs) == 2
+    assert len(list(cache.glob("train-*.npz"))) == 4
