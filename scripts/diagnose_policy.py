@@ -1,10 +1,12 @@
 #!/usr/bin/env python
-"""Where a policy's error on the paired dev set comes from (preview level, 64x64, hard segment masks).
+"""Where a policy's error on the paired dev set comes from (preview level, 64x64, the local renderer).
 
-For every pair of ``--pairs`` (default ``data/dev``): the policy's EVs, the per-segment oracle EVs (grid search,
-0.05 EV steps, minimising the MSE to the target preview inside each segment), and the policy's EVs plus the single
-best global shift per photo (-2..2 EV, 0.1 steps). Prints mean preview PSNR of the three, the area-weighted EV
-errors, and the fit ``oracle mean EV = a * policy mean EV + b`` (a < 1: the policy shrinks; b: a bias).
+For every pair of ``--pairs`` (default ``data/dev``): the policy's EVs, the per-segment oracle EVs
+(``deepexposure.evaluation.baselines.oracle_recipe_evs`` on the 64x64 previews: coordinate descent, 0.5 then 0.1 EV
+grids), and the policy's EVs plus the single best global shift per photo (-2..2 EV, 0.1 steps). Each is rendered
+on the preview with ``render_local`` and scored with ``deepexposure.evaluation.psnr`` (8-bit, native size). Prints
+mean preview PSNR of the three, the area-weighted EV errors, and the fit ``oracle mean EV = a * policy mean EV + b``
+(a < 1: the policy shrinks; b: a bias).
 
 Usage: ``python scripts/diagnose_policy.py [--model PATH] [--pairs DIR]`` (default model: the shipped one).
 """
@@ -15,19 +17,15 @@ import argparse
 
 import numpy as np
 
-from deepexposure.color import apply_ev
 from deepexposure.data import paired_folder
 from deepexposure.enhance import Enhancer
+from deepexposure.evaluation import psnr
+from deepexposure.evaluation.baselines import oracle_recipe_evs
 from deepexposure.io import read_photo
-from deepexposure.segmentation import make_preview, segment
+from deepexposure.render import render_local
+from deepexposure.segmentation import PREVIEW_SIZE, make_preview, segment
 
-GRID = np.round(np.arange(-4, 4.0001, 0.05), 2)
 SHIFTS = np.round(np.arange(-2, 2.0001, 0.1), 2)
-
-
-def _psnr(a: np.ndarray, b: np.ndarray) -> float:
-    """PSNR (dB) of float [0,1] images, joint MSE, peak 1 (= 255 on the 0-255 scale)."""
-    return float(10 * np.log10(1 / max(float(np.mean((a - b) ** 2)), 1e-12)))
 
 
 def main() -> None:
@@ -43,15 +41,14 @@ def main() -> None:
         lab = segment(x, **enh.segmentation)
         n = int(lab.max()) + 1
         ev = enh.policy.predict(x, lab).astype(np.float64)
-        orc = np.array([GRID[int(np.argmin([np.mean((apply_ev(x[lab == k], g) - y[lab == k]) ** 2) for g in GRID]))]
-                        for k in range(n)])
+        orc = np.array(oracle_recipe_evs(x, y, lab, renderer="local", long_edge=PREVIEW_SIZE))
 
-        def render(evs: np.ndarray, lab: np.ndarray = lab, x: np.ndarray = x) -> np.ndarray:
-            return apply_ev(x, np.asarray(evs, np.float32)[lab][..., None])
+        def score(evs: np.ndarray, lab: np.ndarray = lab, x: np.ndarray = x, y: np.ndarray = y) -> float:
+            return psnr(render_local(x, [float(e) for e in evs], lab), y, long_edge=None)
 
-        pol.append(_psnr(render(ev), y))
-        orc_psnr.append(_psnr(render(orc), y))
-        shift_psnr.append(max(_psnr(render(ev + s), y) for s in SHIFTS))
+        pol.append(score(ev))
+        orc_psnr.append(score(orc))
+        shift_psnr.append(max(score(ev + s) for s in SHIFTS))
         w = np.bincount(lab.ravel(), minlength=n) / lab.size
         abs_err.append(float(np.sum(w * np.abs(ev - orc))))
         signed.append(float(np.sum(w * (ev - orc))))

@@ -119,10 +119,11 @@ def test_thin_absorption_only_merges_thin_regions(photos):
         for r in np.unique(ref):
             assert len(np.unique(labels[ref == r])) == 1
         assert n == 1 or not any(_is_thin(labels == k) for k in range(n))
-        # every segment holds at most one non-thin Felzenszwalb region
+        # a segment of several Felzenszwalb regions holds a thin one: only thin regions start a merge (a thin strip
+        # absorbed into a region can leave it thin in turn, so two non-thin regions may end up joined by it)
         for k in range(n):
             regions = np.unique(ref[labels == k])
-            assert sum(not _is_thin(ref == r) for r in regions) <= 1
+            assert len(regions) == 1 or any(_is_thin(ref == r) for r in regions)
         absorbed += len(np.unique(ref)) - n
     assert absorbed > 0
 

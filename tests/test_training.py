@@ -313,3 +313,104 @@ def test_training_data_cache_round_trip_and_parallel_builds(tmp_path):
         np.testing.assert_array_equal(x, z)
     assert [p.name for p in (tmp_path / "cache").glob("train-*")] == [next((tmp_path / "cache").glob("train-*")).name]
     assert not list((tmp_path / "cache").glob("*.tmp.npz"))
+
+
+class _RecordingTrainer:
+    """Stands in for Trainer in the CLI: records the config it is given and trains nothing."""
+
+    configs: list[TrainConfig] = []
+
+    def __init__(self, cfg: TrainConfig, data: TrainData, out, **kw) -> None:
+        self.step = 0
+        _RecordingTrainer.configs.append(cfg)
+
+    @classmethod
+    def resume(cls, out, data: TrainData, *, workers=None, **kw) -> _RecordingTrainer:
+        return cls(TrainConfig.load(out / "config.json"), data, out)
+
+    def train(self, minutes=None) -> None:
+        pass
+
+
+def test_cli_options_override_a_config_file_only_when_given(tmp_path, monkeypatch):
+    from PIL import Image
+
+    from deepexposure.cli import main
+
+    monkeypatch.setattr("deepexposure.training.Trainer", _RecordingTrainer)
+    _RecordingTrainer.configs = []
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    rng = np.random.default_rng(3)
+    for i in range(2):
+        Image.fromarray((rng.random((24, 32, 3)) * 255).astype(np.uint8)).save(photos / f"{i}.png")
+    cfg = _cfg("II")  # every field an option can set differs from the default
+    cfg.run.steps, cfg.run.seed, cfg.run.workers = 7, 5, 1
+    cfg.rl.paired_weight, cfg.rl.paired_render, cfg.model.global_features = 3.0, "both", True
+    cfg.save(tmp_path / "cfg.json")
+    base = ["train", "--synthetic-inputs", str(photos), "--experts", str(photos), "--config", str(tmp_path / "cfg.json")]
+
+    r = CliRunner().invoke(main, [*base, "--out", str(tmp_path / "a")])
+    assert r.exit_code == 0, r.output
+    assert _RecordingTrainer.configs[-1].to_dict() == cfg.to_dict()  # nothing given: the file wins, variant II too
+
+    opts = ["--variant", "I", "--steps", "9", "--seed", "1", "--segments", "4", "--paired-weight", "0",
+            "--paired-render", "fusion", "--no-global-features", "--workers", "0"]
+    r = CliRunner().invoke(main, [*base, "--out", str(tmp_path / "b"), *opts])
+    assert r.exit_code == 0, r.output
+    got = _RecordingTrainer.configs[-1]
+    assert (got.rl.variant, got.run.steps, got.run.seed, got.rl.segments, got.rl.paired_weight, got.rl.paired_render,
+            got.model.global_features, got.run.workers) == ("I", 9, 1, 4, 0.0, "fusion", False, 0)
+    assert got.model.width == cfg.model.width and got.rl.batch_size == cfg.rl.batch_size  # the rest from the file
+
+    run = tmp_path / "run"  # --resume: options may repeat the run's settings, not change them
+    run.mkdir()
+    cfg.save(run / "config.json")
+    (run / "checkpoint.pt").write_bytes(b"")
+    resume = ["train", "--synthetic-inputs", str(photos), "--experts", str(photos), "--out", str(run), "--resume"]
+    r = CliRunner().invoke(main, [*resume, "--variant", "I", "--steps", "9"])
+    assert r.exit_code == 2 and "rl.variant, run.steps" in r.output, r.output
+    r = CliRunner().invoke(main, [*resume, "--variant", "II", "--config", str(tmp_path / "cfg.json"), "--workers", "0"])
+    assert r.exit_code == 0, r.output
+    assert _RecordingTrainer.configs[-1].rl.variant == "II"
+
+
+def test_training_data_cache_follows_the_files_in_the_folders(tmp_path):
+    import os
+
+    from PIL import Image
+
+    from deepexposure.training.dataset import build_training_data
+
+    rng = np.random.default_rng(4)
+    photos, experts, cache = tmp_path / "photos", tmp_path / "experts", tmp_path / "cache"
+    photos.mkdir()
+    experts.mkdir()
+
+    def save(path) -> None:
+        Image.fromarray((rng.random((24, 32, 3)) * 255).astype(np.uint8)).save(path)
+
+    for i in range(2):
+        save(photos / f"{i}.png")
+        save(experts / f"{i}.png")
+    kw = {"inputs": [photos], "experts": [experts], "progress": False, "segmentation": TrainConfig().segmentation(),
+          "cache_dir": cache}
+    first = build_training_data(**kw)
+    assert len(first.inputs) == 2 and len(list(cache.glob("train-*.npz"))) == 1
+    again = build_training_data(**kw)  # nothing changed: the cached data, no new cache file
+    np.testing.assert_array_equal(again.inputs, first.inputs)
+    assert len(list(cache.glob("train-*.npz"))) == 1
+
+    save(photos / "2.png")  # a photo added to the input folder
+    added = build_training_data(**kw)
+    assert len(added.inputs) == 3
+    np.testing.assert_array_equal(added.inputs[:2], first.inputs)
+    save(experts / "1.png")  # an expert photo replaced under the same name (new content, new mtime)
+    st = (experts / "1.png").stat()
+    os.utime(experts / "1.png", ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    changed = build_training_data(**kw)
+    assert len(changed.experts) == 2 and not np.array_equal(changed.experts[1], added.experts[1])
+    np.testing.assert_array_equal(changed.experts[0], added.experts[0])
+    (photos / "0.png").unlink()  # a photo removed
+    assert len(build_training_data(**kw).inputs) == 2
+    assert len(list(cache.glob("train-*.npz"))) == 4

@@ -22,11 +22,9 @@ from deepexposure.errors import ModelError
 from deepexposure.io import Photo, from_float, to_float
 from deepexposure.recipe import Recipe
 from deepexposure.render import ENHANCE_RENDERER, RENDERERS, render
-from deepexposure.segmentation import make_preview, segment
+from deepexposure.segmentation import make_preview, segment, segmentation_params
 
-__all__ = ["Enhancer", "default_model_path"]
-
-_SEGMENTATION_KEYS = ("max_segments", "scale", "sigma", "min_size")
+__all__ = ["Enhancer", "default_model_path", "model_segmentation"]
 
 
 def default_model_path() -> Path:
@@ -46,6 +44,21 @@ def _resolve_model(model: str | os.PathLike | None) -> Path:
     if not path.is_file():
         raise ModelError(f"model file not found: {path}")
     return path
+
+
+def _policy_segmentation(policy) -> dict:
+    """The :func:`segment` parameters a :class:`~deepexposure.policy.Policy` was trained with (its stored config;
+    :data:`~deepexposure.segmentation.SEGMENT_DEFAULTS` for keys an older file lacks, at most its T segments)."""
+    stored = dict(policy.config.get("segmentation") or {})
+    stored.setdefault("max_segments", policy.segments)
+    return segmentation_params(stored)
+
+
+def model_segmentation(model: str | os.PathLike | None = None) -> dict:
+    """The :func:`segment` parameters of a policy (None: the shipped one; a ``policy.pt`` or a run folder)."""
+    from deepexposure.policy import Policy
+
+    return _policy_segmentation(Policy.load(_resolve_model(model), device="cpu"))
 
 
 class Enhancer:
@@ -70,8 +83,7 @@ class Enhancer:
         self.policy = Policy.load(self.model_path, device=device)
         self.renderer = renderer
         self.strength = float(strength)
-        seg = self.policy.config.get("segmentation", {})
-        self.segmentation = {k: seg[k] for k in _SEGMENTATION_KEYS if k in seg}
+        self.segmentation = _policy_segmentation(self.policy)
 
     def recipe(self, srgb: np.ndarray) -> Recipe:
         """The recipe (EVs per segment, labels) the policy picks for a float32 sRGB [0,1] (H,W,3) image."""

@@ -15,7 +15,7 @@ from deepexposure.batch import Job
 from deepexposure.io import DEFAULT_MAX_PIXELS, Photo, read_photo, write_photo
 from deepexposure.recipe import Recipe
 from deepexposure.render import ENHANCE_RENDERER, render
-from deepexposure.segmentation import make_preview, overlay, segment
+from deepexposure.segmentation import make_preview, overlay, segment, segmentation_params
 
 __all__ = ["manual_recipe", "render_file", "segment_file", "enhance_file", "recipe_path_for"]
 
@@ -30,13 +30,13 @@ def manual_recipe(srgb: np.ndarray, evs: list[float], renderer: str, *, segments
 
     ``fusion``: the EVs are applied to the whole photo and fused with it; no segmentation is needed.
     ``local``: the photo's 64x64 preview is segmented into at most ``len(evs)`` segments (in the order of
-    :func:`deepexposure.segmentation.segment`) and EV k is applied inside segment k; if fewer segments are found,
-    the extra EVs are dropped with a warning.
+    :func:`deepexposure.segmentation.segment`, with ``segments`` over the shipped policy's parameters
+    ``SEGMENT_DEFAULTS``) and EV k is applied inside segment k; if fewer segments are found, the extra EVs are
+    dropped with a warning.
     """
     if renderer == "fusion":
         return Recipe(evs=[float(e) for e in evs], labels=None, renderer=renderer, model="manual")
-    params = dict(segments or {})
-    params["max_segments"] = len(evs)
+    params = segmentation_params(segments, max_segments=len(evs))
     labels = segment(make_preview(srgb), **params)
     n = int(labels.max()) + 1
     if n < len(evs):
@@ -74,10 +74,14 @@ def render_file(
         used.save(recipe_path_for(job.dst))
 
 
-def segment_file(job: Job, *, max_segments: int = 6, max_pixels: int = DEFAULT_MAX_PIXELS, overwrite: bool = False) -> int:
-    """``deepexposure segment`` for one photo: write the segment overlay; returns the number of segments."""
+def segment_file(job: Job, *, segmentation: dict | None = None, max_pixels: int = DEFAULT_MAX_PIXELS,
+                 overwrite: bool = False) -> int:
+    """``deepexposure segment`` for one photo: write the segment overlay; returns the number of segments.
+
+    ``segmentation``: :func:`~deepexposure.segmentation.segment` parameters over ``SEGMENT_DEFAULTS`` (a policy's).
+    """
     photo = read_photo(job.src, max_pixels=max_pixels)
-    labels = segment(make_preview(photo.pixels), max_segments=max_segments)
+    labels = segment(make_preview(photo.pixels), **segmentation_params(segmentation))
     img = overlay(photo.pixels, labels).astype(np.float32) / 255.0
     write_photo(job.dst, Photo(pixels=img, alpha=None, bit_depth=8, exif=None, icc_profile=photo.icc_profile,
                                source=None, mode="RGB"), overwrite=overwrite)

@@ -18,6 +18,10 @@ The guided filter is written with ``cv2.boxFilter`` because ``cv2.ximgproc`` is 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import Any
+
 import cv2
 import numpy as np
 from skimage.color import rgb2lab
@@ -30,6 +34,7 @@ __all__ = [
     "SEGMENTATION_VERSION",
     "SEGMENT_DEFAULTS",
     "SOFT_MASK_DEFAULTS",
+    "segmentation_params",
     "make_preview",
     "felzenszwalb_labels",
     "merge_regions",
@@ -46,15 +51,32 @@ PREVIEW_SIZE = 64
 #: Bumped whenever :func:`segment` changes its output for the same parameters (2: thin-strip absorption and
 #: Ward merging); caches of labels and trained policies should record it.
 SEGMENTATION_VERSION = 2
-#: Felzenszwalb parameters for a 64x64 preview. Measured on 51 real previews (15 BSDS500 test, 15 DICM, 10 SUN,
-#: 11 SICE): scale 300 / sigma 0.5 / min_size 30 gives a median of 11 regions (10th-90th percentile 7-17), 8
-#: (5-14) after thin strips are absorbed, and 6 final segments for 43 of the 51 (4-5 for the rest); the
-#: skimage-typical scale 40 / min_size 20 gives 44 (26-61), mostly texture fragments at this size.
-SEGMENT_DEFAULTS = {"max_segments": 6, "scale": 300.0, "sigma": 0.5, "min_size": 30}
+#: The segmentation parameters: those the shipped policy was trained with (stored in its config as
+#: ``"segmentation"``, from :meth:`deepexposure.training.TrainConfig.segmentation`) and the default of every user:
+#: :func:`segment`, ``RLConfig.seg_*``, manual ``local`` recipes, ``deepexposure segment`` and the oracle-recipe
+#: baseline. Where a policy is involved its own stored values are used (:func:`segmentation_params`). Change these
+#: only together with a policy trained with the new values (tests/test_segmentation_params.py checks they agree).
+#: Measured on 51 real previews (15 BSDS500 test, 15 DICM, 10 SUN, 11 SICE): scale 40 / min_size 20 gives a median
+#: of 44 Felzenszwalb regions (10th-90th percentile 26-61), mostly texture fragments at this size, that thin-strip
+#: absorption and Ward merging reduce to at most ``max_segments``; scale 300 / min_size 30 would give 11 (7-17).
+SEGMENT_DEFAULTS: Mapping[str, Any] = MappingProxyType({"max_segments": 6, "scale": 40.0, "sigma": 0.5, "min_size": 20})
 #: Soft-mask parameters: ``feather`` = guided-filter radius in preview pixels (along the long edge),
 #: ``eps`` = guided-filter regularisation in grey-level units squared (edges of contrast >> 2*sqrt(eps) are
 #: followed), ``working_long_edge`` = long edge in pixels of the resolution the filter runs at.
 SOFT_MASK_DEFAULTS = {"feather": 2.0, "eps": 1e-3, "working_long_edge": 1024}
+
+
+def segmentation_params(stored: Mapping[str, Any] | None = None, **overrides: Any) -> dict[str, Any]:
+    """All keyword arguments of :func:`segment`: :data:`SEGMENT_DEFAULTS`, updated by the known keys of ``stored``
+    (e.g. a policy's ``config["segmentation"]`` or a recipe's ``segmentation``), then by ``overrides`` not None."""
+    params = dict(SEGMENT_DEFAULTS)
+    params.update({k: v for k, v in (stored or {}).items() if k in SEGMENT_DEFAULTS})
+    for k, v in overrides.items():
+        if k not in SEGMENT_DEFAULTS:
+            raise TypeError(f"unknown segmentation parameter {k!r}")
+        if v is not None:
+            params[k] = v
+    return params
 
 
 def make_preview(srgb: np.ndarray, size: int = PREVIEW_SIZE) -> np.ndarray:

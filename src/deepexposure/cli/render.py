@@ -12,6 +12,7 @@ from deepexposure.errors import PhotoError
 from deepexposure.io import DEFAULT_MAX_PIXELS
 from deepexposure.pipeline import render_file, segment_file
 from deepexposure.render import RENDERERS
+from deepexposure.segmentation import segmentation_params
 
 
 @click.command(no_args_is_help=True)
@@ -61,19 +62,31 @@ def render(photos, evs, recipe_file, renderer, strength, out, fmt, bit_depth, re
 @click.command(no_args_is_help=True)
 @click.argument("photos", nargs=-1, required=True, type=click.Path(path_type=str))
 @click.option("-o", "--out", required=True, type=click.Path(), help="Overlay file (one photo) or folder.")
-@click.option("--segments", "-T", type=click.IntRange(1, 64), default=6, show_default=True,
-              help="Merge the Felzenszwalb segments of the 64x64 preview down to at most this many.")
+@click.option("--model", default=None, type=click.Path(path_type=str),
+              help="Segment as this policy (policy.pt or run folder) was trained to (default: the shipped policy).")
+@click.option("--segments", "-T", type=click.IntRange(1, 64), default=None,
+              help="Merge the Felzenszwalb segments of the 64x64 preview down to at most this many "
+                   "(default: the policy's, 6 for the shipped one).")
 @click.option("--overwrite", is_flag=True, help="Replace existing overlays.")
 @click.option("--max-pixels", type=click.IntRange(1), default=DEFAULT_MAX_PIXELS, show_default=True, help=MAX_PIXELS_HELP)
-def segment(photos, out, segments, overwrite, max_pixels):
+def segment(photos, out, model, segments, overwrite, max_pixels):
     """Draw the segments the policy works on over each photo, numbered in episode order.
+
+    The segmentation parameters are the policy's (stored in it when it was trained); without --model, the
+    shipped policy's (deepexposure.segmentation.SEGMENT_DEFAULTS, no model is loaded).
 
     \b
     Example:
       deepexposure segment photo.jpg -o overlay.png
     """
+    if model is not None:
+        from deepexposure.enhance import model_segmentation
+
+        params = segmentation_params(model_segmentation(model), max_segments=segments)
+    else:
+        params = segmentation_params(max_segments=segments)
     job_list = plan_jobs(photos, out, fmt="png", overwrite=overwrite)
-    fn = functools.partial(segment_file, max_segments=segments, max_pixels=max_pixels, overwrite=overwrite)
+    fn = functools.partial(segment_file, segmentation=params, max_pixels=max_pixels, overwrite=overwrite)
     result = run_batch(job_list, fn, overwrite=overwrite, desc="segment")
     report(result, verb="segmented")
 

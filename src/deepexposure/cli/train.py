@@ -3,13 +3,53 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from deepexposure.data import FAMILIES as _FAMILIES
 from deepexposure.errors import DataError
 
+if TYPE_CHECKING:
+    from deepexposure.training import TrainConfig
+
 __all__ = ["COMMANDS", "train"]
+
+#: Options that set a TrainConfig field: option name -> (section, field). Each overrides ``--config`` only when
+#: given on the command line (its default is None).
+_CONFIG_OPTIONS: dict[str, tuple[str, str]] = {
+    "variant": ("rl", "variant"),
+    "steps": ("run", "steps"),
+    "seed": ("run", "seed"),
+    "segments": ("rl", "segments"),
+    "paired_weight": ("rl", "paired_weight"),
+    "paired_render": ("rl", "paired_render"),
+    "global_features": ("model", "global_features"),
+    "workers": ("run", "workers"),
+    "global_branch": ("model", "global_branch"),
+    "global_pretrain": ("rl", "global_pretrain_steps"),
+    "degrade": ("rl", "degrade"),
+}
+
+
+def _apply_options(cfg: TrainConfig, given: dict) -> TrainConfig:
+    """Set the TrainConfig fields of the options in ``given`` (name -> value) that are not None; returns ``cfg``."""
+    for name, value in given.items():
+        if value is not None:
+            section, field = _CONFIG_OPTIONS[name]
+            setattr(getattr(cfg, section), field, value)
+    return cfg
+
+
+def _differences(a: dict, b: dict, prefix: str = "") -> list[str]:
+    """Dotted names of the fields whose values differ between two nested config dicts."""
+    out = []
+    for k in sorted(a.keys() | b.keys()):
+        if isinstance(a.get(k), dict) and isinstance(b.get(k), dict):
+            out += _differences(a[k], b[k], f"{prefix}{k}.")
+        elif a.get(k) != b.get(k):
+            out.append(f"{prefix}{k}")
+    return out
 
 
 @click.command(no_args_is_help=True)
@@ -28,8 +68,8 @@ __all__ = ["COMMANDS", "train"]
               help="Well-exposed (expert) photos, files or folders (repeatable).")
 @click.option("--fivek", type=click.Path(path_type=str), default=None,
               help="MIT-Adobe FiveK root: train_input fold as inputs, expert C of train_expert as experts.")
-@click.option("--variant", type=click.Choice(["I", "II"]), default="I", show_default=True,
-              help="DE I (value network, TD) or DE II (critic as value).")
+@click.option("--variant", type=click.Choice(["I", "II"]), default=None,
+              help="DE I (value network, TD) or DE II (critic as value) (default: I).")
 @click.option("--out", required=True, type=click.Path(path_type=str), help="Run folder, e.g. runs/NAME.")
 @click.option("--steps", type=click.IntRange(1), default=None, help="Actor updates (also the lr-schedule length).")
 @click.option("--minutes", type=click.FloatRange(0, min_open=True), default=None,
@@ -39,7 +79,7 @@ __all__ = ["COMMANDS", "train"]
 @click.option("--seed", type=int, default=None, help="Random seed (default 0).")
 @click.option("--segments", type=click.IntRange(1, 16), default=None, help="Segments per photo = steps per episode.")
 @click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False), default=None,
-              help="A config.json (TrainConfig) to start from; the options above override it.")
+              help="A config.json (TrainConfig) to start from; the options above override it where given.")
 @click.option("--paired-weight", type=click.FloatRange(min=0), default=None,
               help="Weight of the paired anchor MSE(result, clean target) on --synthetic-inputs (our extension; "
                    "0 = the paper's unpaired method, the default).")
@@ -74,37 +114,27 @@ def train(inputs, synthetic_inputs, copies, sice, sice_references, experts, five
     from deepexposure.training.checkpoint import CHECKPOINT_NAME
 
     out_dir = Path(out)
+    given = {"variant": variant, "steps": steps, "seed": seed, "segments": segments, "paired_weight": paired_weight,
+             "paired_render": paired_render, "global_features": global_features, "workers": workers,
+             "global_branch": global_branch, "global_pretrain": global_pretrain,
+             "degrade": ({"preset": degrade_preset or "mix", "withhold": sorted(withhold)}
+                         if withhold or degrade_preset else None)}
     if resume:
         if not (out_dir / CHECKPOINT_NAME).is_file():
             raise TrainingError(f"nothing to resume: {out_dir / CHECKPOINT_NAME} does not exist")
         cfg = TrainConfig.load(out_dir / "config.json")
+        # options and --config may repeat the run's settings but not change them (workers may: same results)
+        asked = _apply_options(TrainConfig.load(config_path) if config_path else TrainConfig.from_dict(cfg.to_dict()),
+                               given)
+        asked.run.workers = cfg.run.workers
+        changed = _differences(asked.to_dict(), cfg.to_dict())
+        if changed:
+            raise TrainingError(f"--resume continues {out_dir} with its own config.json; these differ from it: "
+                                f"{', '.join(changed)}")
     else:
         if out_dir.exists() and any(out_dir.iterdir()):
             raise TrainingError(f"{out_dir} is not empty; pass --resume to continue it or choose another --out")
-        cfg = TrainConfig.load(config_path) if config_path else TrainConfig()
-        cfg.rl.variant = variant
-        if steps is not None:
-            cfg.run.steps = steps
-        if seed is not None:
-            cfg.run.seed = seed
-        if segments is not None:
-            cfg.rl.segments = segments
-        if paired_weight is not None:
-            cfg.rl.paired_weight = paired_weight
-        if paired_render is not None:
-            cfg.rl.paired_render = paired_render
-        if global_features is not None:
-            cfg.model.global_features = global_features
-        if global_branch is not None:
-            cfg.model.global_branch = global_branch
-        if global_pretrain is not None:
-            cfg.rl.global_pretrain_steps = global_pretrain
-        if withhold:
-            cfg.rl.degrade = {**cfg.rl.degrade, "withhold": sorted(withhold)}
-        if degrade_preset is not None:
-            cfg.rl.degrade = {**cfg.rl.degrade, "preset": degrade_preset}
-    if workers is not None:
-        cfg.run.workers = workers
+        cfg = _apply_options(TrainConfig.load(config_path) if config_path else TrainConfig(), given)
     if not (inputs or synthetic_inputs or sice or sice_references or fivek):
         raise DataError("no inputs: give --inputs, --synthetic-inputs, --sice, --sice-references or --fivek")
     out_dir.mkdir(parents=True, exist_ok=True)

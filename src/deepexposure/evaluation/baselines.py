@@ -16,8 +16,8 @@ methods a user could run. Names (:func:`get_method`):
   <= 128 px): grid over [-4, 4] in 0.1 EV steps, then golden-section search in the best cell to 0.005 EV;
   applied to the full-resolution photo.
 * ``oracle-recipe`` / ``oracle-recipe-fusion`` / ``oracle-recipe-rolloff``: the best EV per segment for the
-  ``local`` / ``fusion`` / ``rolloff`` renderer
-  (segments from the 64x64 preview with the default segmentation): coordinate descent over segments, started
+  ``local`` / ``fusion`` / ``rolloff`` renderer (segments from the 64x64 preview with the shipped policy's
+  segmentation, ``SEGMENT_DEFAULTS``): coordinate descent over segments, started
   at the oracle-global EV, each step a grid of 0.5 EV over [-4, 4] refined by a 0.1 EV grid within +-0.4 of the best,
   3 sweeps at most, on copies with long edge <= 128 px; rendered at full resolution.
 * ``deepexposure``: the shipped policy (:class:`deepexposure.enhance.Enhancer`), renderer as given.
@@ -260,10 +260,13 @@ class OracleRecipe:
 
     needs_target = True
 
-    def __init__(self, renderer: str = "local") -> None:
+    def __init__(self, renderer: str = "local", *, segmentation: dict | None = None) -> None:
+        from deepexposure.segmentation import segmentation_params
+
         if renderer not in ("local", "fusion", "rolloff"):
             raise ValueError(f"unknown renderer {renderer!r}")
         self.renderer = renderer
+        self.segmentation = segmentation_params(segmentation)  # over SEGMENT_DEFAULTS (the shipped policy's)
         self.name = "oracle-recipe" if renderer == "local" else f"oracle-recipe-{renderer}"
 
     def __call__(self, srgb: np.ndarray, *, target: np.ndarray | None = None) -> np.ndarray:
@@ -271,9 +274,9 @@ class OracleRecipe:
 
         img = _f32(srgb)
         tgt = _needs_target(self.name, target)
-        labels = segment(make_preview(img))
+        labels = segment(make_preview(img), **self.segmentation)
         evs = oracle_recipe_evs(img, tgt, labels, renderer=self.renderer)
-        self.last_evs = evs
+        self.last_evs, self.last_labels = evs, labels
         return _render_evs(img, evs, labels, self.renderer)
 
 

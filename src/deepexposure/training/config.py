@@ -7,6 +7,8 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from deepexposure.segmentation import SEGMENT_DEFAULTS
+
 __all__ = ["ModelConfig", "RLConfig", "OptimConfig", "RunConfig", "TrainConfig"]
 
 
@@ -31,10 +33,13 @@ class RLConfig:
     """The episode, the reward and the gradient gathering."""
 
     variant: str = "I"  #: "I" (value net + TD, Eq. 6-9) or "II" (critic as value, Eq. 14-15)
-    segments: int = 6  #: T: segments per preview = steps per episode (smaller images are padded with no-op steps)
-    seg_scale: float = 40.0  #: Felzenszwalb scale on the 64x64 preview
-    seg_sigma: float = 0.5  #: Felzenszwalb smoothing sigma
-    seg_min_size: int = 20  #: Felzenszwalb minimum region size (pixels)
+    #: T: segments per preview = steps per episode (smaller images are padded with no-op steps)
+    segments: int = SEGMENT_DEFAULTS["max_segments"]
+    #: Felzenszwalb scale, smoothing sigma and minimum region size (pixels) on the 64x64 preview; defaults: the one
+    #: source of truth, deepexposure.segmentation.SEGMENT_DEFAULTS. Saved in the policy (config["segmentation"]).
+    seg_scale: float = SEGMENT_DEFAULTS["scale"]
+    seg_sigma: float = SEGMENT_DEFAULTS["sigma"]
+    seg_min_size: int = SEGMENT_DEFAULTS["min_size"]
     gamma: float = 0.99  #: discount
     batch_size: int = 8  #: episodes whose gradients are gathered into one update (paper: 8)
     episodes_per_task: int = 4  #: episodes one worker task runs (fixed so results do not depend on --workers)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from deepexposure.errors import DataError
+from deepexposure.errors import DataError, PhotoError
 
 __all__ = ["TrainData", "build_training_data", "segment_all"]
 
@@ -54,6 +54,28 @@ def segment_all(previews: np.ndarray, segmentation: dict) -> np.ndarray:
     return np.stack([segment(p, **segmentation) for p in previews]).astype(np.int32)
 
 
+def _file_list(paths: Sequence[str | os.PathLike], *, extra: Sequence[str] = ()) -> list[list]:
+    """``[resolved path, byte size, mtime in ns]`` of every photo under ``paths`` (folders searched recursively)
+    and of the files named ``extra`` in each folder of ``paths`` that has them: what a cache of their data depends on.
+    """
+    from deepexposure.io import iter_photo_paths
+
+    files = [Path(p) for p in paths]
+    try:
+        found = iter_photo_paths(files, recursive=True)
+    except PhotoError as exc:
+        raise DataError(str(exc)) from None
+    found += [p / name for p in files for name in extra if (p / name).is_file()]
+    out = []
+    for f in found:
+        try:
+            st = f.stat()
+            out.append([str(f.resolve()), st.st_size, st.st_mtime_ns])
+        except OSError:
+            out.append([str(f), None, None])  # unreadable: reported when the data is built
+    return out
+
+
 def build_training_data(*, inputs: Sequence[str | os.PathLike] = (), synthetic: Sequence[str | os.PathLike] = (),
                         experts: Sequence[str | os.PathLike] = (), sice: Sequence[str | os.PathLike] = (),
                         sice_references: Sequence[str | os.PathLike] = (),
@@ -62,6 +84,9 @@ def build_training_data(*, inputs: Sequence[str | os.PathLike] = (), synthetic: 
                         progress: bool = True, degrade: dict | None = None,
                         degrade_size: int = 128) -> TrainData:
     """Load/derive all previews, segment the inputs, cache the result in ``cache_dir/train-<hash>.npz``.
+
+    The cache is keyed on the files themselves (resolved path, size and mtime of every photo found), not on the
+    folder names, so adding, removing or changing a photo builds the data again.
 
     ``inputs``: files/folders of real badly exposed photos used as they are; ``synthetic``: well-exposed photos
     degraded ``copies`` times each (data.degraded_previews with ``DegradeConfig.from_dict(degrade)``, ``seed``) at
@@ -75,15 +100,17 @@ def build_training_data(*, inputs: Sequence[str | os.PathLike] = (), synthetic: 
     from deepexposure import data
     from deepexposure.segmentation import PREVIEW_SIZE, SEGMENTATION_VERSION, make_preview
 
-    # the key names everything the cached arrays depend on; bump "v" when the cache format changes
+    fivek_in = data.fivek_inputs(fivek, "train_input") if fivek is not None else []
+    fivek_ex = data.fivek_experts(fivek, "train_expert") if fivek is not None else []
     dcfg = data.DegradeConfig.from_dict(degrade or {})
-    key = json.dumps({"v": 4, "segv": SEGMENTATION_VERSION, "degrade": dataclasses.asdict(dcfg),
+    # the key names everything the cached arrays depend on, down to each file's size and mtime (a photo added to,
+    # removed from or changed in a folder gives a new key); bump "v" when the cache format changes
+    key = json.dumps({"v": 5, "segv": SEGMENTATION_VERSION, "degrade": dataclasses.asdict(dcfg),
                       "degrade_size": degrade_size,
-                      "i": [str(Path(p).resolve()) for p in inputs], "s": [str(Path(p).resolve()) for p in synthetic],
-                      "e": [str(Path(p).resolve()) for p in experts], "c": [str(Path(p).resolve()) for p in sice],
-                      "cr": [str(Path(p).resolve()) for p in sice_references],
-                      "f": str(Path(fivek).resolve()) if fivek else None, "copies": copies, "seed": seed,
-                      "seg": segmentation}, sort_keys=True)
+                      "i": _file_list([*inputs, *fivek_in]), "s": _file_list(synthetic),
+                      "e": _file_list([*experts, *fivek_ex]),
+                      "c": _file_list(sice), "cr": _file_list(sice_references, extra=["sequences_guess.csv"]),
+                      "copies": copies, "seed": seed, "seg": segmentation}, sort_keys=True)
     cache = None
     if cache_dir is not None:
         cache = Path(cache_dir) / f"train-{hashlib.sha256(key.encode()).hexdigest()[:16]}.npz"
@@ -94,10 +121,8 @@ def build_training_data(*, inputs: Sequence[str | os.PathLike] = (), synthetic: 
     in_paths: list = [*inputs]
     for root in sice:
         in_paths += data.select_sice(root)
-    ex_paths: list = [*experts]
-    if fivek is not None:
-        in_paths += data.fivek_inputs(fivek, "train_input")
-        ex_paths += data.fivek_experts(fivek, "train_expert")
+    in_paths += fivek_in
+    ex_paths: list = [*experts, *fivek_ex]
     parts, tparts, known = [], [], []
     if in_paths:
         real = data.load_previews(in_paths, cache_dir=pcache, progress=progress)[0]
