@@ -317,6 +317,8 @@ class LearnedGlobalMethod:
         self.model = LearnedGlobal.load(run)
         self.renderer = renderer
         self.name = f"learned-global[{_model_name(Path(run))}]"
+        if renderer != ENHANCE_RENDERER:
+            self.name += f"[{renderer}]"
 
     def ev(self, srgb: np.ndarray) -> float:
         """The predicted global EV (stops) of a float sRGB (H,W,3) photo."""
