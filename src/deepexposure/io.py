@@ -16,9 +16,7 @@ interrupted run never leaves a half-written photo, and an existing file is never
 
 from __future__ import annotations
 
-import contextlib
 import os
-import secrets
 import struct
 import threading
 import warnings
@@ -31,6 +29,7 @@ import cv2
 import numpy as np
 from PIL import Image, ImageFile, ImageOps
 
+from deepexposure.atomic import atomic_write
 from deepexposure.errors import PhotoError
 
 __all__ = [
@@ -452,51 +451,18 @@ def write_photo(
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise PhotoError(f"{path.parent}: cannot create folder ({exc.strerror})") from None
-    # hidden name (skipped by iter_photo_paths), same suffix (encoders that look at it pick the right format);
-    # mode "xb" (exclusive create) gives the usual umask permissions, unlike mkstemp's 0o600
-    tmp = path.with_name(f".{path.stem}.{secrets.token_hex(6)}.tmp{suffix}")
+    # a hidden temporary name (skipped by iter_photo_paths; stale ones removed by later runs), see atomic.py
     try:
-        fh = open(tmp, "xb")  # noqa: SIM115 (closed by the with-block below)
+        atomic_write(path, lambda fh: _encode(fh, suffix, arr, exif, icc, depth, quality), overwrite=overwrite)
+    except FileExistsError:
+        raise PhotoError(f"{path}: already exists (pass overwrite=True / --overwrite to replace it)") from None
     except OSError as exc:
-        raise PhotoError(f"{path}: cannot write ({exc.strerror})") from None
-    try:
-        with fh:
-            _encode(fh, suffix, arr, exif, icc, depth, quality)
-            fh.flush()
-            os.fsync(fh.fileno())
-        if overwrite:
-            os.replace(tmp, path)
-        else:  # link fails if the destination appeared meanwhile: no race with another writer
-            try:
-                os.link(tmp, path)
-            except FileExistsError:
-                raise PhotoError(f"{path}: already exists (pass overwrite=True / --overwrite to replace it)") from None
-            except OSError:  # file system without hard links
-                if path.exists():
-                    raise PhotoError(f"{path}: already exists (pass overwrite=True / --overwrite to replace it)") from None
-                os.replace(tmp, path)
-    except BaseException as exc:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        if isinstance(exc, (PhotoError, KeyboardInterrupt, SystemExit, MemoryError)):
-            raise
-        if isinstance(exc, Exception):
-            raise PhotoError(f"{path}: cannot write ({type(exc).__name__}: {exc})") from None
+        raise PhotoError(f"{path}: cannot write ({exc.strerror or exc})") from None
+    except (PhotoError, MemoryError):
         raise
-    with contextlib.suppress(OSError):
-        tmp.unlink()  # the hard-link route leaves the temporary name behind
-    _fsync_dir(path.parent)
+    except Exception as exc:
+        raise PhotoError(f"{path}: cannot write ({type(exc).__name__}: {exc})") from None
     return path
-
-
-def _fsync_dir(folder: Path) -> None:
-    """Make the rename durable (POSIX); silently skipped where folders cannot be opened (Windows)."""
-    with contextlib.suppress(OSError, AttributeError):
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
 
 
 # ----------------------------------------------------------------------------------------------- listing

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from deepexposure.atomic import atomic_write
 from deepexposure.env import masks_tensor, run_episode
 from deepexposure.errors import ModelError
 from deepexposure.models import Actor
@@ -70,12 +71,8 @@ class Policy:
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write the policy atomically (temp file + rename); returns the path."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        torch.save(self.to_dict(), tmp)
-        os.replace(tmp, path)
-        return path
+        state = self.to_dict()
+        return atomic_write(path, lambda fh: torch.save(state, fh))
 
     @classmethod
     def load(cls, path: str | os.PathLike, *, device: str | torch.device | None = None) -> Policy:

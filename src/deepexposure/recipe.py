@@ -23,17 +23,16 @@ the flattened labels are ``values[i]`` repeated ``counts[i]`` times, for i in or
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import os
-import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from deepexposure.atomic import atomic_write_text
 from deepexposure.errors import DataError
 
 __all__ = ["Recipe", "RECIPE_VERSION", "rle_encode", "rle_decode"]
@@ -181,21 +180,19 @@ class Recipe:
                  for k, v in self.to_dict().items()]
         return "{\n" + ",\n".join(items) + "\n}\n"
 
-    def save(self, path: str | os.PathLike) -> Path:
-        """Write the JSON to ``path`` atomically (temporary file in the same folder + ``os.replace``)."""
+    def save(self, path: str | os.PathLike, *, overwrite: bool = True) -> Path:
+        """Write the JSON to ``path`` atomically (:mod:`deepexposure.atomic`); returns the path.
+
+        Without ``overwrite`` an existing file (e.g. a hand-edited recipe) is never replaced: :class:`DataError`.
+        Any write failure is a :class:`DataError` and leaves no file behind.
+        """
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        text = self.to_json()
-        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.part")
         try:
-            with open(tmp, "x", encoding="utf-8") as fh:  # "x": created with the user's umask, never clobbers
-                fh.write(text)
-            os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
-        return path
+            return atomic_write_text(path, self.to_json(), overwrite=overwrite)
+        except FileExistsError:
+            raise DataError(f"{path}: recipe already exists (pass --overwrite to replace it)") from None
+        except OSError as exc:
+            raise DataError(f"{path}: cannot write recipe ({exc.strerror or exc})") from None
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Recipe:
