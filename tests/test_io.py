@@ -409,7 +409,7 @@ def test_pixel_cap(tmp_path, monkeypatch):
 
 
 def test_unsupported_output_suffix(tmp_path):
-    for name in ("x.bmp", "x", "x.gif"):
+    for name in ("x.heic", "x", "x.gif"):
         with pytest.raises(PhotoError) as exc:
             write_photo(tmp_path / name, _smooth())
         _one_line_naming(exc, tmp_path / name)
@@ -529,7 +529,7 @@ def test_iter_photo_paths(tmp_path):
     assert iter_photo_paths(str(tmp_path / "sub")) == [tmp_path / "sub" / "z.png"]
     with pytest.raises(PhotoError, match="no such"):
         iter_photo_paths([tmp_path / "nope"])
-    assert {".jpg", ".jpeg", ".png", ".tif", ".tiff", ".webp"} == set(SUPPORTED_EXTENSIONS)
+    assert {".jpg", ".jpeg", ".png", ".tif", ".tiff", ".webp", ".bmp"} == set(SUPPORTED_EXTENSIONS)
 
 
 # --------------------------------------------------------------------------------------- real photos

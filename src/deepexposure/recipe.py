@@ -35,9 +35,12 @@ import numpy as np
 from deepexposure.atomic import atomic_write_text
 from deepexposure.errors import DataError
 
-__all__ = ["Recipe", "RECIPE_VERSION", "rle_encode", "rle_decode"]
+__all__ = ["Recipe", "RECIPE_VERSION", "MAX_ABS_EV", "rle_encode", "rle_decode"]
 
 RECIPE_VERSION = 1
+#: Exposure values are limited to +-MAX_ABS_EV stops (x1024 or /1024 in linear light: far beyond any useful edit;
+#: larger values overflow float32 arithmetic).
+MAX_ABS_EV = 10.0
 _RENDERERS = ("fusion", "local")  # the names of deepexposure.render.RENDERERS (not imported: no cycle, no cv2)
 
 
@@ -110,6 +113,8 @@ class Recipe:
             raise DataError(f"recipe EVs must be numbers, got {self.evs!r}") from None
         if not all(math.isfinite(e) for e in self.evs):
             raise DataError(f"recipe EVs must be finite numbers, got {self.evs}")
+        if any(abs(e) > MAX_ABS_EV for e in self.evs):
+            raise DataError(f"recipe EVs must be from -{MAX_ABS_EV:g} to {MAX_ABS_EV:g} stops, got {self.evs}")
         if self.renderer not in _RENDERERS:
             raise DataError(f"unknown renderer {self.renderer!r} in recipe; valid renderers: {', '.join(_RENDERERS)}")
         if not isinstance(self.version, int) or isinstance(self.version, bool) or self.version < 1:
