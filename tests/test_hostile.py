@@ -249,9 +249,9 @@ def test_workers_exit_when_the_parent_dies(tmp_path: Path, sig):
     proc = subprocess.Popen([sys.executable, "-m", "deepexposure", "render", str(tmp_path / "in"), "-o", str(out),
                              "--ev", "-1", "--ev", "1", "--ev", "2", "-j", "2"],
                             env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    kids: set[int] = set()
     try:
         deadline = time.time() + 60
-        kids: set[int] = set()
         while time.time() < deadline:  # wait until both workers are busy writing
             kids |= _children(proc.pid)
             if len(kids) >= 2 and out.is_dir() and len(list(out.iterdir())) >= 2:
@@ -270,8 +270,8 @@ def test_workers_exit_when_the_parent_dies(tmp_path: Path, sig):
         n = len(list(out.iterdir()))
         time.sleep(0.5)
         assert len(list(out.iterdir())) == n < 60  # nothing writes any more
-    finally:
-        for k in _children(proc.pid) | {proc.pid}:
+    finally:  # never leave a process behind, even when the test fails
+        for k in [k for k in kids | _children(proc.pid) | {proc.pid} if _alive(k)]:
             try:
                 os.kill(k, signal.SIGKILL)
             except ProcessLookupError:
