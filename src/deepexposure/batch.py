@@ -67,6 +67,11 @@ def _resolve(p: Path) -> Path:
         raise PhotoError(f"{p}: symbolic link loop") from None
 
 
+#: Image suffixes deepexposure does not write: ``-o NAME.gif`` for a folder of photos is a mistyped file name.
+_OTHER_IMAGE_SUFFIXES = frozenset({".gif", ".heic", ".heif", ".avif", ".jxl", ".jp2", ".ico", ".ppm", ".pgm",
+                                   ".pnm", ".tga", ".exr", ".hdr", ".dng", ".cr2", ".nef", ".arw", ".raw"})
+
+
 def _out_is_folder(out: str | os.PathLike, n_photos: int, single_input_file: bool) -> bool:
     """Whether ``-o OUT`` names a folder; a file name the photos cannot be written to raises :class:`PhotoError`.
 
@@ -91,10 +96,6 @@ def _out_is_folder(out: str | os.PathLike, n_photos: int, single_input_file: boo
         raise PhotoError(f"-o {text}: a {path.suffix} file name, but the outputs ({n_photos}, or from a folder) go "
                          f"to a folder (end -o with / for a folder of that name)")
     return True
-
-
-_OTHER_IMAGE_SUFFIXES = frozenset({".gif", ".heic", ".heif", ".avif", ".jxl", ".jp2", ".ico", ".ppm", ".pgm",
-                                   ".pnm", ".tga", ".exr", ".hdr", ".dng", ".cr2", ".nef", ".arw", ".raw"})
 
 
 def plan_jobs(
