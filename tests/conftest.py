@@ -13,9 +13,22 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("DEEPEXPOSURE_SHARED_DATA") or REPO.parent / "shared" / "data")
 
 
+_NO_DATA = f"shared photo data not found at {SHARED_DATA} (set DEEPEXPOSURE_SHARED_DATA)"
+_HOW = ("tests skipped: the shared photo data is not at {path}; put it there (see docs/data.md) or point "
+        "DEEPEXPOSURE_SHARED_DATA=/path/to/shared/data at it, then rerun")
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     """Root of the shared development photos; skips the test when the folder is absent."""
     if not SHARED_DATA.is_dir():
-        pytest.skip(f"shared photo data not found at {SHARED_DATA} (set DEEPEXPOSURE_SHARED_DATA)")
+        pytest.skip(_NO_DATA)
     return SHARED_DATA
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    """One line saying why tests were skipped for lack of the shared data and how to run them (no -rs needed)."""
+    skipped = terminalreporter.stats.get("skipped", [])
+    n = sum(1 for rep in skipped if _NO_DATA in str(getattr(rep, "longrepr", "")))
+    if n:
+        terminalreporter.write_line(f"{n} " + _HOW.format(path=SHARED_DATA), yellow=True, bold=True)

@@ -14,7 +14,9 @@ import pytest
 import tifffile
 from PIL import Image, ImageCms, ImageFile
 
+from deepexposure import atomic
 from deepexposure import io as dio
+from deepexposure.atomic import is_temp_name
 from deepexposure.errors import DeepExposureError
 from deepexposure.io import (
     SUPPORTED_EXTENSIONS,
@@ -407,7 +409,7 @@ def test_pixel_cap(tmp_path, monkeypatch):
 
 
 def test_unsupported_output_suffix(tmp_path):
-    for name in ("x.bmp", "x", "x.gif"):
+    for name in ("x.heic", "x", "x.gif"):
         with pytest.raises(PhotoError) as exc:
             write_photo(tmp_path / name, _smooth())
         _one_line_naming(exc, tmp_path / name)
@@ -475,12 +477,12 @@ def test_write_is_fsynced_then_renamed(tmp_path, monkeypatch):
         events.append(("link", str(src)))
         return real_link(src, dst, **kw)
 
-    monkeypatch.setattr(dio.os, "fsync", fsync)
-    monkeypatch.setattr(dio.os, "link", link)
+    monkeypatch.setattr(atomic.os, "fsync", fsync)
+    monkeypatch.setattr(atomic.os, "link", link)
     dst = write_photo(tmp_path / "f.png", _smooth())
     assert [e[0] for e in events][:2] == ["fsync", "link"]
     tmp_name = events[1][1]
-    assert Path(tmp_name).parent == tmp_path and Path(tmp_name).name.startswith(".") and tmp_name.endswith(".png")
+    assert Path(tmp_name).parent == tmp_path and is_temp_name(Path(tmp_name).name)  # hidden, deepexposure.atomic
     if events[0][1]:
         assert events[0][1] == tmp_name  # the temporary file's data was flushed to disk before it was linked
     assert not Path(tmp_name).exists() and dst.exists()
@@ -527,7 +529,7 @@ def test_iter_photo_paths(tmp_path):
     assert iter_photo_paths(str(tmp_path / "sub")) == [tmp_path / "sub" / "z.png"]
     with pytest.raises(PhotoError, match="no such"):
         iter_photo_paths([tmp_path / "nope"])
-    assert {".jpg", ".jpeg", ".png", ".tif", ".tiff", ".webp"} == set(SUPPORTED_EXTENSIONS)
+    assert {".jpg", ".jpeg", ".png", ".tif", ".tiff", ".webp", ".bmp"} == set(SUPPORTED_EXTENSIONS)
 
 
 # --------------------------------------------------------------------------------------- real photos

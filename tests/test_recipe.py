@@ -60,7 +60,7 @@ def test_save_overwrites_atomically(tmp_path: Path, monkeypatch):
         raise OSError("disk full")
 
     monkeypatch.setattr(os, "replace", broken_replace)
-    with pytest.raises(OSError):
+    with pytest.raises(DataError, match="disk full"):  # one-line user error, not a raw OSError
         Recipe.from_evs([3.0]).save(path)
     monkeypatch.undo()
     assert Recipe.load(path).evs == [2.0]  # the old file is intact

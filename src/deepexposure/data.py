@@ -15,7 +15,7 @@ import logging
 import math
 import os
 import re
-import tempfile
+import shutil
 import warnings
 import zlib
 from collections.abc import Iterable, Sequence
@@ -28,6 +28,7 @@ import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
+from deepexposure.atomic import atomic_write, atomic_write_text, clean_stale, temp_path
 from deepexposure.color import linear_to_srgb, srgb_to_linear
 from deepexposure.errors import DataError, PhotoError
 from deepexposure.io import iter_photo_paths, read_photo, write_photo
@@ -476,11 +477,7 @@ def load_previews(
     previews = np.stack(stack).astype(np.float32)
     if cache is not None:
         try:
-            cache.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=".previews-", suffix=".npz", dir=cache.parent)
-            with os.fdopen(fd, "wb") as fh:
-                np.savez(fh, previews=previews, paths=np.array([str(p) for p in kept]))
-            os.replace(tmp, cache)
+            atomic_write(cache, lambda fh: np.savez(fh, previews=previews, paths=np.array([str(p) for p in kept])))
         except OSError as exc:
             log.warning("cannot write preview cache %s (%s)", cache, exc)
     return previews, kept
@@ -679,8 +676,10 @@ def make_dev_pairs(
     written as ``out_dir/target/<stem>.png``; :func:`degrade` of the target, drawn from (seed, stem), is written
     as ``out_dir/input/<stem>.png``. ``out_dir/degradations.json`` records the seed, the config and, per stem,
     the source, the size and the degradation params. The same (seed, sources) give byte-identical files.
+    Unreadable sources are skipped with a warning (listed under ``skipped`` in the JSON). The set is built in a
+    hidden folder beside ``out_dir`` and moved into place at the end, so a failed run leaves nothing behind.
     Raises :class:`DataError` for a non-empty ``out_dir`` without ``overwrite`` (with it, files are replaced and
-    others left), duplicate stems or an unreadable source.
+    others left), duplicate stems or no readable source.
     """
     try:
         paths = iter_photo_paths([Path(s) for s in sources])
@@ -702,22 +701,49 @@ def make_dev_pairs(
         raise DataError(f"{out}: folder not empty (pass --overwrite to write into it)")
     record: dict = {"version": 1, "generator": "deepexposure.data.make_dev_pairs", "seed": int(seed),
                     "long_edge": int(long_edge), "config": config.to_dict(), "images": {}}
-    pairs = []
-    for stem, src in tqdm(stems.items(), desc="make-pairs", unit="photo", disable=not progress):
-        try:
-            px = read_photo(src).pixels
-        except PhotoError as exc:
-            raise DataError(str(exc)) from None
-        target = (np.round(_resize_long_edge(px, long_edge) * 255.0) / 255.0).astype(np.float32)
-        degraded, params = degrade(target, _image_rng(seed, stem), config=config)
-        t_path = write_photo(out / "target" / f"{stem}.png", target, bit_depth=8, overwrite=overwrite)
-        i_path = write_photo(out / "input" / f"{stem}.png", degraded, bit_depth=8, overwrite=overwrite)
-        record["images"][stem] = {"source": str(src), "width": int(target.shape[1]),
-                                  "height": int(target.shape[0]), "params": params}
-        pairs.append(Pair(stem, i_path, t_path))
-    tmp = out / ".degradations.json.part"
-    tmp.write_text(json.dumps(record, indent=1, sort_keys=True) + "\n", encoding="utf-8")
-    os.replace(tmp, out / "degradations.json")
+    # built in a hidden staging folder beside OUT, moved into place at the end: a failed or killed run leaves no
+    # partial set (a killed run's staging folder is removed as stale by a later run, deepexposure.atomic)
+    merge = out.is_dir() and any(out.iterdir())  # only with overwrite: files are replaced, others left
+    out.parent.mkdir(parents=True, exist_ok=True)
+    clean_stale(out.parent)
+    stage = temp_path(out)
+    stage.mkdir()
+    pairs, skipped = [], {}
+    try:
+        for stem, src in tqdm(stems.items(), desc="make-pairs", unit="photo", disable=not progress):
+            try:
+                px = read_photo(src).pixels
+            except PhotoError as exc:
+                log.warning("skipped: %s", exc)
+                skipped[stem] = str(exc)
+                continue
+            target = (np.round(_resize_long_edge(px, long_edge) * 255.0) / 255.0).astype(np.float32)
+            degraded, params = degrade(target, _image_rng(seed, stem), config=config)
+            write_photo(stage / "target" / f"{stem}.png", target, bit_depth=8)
+            write_photo(stage / "input" / f"{stem}.png", degraded, bit_depth=8)
+            record["images"][stem] = {"source": str(src), "width": int(target.shape[1]),
+                                      "height": int(target.shape[0]), "params": params}
+            pairs.append(Pair(stem, out / "input" / f"{stem}.png", out / "target" / f"{stem}.png"))
+        if not pairs:
+            raise DataError(f"none of the {len(stems)} source photos could be read")
+        if skipped:
+            record["skipped"] = skipped
+            log.warning("%d of %d source photos skipped (unreadable)", len(skipped), len(stems))
+        atomic_write_text(stage / "degradations.json", json.dumps(record, indent=1, sort_keys=True) + "\n")
+        if merge:
+            for sub in ("target", "input"):
+                (out / sub).mkdir(exist_ok=True)
+                for f in sorted((stage / sub).iterdir()):
+                    os.replace(f, out / sub / f.name)
+            os.replace(stage / "degradations.json", out / "degradations.json")
+            shutil.rmtree(stage)
+        else:
+            if out.is_dir():
+                out.rmdir()  # empty
+            os.replace(stage, out)
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
     return pairs
 
 

@@ -26,6 +26,10 @@ from deepexposure.segmentation import make_preview, segment, segmentation_params
 
 __all__ = ["Enhancer", "default_model_path", "model_segmentation"]
 
+#: A float image above this is taken for 0..255 (or 0..65535) data, not [0, 1], and refused (a small overshoot
+#: above 1 from earlier processing is clipped).
+FLOAT_MAX = 1.5
+
 
 def default_model_path() -> Path:
     """Path of the policy shipped inside the package (``deepexposure/assets/policy.pt``)."""
@@ -96,13 +100,21 @@ class Enhancer:
     def enhance(self, image: np.ndarray) -> tuple[np.ndarray, Recipe]:
         """Enhance a numpy image (H,W,3) or (H,W): uint8, uint16 or float in [0,1].
 
-        Returns the result with the input's dtype and range (float in, float32 out) and the recipe.
+        An empty image, or a float image with values above :data:`FLOAT_MAX` (0..255 data) or none finite,
+        raises ``ValueError``. Returns the result with the input's dtype and range (float in, float32 out) and the recipe.
         """
         arr = np.asarray(image)
         if arr.ndim == 2:
             arr = np.repeat(arr[..., None], 3, axis=2)
         if arr.ndim != 3 or arr.shape[2] not in (3, 4):
             raise ValueError(f"expected an (H, W, 3) image, got shape {np.shape(image)}")
+        if arr.shape[0] == 0 or arr.shape[1] == 0:
+            raise ValueError(f"the image has no pixels (shape {arr.shape})")
+        if np.issubdtype(arr.dtype, np.floating):
+            peak = float(np.nanmax(arr[..., :3])) if np.isfinite(arr[..., :3]).any() else float("nan")
+            if not np.isfinite(peak) or peak > FLOAT_MAX:
+                raise ValueError(f"a float image must hold values in [0, 1], but its maximum is {peak:g} "
+                                 "(for 0..255 data divide by 255 or pass uint8)")
         srgb, bit_depth = to_float(arr[..., :3])
         out, recipe = self._run(srgb)
         if np.issubdtype(arr.dtype, np.integer):

@@ -16,9 +16,7 @@ interrupted run never leaves a half-written photo, and an existing file is never
 
 from __future__ import annotations
 
-import contextlib
 import os
-import secrets
 import struct
 import threading
 import warnings
@@ -31,10 +29,13 @@ import cv2
 import numpy as np
 from PIL import Image, ImageFile, ImageOps
 
+from deepexposure.atomic import atomic_write
 from deepexposure.errors import PhotoError
 
 __all__ = [
     "DEFAULT_MAX_PIXELS",
+    "available_memory",
+    "default_max_pixels",
     "SUPPORTED_EXTENSIONS",
     "Photo",
     "PhotoError",
@@ -45,12 +46,16 @@ __all__ = [
     "from_float",
 ]
 
-#: Largest photo read by default (width x height); above it the file is refused as a decompression bomb.
+#: Largest photo read by default (width x height); above it the file is refused as a decompression bomb. The
+#: command line uses :func:`default_max_pixels`, which is also bounded by the free memory.
 DEFAULT_MAX_PIXELS = 250_000_000
+#: Peak memory per pixel of a photo being enhanced or rendered (fusion renderer, the heavier one: about 50 bytes
+#: measured at 12 MP), with a margin.
+BYTES_PER_PIXEL = 64
 #: Suffixes read and written (lower case; matching is case-insensitive).
-SUPPORTED_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".tif", ".tiff", ".webp"})
-_EIGHT_BIT_ONLY = frozenset({".jpg", ".jpeg", ".webp"})
-_ALPHA_OK = frozenset({".png", ".tif", ".tiff", ".webp"})
+SUPPORTED_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".tif", ".tiff", ".webp", ".bmp"})
+_EIGHT_BIT_ONLY = frozenset({".jpg", ".jpeg", ".webp", ".bmp"})
+_ALPHA_OK = frozenset({".png", ".tif", ".tiff", ".webp"})  # BMP: written without alpha (few readers handle it)
 _ORIENTATION = 0x0112
 # IFD0 tags of a TIFF source worth carrying as EXIF (the rest describe the TIFF's own strips and layout).
 _TIFF_EXIF_TAGS = frozenset({270, 271, 272, 274, 305, 306, 315, 33432, 0x8769, 0x8825})
@@ -124,8 +129,47 @@ def from_float(pixels: np.ndarray, bit_depth: int = 8) -> np.ndarray:
 # ----------------------------------------------------------------------------------------------- reading
 
 
+def available_memory() -> int | None:
+    """Bytes this process can still allocate: the smaller of the system's available memory and the cgroup
+    (container) headroom; None where neither can be read (non-Linux)."""
+    found: list[int] = []
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    found.append(int(line.split()[1]) * 1024)
+                    break
+    except (OSError, ValueError, IndexError):
+        pass
+    for limit, usage in (("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
+                         ("/sys/fs/cgroup/memory/memory.limit_in_bytes", "/sys/fs/cgroup/memory/memory.usage_in_bytes")):
+        try:
+            lim = Path(limit).read_text().strip()
+            if lim.isdigit() and int(lim) < 1 << 60:
+                found.append(max(0, int(lim) - int(Path(usage).read_text().strip())))
+            break
+        except (OSError, ValueError):
+            continue
+    return min(found) if found else None
+
+
+def default_max_pixels(jobs: int = 1) -> tuple[int, str]:
+    """The pixel limit the command line uses by default, and why: :data:`DEFAULT_MAX_PIXELS`, or less when the free
+    memory shared by ``jobs`` processes cannot hold such a photo (:data:`BYTES_PER_PIXEL` each, 90% of it used)."""
+    mem = available_memory()
+    if mem is None:
+        return DEFAULT_MAX_PIXELS, "default"
+    fits = int(mem * 0.9 / BYTES_PER_PIXEL / max(1, jobs))
+    if fits >= DEFAULT_MAX_PIXELS:
+        return DEFAULT_MAX_PIXELS, "default"
+    per = f" per process with {jobs} jobs" if jobs > 1 else ""
+    return max(1_000_000, fits), f"what {mem / 2**30:.1f} GiB of free memory holds{per}"
+
+
 def _check_readable(path: Path) -> None:
     if not path.exists():
+        if path.is_symlink():
+            raise PhotoError(f"{path}: broken or looping symbolic link")
         raise PhotoError(f"{path}: no such file")
     if path.is_dir():
         raise PhotoError(f"{path}: is a directory, not a photo")
@@ -137,17 +181,18 @@ def _check_readable(path: Path) -> None:
         raise PhotoError(f"{path}: empty file (0 bytes)")
 
 
-def _too_big(path: Path, w: int, h: int, max_pixels: int) -> PhotoError:
+def _too_big(path: Path, w: int, h: int, max_pixels: int, why: str | None = None) -> PhotoError:
+    why = why or "decompression bomb guard"
     return PhotoError(f"{path}: {w}x{h} = {w * h:,} pixels is above the limit of {max_pixels:,} "
-                      f"(decompression bomb guard; raise max_pixels if this photo is trusted)")
+                      f"({why}; raise --max-pixels / max_pixels if this photo is trusted and fits in memory)")
 
 
-def _open(path: Path, max_pixels: int) -> Image.Image:
+def _open(path: Path, max_pixels: int, why: str | None = None) -> Image.Image:
     """Open lazily (header only) and refuse photos above ``max_pixels`` before any pixel is decoded.
 
     Pillow's own guard (warning above ``Image.MAX_IMAGE_PIXELS``, error above twice that) is silenced in favour of
-    ours; when ``max_pixels`` is above Pillow's error level the file is reopened with Pillow's global limit raised
-    for the duration of the call (under a lock, as it is process-wide).
+    ours: when Pillow refuses, the file is reopened (header only) with Pillow's global limit lifted for the
+    duration of the call (under a lock, as it is process-wide), so the refusal always quotes our limit.
     """
     try:
         try:
@@ -155,11 +200,9 @@ def _open(path: Path, max_pixels: int) -> Image.Image:
                 warnings.simplefilter("ignore", Image.DecompressionBombWarning)
                 im = Image.open(path)
         except Image.DecompressionBombError:
-            if max_pixels <= 2 * (Image.MAX_IMAGE_PIXELS or 0):
-                raise
             with _BOMB_LOCK, warnings.catch_warnings():
                 warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-                saved, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, max_pixels
+                saved, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
                 try:
                     im = Image.open(path)
                 finally:
@@ -175,7 +218,7 @@ def _open(path: Path, max_pixels: int) -> Image.Image:
     w, h = im.size
     if w * h > max_pixels:
         im.close()
-        raise _too_big(path, w, h, max_pixels)
+        raise _too_big(path, w, h, max_pixels, why)
     if w == 0 or h == 0:
         im.close()
         raise PhotoError(f"{path}: image has no pixels ({w}x{h})")
@@ -277,20 +320,21 @@ def _source_exif(im: Image.Image) -> bytes | None:
         return None
 
 
-def read_photo(path: str | os.PathLike, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Photo:
-    """Read a JPEG, PNG, TIFF (8/16-bit) or WebP photo, upright (EXIF orientation applied).
+def read_photo(path: str | os.PathLike, *, max_pixels: int = DEFAULT_MAX_PIXELS, max_pixels_why: str | None = None
+               ) -> Photo:
+    """Read a JPEG, PNG, TIFF (8/16-bit), WebP or BMP photo, upright (EXIF orientation applied).
 
     Returns a :class:`Photo`: float32 (H, W, 3) sRGB [0, 1] pixels (grey expanded, palette converted), alpha
     float32 (H, W) or None, ``bit_depth`` 8 or 16, EXIF (orientation reset to 1) and ICC bytes. Pixels are not
     colour-managed: the ICC profile is carried, not applied. Multi-frame files give their first frame.
     Raises :class:`PhotoError` (one-line message naming the file) for a missing file, a folder, an empty,
     truncated or non-image file, or a photo above ``max_pixels`` (width x height, checked from the header before
-    decoding).
+    decoding; ``max_pixels_why`` says where the limit comes from, for the message).
     """
     path = Path(path)
     _check_readable(path)
     ImageFile.LOAD_TRUNCATED_IMAGES = False  # also if someone switched it on since import
-    im = _open(path, max_pixels)
+    im = _open(path, max_pixels, max_pixels_why)
     with im:
         mode = im.mode
         try:
@@ -388,11 +432,23 @@ def _encode(fh, suffix: str, arr: np.ndarray, exif: bytes | None, icc: bytes | N
         kw.update(format="WEBP", quality=quality)
     elif suffix == ".png":
         kw.update(format="PNG")
+    elif suffix == ".bmp":
+        kw = {"format": "BMP"}  # no EXIF/ICC in BMP
     elif exif:  # libtiff (used for compression) cannot write the EXIF sub-IFD; Pillow's own writer can
         kw.update(format="TIFF", compression=None)
     else:
         kw.update(format="TIFF", compression="tiff_deflate")
     im.save(fh, **kw)
+
+
+def _blocked_by(folder: Path) -> str | None:
+    """Why ``folder`` cannot be created: the first ancestor that is a file or a broken / looping link, or None."""
+    for p in reversed([folder, *folder.parents]):
+        if p.is_symlink() and not p.exists():
+            return f"{p} is a broken or looping symbolic link"
+        if p.exists() and not p.is_dir():
+            return f"{p} is a file"
+    return None
 
 
 def _as_photo(photo: Photo | np.ndarray) -> Photo:
@@ -451,66 +507,35 @@ def write_photo(
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise PhotoError(f"{path.parent}: cannot create folder ({exc.strerror})") from None
-    # hidden name (skipped by iter_photo_paths), same suffix (encoders that look at it pick the right format);
-    # mode "xb" (exclusive create) gives the usual umask permissions, unlike mkstemp's 0o600
-    tmp = path.with_name(f".{path.stem}.{secrets.token_hex(6)}.tmp{suffix}")
+        raise PhotoError(f"{path.parent}: cannot create folder ({_blocked_by(path.parent) or exc.strerror})") from None
+    # a hidden temporary name (skipped by iter_photo_paths; stale ones removed by later runs), see atomic.py
     try:
-        fh = open(tmp, "xb")  # noqa: SIM115 (closed by the with-block below)
+        atomic_write(path, lambda fh: _encode(fh, suffix, arr, exif, icc, depth, quality), overwrite=overwrite)
+    except FileExistsError:
+        raise PhotoError(f"{path}: already exists (pass overwrite=True / --overwrite to replace it)") from None
     except OSError as exc:
-        raise PhotoError(f"{path}: cannot write ({exc.strerror})") from None
-    try:
-        with fh:
-            _encode(fh, suffix, arr, exif, icc, depth, quality)
-            fh.flush()
-            os.fsync(fh.fileno())
-        if overwrite:
-            os.replace(tmp, path)
-        else:  # link fails if the destination appeared meanwhile: no race with another writer
-            try:
-                os.link(tmp, path)
-            except FileExistsError:
-                raise PhotoError(f"{path}: already exists (pass overwrite=True / --overwrite to replace it)") from None
-            except OSError:  # file system without hard links
-                if path.exists():
-                    raise PhotoError(f"{path}: already exists (pass overwrite=True / --overwrite to replace it)") from None
-                os.replace(tmp, path)
-    except BaseException as exc:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        if isinstance(exc, (PhotoError, KeyboardInterrupt, SystemExit, MemoryError)):
-            raise
-        if isinstance(exc, Exception):
-            raise PhotoError(f"{path}: cannot write ({type(exc).__name__}: {exc})") from None
+        raise PhotoError(f"{path}: cannot write ({exc.strerror or exc})") from None
+    except (PhotoError, MemoryError):
         raise
-    with contextlib.suppress(OSError):
-        tmp.unlink()  # the hard-link route leaves the temporary name behind
-    _fsync_dir(path.parent)
+    except Exception as exc:
+        raise PhotoError(f"{path}: cannot write ({type(exc).__name__}: {exc})") from None
     return path
-
-
-def _fsync_dir(folder: Path) -> None:
-    """Make the rename durable (POSIX); silently skipped where folders cannot be opened (Windows)."""
-    with contextlib.suppress(OSError, AttributeError):
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
 
 
 # ----------------------------------------------------------------------------------------------- listing
 
 
 def iter_photo_paths(inputs: Iterable[str | os.PathLike] | str | os.PathLike, *,
-                     recursive: bool = False) -> list[Path]:
+                     recursive: bool = False, exclude: Iterable[str | os.PathLike] = ()) -> list[Path]:
     """Expand files and folders to photo paths, in input order, without duplicates.
 
     A file is kept as given, whatever its suffix (so that reading it reports what is wrong); a folder contributes
     its files with a supported suffix (case-insensitive; hidden files and folders skipped; sorted by path),
-    descending into sub-folders when ``recursive``. A single path may be passed instead of a list.
+    descending into sub-folders when ``recursive`` but not into the folders in ``exclude`` (e.g. the output
+    folder, when it lies inside the input tree). A single path may be passed instead of a list.
     A missing path raises :class:`PhotoError`.
     """
+    skip = [Path(os.path.realpath(e)) for e in exclude]
     if isinstance(inputs, (str, os.PathLike)):
         inputs = [inputs]
     out: list[Path] = []
@@ -524,6 +549,7 @@ def iter_photo_paths(inputs: Iterable[str | os.PathLike] | str | os.PathLike, *,
                 if f.suffix.lower() in SUPPORTED_EXTENSIONS
                 and not any(part.startswith(".") for part in f.relative_to(p).parts)
                 and f.is_file()
+                and not (skip and _inside(f, skip))
             )
         elif p.exists() or p.is_symlink():
             found = [p]
@@ -534,3 +560,8 @@ def iter_photo_paths(inputs: Iterable[str | os.PathLike] | str | os.PathLike, *,
                 seen.add(f)
                 out.append(f)
     return out
+
+
+def _inside(f: Path, folders: list[Path]) -> bool:
+    real = Path(os.path.realpath(f))
+    return any(real.is_relative_to(d) for d in folders)

@@ -11,18 +11,13 @@ from pathlib import Path
 
 import numpy as np
 
-from deepexposure.batch import Job
+from deepexposure.batch import Job, recipe_path_for
 from deepexposure.io import DEFAULT_MAX_PIXELS, Photo, read_photo, write_photo
 from deepexposure.recipe import Recipe
 from deepexposure.render import ENHANCE_RENDERER, render
 from deepexposure.segmentation import make_preview, overlay, segment, segmentation_params
 
 __all__ = ["manual_recipe", "render_file", "segment_file", "enhance_file", "recipe_path_for"]
-
-
-def recipe_path_for(dst: Path) -> Path:
-    """Sidecar path of an output photo: ``out/photo.jpg`` -> ``out/photo.recipe.json``."""
-    return dst.with_name(dst.stem + ".recipe.json")
 
 
 def manual_recipe(srgb: np.ndarray, evs: list[float], renderer: str, *, segments: dict | None = None) -> Recipe:
@@ -44,9 +39,22 @@ def manual_recipe(srgb: np.ndarray, evs: list[float], renderer: str, *, segments
     return Recipe(evs=[float(e) for e in evs[:n]], labels=labels, renderer=renderer, model="manual", segmentation=params)
 
 
-def _write(job: Job, photo: Photo, pixels: np.ndarray, *, bit_depth: int | None, overwrite: bool) -> None:
-    out = dataclasses.replace(photo, pixels=pixels)
-    write_photo(job.dst, out, bit_depth=bit_depth, overwrite=overwrite)
+def _write_outputs(job: Job, photo: Photo, recipe: Recipe | None, *, bit_depth: int | None, overwrite: bool,
+                   skip_existing: bool) -> None:
+    """Write the photo, then its recipe (when asked); with ``skip_existing`` an existing one is left as it is.
+
+    So a run killed (or failing) between the two writes is completed by a rerun with ``--skip-existing``.
+    """
+    if not (skip_existing and job.dst.exists()):
+        write_photo(job.dst, photo, bit_depth=bit_depth, overwrite=overwrite)
+    if recipe is not None and job.recipe is not None and not (skip_existing and job.recipe.exists()):
+        recipe.save(job.recipe, overwrite=overwrite)
+
+
+def _with_recipe(job: Job, write_recipe: bool) -> Job:
+    if write_recipe and job.recipe is None:
+        return dataclasses.replace(job, recipe=recipe_path_for(Path(job.dst)))
+    return job
 
 
 def render_file(
@@ -58,29 +66,34 @@ def render_file(
     strength: float = 1.0,
     bit_depth: int | None = None,
     max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_pixels_why: str | None = None,
     overwrite: bool = False,
     write_recipe: bool = False,
+    skip_existing: bool = False,
 ) -> None:
-    """``deepexposure render`` for one photo: by hand-given ``evs`` or a saved recipe file."""
-    photo = read_photo(job.src, max_pixels=max_pixels)
+    """``deepexposure render`` for one photo: by hand-given ``evs`` or a saved recipe file.
+
+    The recipe actually applied is written to ``job.recipe`` (or, with ``write_recipe``, beside the output).
+    """
+    job = _with_recipe(job, write_recipe)
+    photo = read_photo(job.src, max_pixels=max_pixels, max_pixels_why=max_pixels_why)
     if recipe_file is not None:
         recipe = Recipe.load(recipe_file)
     else:
         recipe = manual_recipe(photo.pixels, list(evs or []), renderer or "fusion")
     pixels = render(photo.pixels, recipe, renderer=renderer, strength=strength)
-    _write(job, photo, pixels, bit_depth=bit_depth, overwrite=overwrite)
-    if write_recipe:
-        used = dataclasses.replace(recipe, renderer=renderer or recipe.renderer, evs=[e * strength for e in recipe.evs])
-        used.save(recipe_path_for(job.dst))
+    used = dataclasses.replace(recipe, renderer=renderer or recipe.renderer, evs=[e * strength for e in recipe.evs])
+    _write_outputs(job, dataclasses.replace(photo, pixels=pixels), used, bit_depth=bit_depth, overwrite=overwrite,
+                   skip_existing=skip_existing)
 
 
 def segment_file(job: Job, *, segmentation: dict | None = None, max_pixels: int = DEFAULT_MAX_PIXELS,
-                 overwrite: bool = False) -> int:
+                 overwrite: bool = False, max_pixels_why: str | None = None) -> int:
     """``deepexposure segment`` for one photo: write the segment overlay; returns the number of segments.
 
     ``segmentation``: :func:`~deepexposure.segmentation.segment` parameters over ``SEGMENT_DEFAULTS`` (a policy's).
     """
-    photo = read_photo(job.src, max_pixels=max_pixels)
+    photo = read_photo(job.src, max_pixels=max_pixels, max_pixels_why=max_pixels_why)
     labels = segment(make_preview(photo.pixels), **segmentation_params(segmentation))
     img = overlay(photo.pixels, labels).astype(np.float32) / 255.0
     write_photo(job.dst, Photo(pixels=img, alpha=None, bit_depth=8, exif=None, icc_profile=photo.icc_profile,
@@ -110,13 +123,14 @@ def enhance_file(
     device: str | None = None,
     bit_depth: int | None = None,
     max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_pixels_why: str | None = None,
     overwrite: bool = False,
     write_recipe: bool = False,
+    skip_existing: bool = False,
 ) -> None:
-    """``deepexposure enhance`` for one photo, optionally with its recipe sidecar."""
+    """``deepexposure enhance`` for one photo, with its recipe sidecar when ``job.recipe`` (or ``write_recipe``)."""
+    job = _with_recipe(job, write_recipe)
     enhancer = _enhancer(model, renderer, strength, device)
-    photo = read_photo(job.src, max_pixels=max_pixels)
+    photo = read_photo(job.src, max_pixels=max_pixels, max_pixels_why=max_pixels_why)
     out, recipe = enhancer.enhance_photo(photo)
-    write_photo(job.dst, out, bit_depth=bit_depth, overwrite=overwrite)
-    if write_recipe:
-        recipe.save(recipe_path_for(Path(job.dst)))
+    _write_outputs(job, out, recipe, bit_depth=bit_depth, overwrite=overwrite, skip_existing=skip_existing)

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from deepexposure.atomic import atomic_write
 from deepexposure.env import masks_tensor, run_episode
 from deepexposure.errors import ModelError
 from deepexposure.models import Actor
@@ -31,10 +32,27 @@ _ARCH_KEYS = ("width", "hidden", "size", "max_ev", "in_channels", "global_featur
 
 
 def select_device(device: str | torch.device | None = None) -> torch.device:
-    """``device`` if given, else CUDA when available, else CPU."""
-    if device is not None:
-        return torch.device(device)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    """``device`` if given, else CUDA when available, else CPU.
+
+    An unknown device name, or a device this torch build or machine lacks, raises :class:`ModelError`.
+    """
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise ModelError(f"unknown device {device!r}; use cpu, cuda, cuda:N or mps") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ModelError(f"device {device!r}: CUDA is not available (no GPU, or torch built without CUDA); "
+                             "use --device cpu")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ModelError(f"device {device!r}: only {torch.cuda.device_count()} CUDA device(s) present")
+    elif dev.type == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+        raise ModelError(f"device {device!r}: Apple MPS is not available; use --device cpu")
+    elif dev.type not in ("cpu", "cuda", "mps"):
+        raise ModelError(f"device {device!r} is not supported; use cpu, cuda, cuda:N or mps")
+    return dev
 
 
 class Policy:
@@ -70,12 +88,8 @@ class Policy:
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write the policy atomically (temp file + rename); returns the path."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        torch.save(self.to_dict(), tmp)
-        os.replace(tmp, path)
-        return path
+        state = self.to_dict()
+        return atomic_write(path, lambda fh: torch.save(state, fh))
 
     @classmethod
     def load(cls, path: str | os.PathLike, *, device: str | torch.device | None = None) -> Policy:
@@ -95,7 +109,11 @@ class Policy:
             actor.load_state_dict(d["state_dict"])
         except Exception as exc:  # noqa: BLE001
             raise ModelError(f"policy file {path} does not match the actor architecture: {exc}") from None
-        return cls(actor, arch, d.get("config", {}), device=device)
+        config = d.get("config", {})
+        problem = _config_problem(config)
+        if problem:
+            raise ModelError(f"policy file {path} has a bad config: {problem}")
+        return cls(actor, arch, config, device=device)
 
     @torch.no_grad()
     def predict_batch(self, previews: np.ndarray, labels: np.ndarray) -> np.ndarray:
@@ -115,3 +133,29 @@ class Policy:
         if n > self.segments:
             raise ValueError(f"{n} segments but the policy was trained with at most {self.segments}")
         return self.predict_batch(preview[None], labels[None])[0, :n]
+
+
+def _is_int(x) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _is_number(x) -> bool:
+    return isinstance(x, int | float) and not isinstance(x, bool)
+
+
+def _config_problem(config) -> str | None:
+    """What is wrong with a policy's ``config`` (types and ranges of the keys inference uses), or None."""
+    if not isinstance(config, dict):
+        return f"expected an object, got {type(config).__name__}"
+    if "segments" in config and not (_is_int(config["segments"]) and config["segments"] >= 1):
+        return f"segments must be a positive integer, got {config['segments']!r}"
+    if "max_ev" in config and not _is_number(config["max_ev"]):
+        return f"max_ev must be a number, got {config['max_ev']!r}"
+    seg = config.get("segmentation", {})
+    if not isinstance(seg, dict):
+        return f"segmentation must be an object, got {seg!r}"
+    for key, check, what in (("max_segments", _is_int, "an integer"), ("min_size", _is_int, "an integer"),
+                             ("scale", _is_number, "a number"), ("sigma", _is_number, "a number")):
+        if key in seg and not (check(seg[key]) and seg[key] >= 0):
+            return f"segmentation {key} must be {what} >= 0, got {seg[key]!r}"
+    return None

@@ -23,22 +23,24 @@ the flattened labels are ``values[i]`` repeated ``counts[i]`` times, for i in or
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import os
-import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from deepexposure.atomic import atomic_write_text
 from deepexposure.errors import DataError
 
-__all__ = ["Recipe", "RECIPE_VERSION", "rle_encode", "rle_decode"]
+__all__ = ["Recipe", "RECIPE_VERSION", "MAX_ABS_EV", "rle_encode", "rle_decode"]
 
 RECIPE_VERSION = 1
+#: Exposure values are limited to +-MAX_ABS_EV stops (x1024 or /1024 in linear light: far beyond any useful edit;
+#: larger values overflow float32 arithmetic).
+MAX_ABS_EV = 10.0
 _RENDERERS = ("fusion", "local", "rolloff")  # the names of deepexposure.render.RENDERERS (not imported: no cycle, no cv2)
 
 
@@ -111,6 +113,8 @@ class Recipe:
             raise DataError(f"recipe EVs must be numbers, got {self.evs!r}") from None
         if not all(math.isfinite(e) for e in self.evs):
             raise DataError(f"recipe EVs must be finite numbers, got {self.evs}")
+        if any(abs(e) > MAX_ABS_EV for e in self.evs):
+            raise DataError(f"recipe EVs must be from -{MAX_ABS_EV:g} to {MAX_ABS_EV:g} stops, got {self.evs}")
         if self.renderer not in _RENDERERS:
             raise DataError(f"unknown renderer {self.renderer!r} in recipe; valid renderers: {', '.join(_RENDERERS)}")
         if not isinstance(self.version, int) or isinstance(self.version, bool) or self.version < 1:
@@ -181,21 +185,19 @@ class Recipe:
                  for k, v in self.to_dict().items()]
         return "{\n" + ",\n".join(items) + "\n}\n"
 
-    def save(self, path: str | os.PathLike) -> Path:
-        """Write the JSON to ``path`` atomically (temporary file in the same folder + ``os.replace``)."""
+    def save(self, path: str | os.PathLike, *, overwrite: bool = True) -> Path:
+        """Write the JSON to ``path`` atomically (:mod:`deepexposure.atomic`); returns the path.
+
+        Without ``overwrite`` an existing file (e.g. a hand-edited recipe) is never replaced: :class:`DataError`.
+        Any write failure is a :class:`DataError` and leaves no file behind.
+        """
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        text = self.to_json()
-        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.part")
         try:
-            with open(tmp, "x", encoding="utf-8") as fh:  # "x": created with the user's umask, never clobbers
-                fh.write(text)
-            os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
-        return path
+            return atomic_write_text(path, self.to_json(), overwrite=overwrite)
+        except FileExistsError:
+            raise DataError(f"{path}: recipe already exists (pass --overwrite to replace it)") from None
+        except OSError as exc:
+            raise DataError(f"{path}: cannot write recipe ({exc.strerror or exc})") from None
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Recipe:

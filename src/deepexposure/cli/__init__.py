@@ -13,6 +13,7 @@ import click
 
 from deepexposure import __version__
 from deepexposure.errors import DeepExposureError
+from deepexposure.logs import route_warnings
 
 #: Exit code for bad input / user errors (same as Click's usage errors).
 EXIT_USER_ERROR = 2
@@ -46,6 +47,7 @@ def main() -> None:
       deepexposure render photo.jpg --ev -1 --ev 1 --ev 2 -o out/
       deepexposure segment photo.jpg -o overlay.png
     """
+    route_warnings()  # warnings (ours, numpy's) as one "warning: ..." line each
 
 
 def _register() -> None:

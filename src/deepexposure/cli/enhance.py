@@ -7,9 +7,14 @@ import functools
 import click
 
 from deepexposure.batch import plan_jobs, run_batch
-from deepexposure.cli.common import MAX_PIXELS_HELP, bit_depth_option, report
+from deepexposure.cli.common import (
+    bit_depth_option,
+    check_strength,
+    max_pixels_limit,
+    max_pixels_option,
+    report,
+)
 from deepexposure.enhance import Enhancer
-from deepexposure.io import DEFAULT_MAX_PIXELS
 from deepexposure.pipeline import enhance_file
 from deepexposure.render import ENHANCE_RENDERER, RENDERERS
 
@@ -27,7 +32,8 @@ from deepexposure.render import ENHANCE_RENDERER, RENDERERS
               help="Scale every EV: 0 = unchanged, 1 = the policy's full edit.")
 @click.option("--recipe", "save_recipe", is_flag=True,
               help="Write PHOTO.recipe.json beside each output: EV per segment, segment masks, model id. "
-                   "Edit it and re-render with `deepexposure render PHOTO --recipe FILE`.")
+                   "Edit it and re-render with `deepexposure render PHOTO --recipe FILE`. An existing recipe is "
+                   "never replaced without --overwrite.")
 @click.option("--format", "fmt", type=click.Choice(["jpg", "png", "tif", "webp"]), default=None,
               help="Output format in folder mode (default: the input's).")
 @bit_depth_option
@@ -35,8 +41,8 @@ from deepexposure.render import ENHANCE_RENDERER, RENDERERS
 @click.option("--recursive", "-r", is_flag=True, help="Descend into sub-folders, keeping the folder structure.")
 @click.option("--skip-existing", is_flag=True, help="Leave photos whose output exists (resume a large folder).")
 @click.option("--overwrite", is_flag=True, help="Replace existing outputs (and inputs, if OUT points at them).")
-@click.option("--device", default=None, help="Torch device for the policy, e.g. cpu or cuda (default: CUDA if present).")
-@click.option("--max-pixels", type=click.IntRange(1), default=DEFAULT_MAX_PIXELS, show_default=True, help=MAX_PIXELS_HELP)
+@click.option("--device", default=None, help="Torch device for the policy: cpu, cuda, cuda:N or mps (default: CUDA if present).")
+@max_pixels_option
 def enhance(photos, out, model, renderer, strength, save_recipe, fmt, bit_depth, jobs, recursive, skip_existing,
             overwrite, device, max_pixels):
     """Fix the exposure of photos with a learned DeepExposure policy.
@@ -50,15 +56,17 @@ def enhance(photos, out, model, renderer, strength, save_recipe, fmt, bit_depth,
       deepexposure enhance holiday/ -o fixed/ --recursive --jobs 2 --skip-existing
       deepexposure enhance photo.jpg -o out/ --recipe --renderer local --strength 0.7
     """
-    Enhancer(model, renderer=renderer, strength=strength, device=device)  # fail early on a bad model
-    job_list = plan_jobs(photos, out, recursive=recursive, fmt=fmt, overwrite=overwrite)
+    check_strength(strength)
+    Enhancer(model, renderer=renderer, strength=strength, device=device)  # fail early on a bad model or device
+    job_list = plan_jobs(photos, out, recursive=recursive, fmt=fmt, overwrite=overwrite, recipes=save_recipe)
+    limit, why = max_pixels_limit(max_pixels, jobs)
     fn = functools.partial(
         enhance_file, model=model, renderer=renderer, strength=strength, device=device,
-        bit_depth=int(bit_depth) if bit_depth else None, max_pixels=max_pixels, overwrite=overwrite,
-        write_recipe=save_recipe,
+        bit_depth=int(bit_depth) if bit_depth else None, max_pixels=limit, max_pixels_why=why, overwrite=overwrite,
+        skip_existing=skip_existing,
     )
     result = run_batch(job_list, fn, overwrite=overwrite, skip_existing=skip_existing, workers=jobs, desc="enhance")
-    report(result, verb="enhanced")
+    report(result, verb="enhanced", out=job_list[0].dst if len(job_list) == 1 else out)
 
 
 COMMANDS = [enhance]

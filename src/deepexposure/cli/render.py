@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 import functools
+import math
 
 import click
 
 from deepexposure.batch import plan_jobs, run_batch
-from deepexposure.cli.common import MAX_PIXELS_HELP, bit_depth_option, report
+from deepexposure.cli.common import (
+    bit_depth_option,
+    check_strength,
+    max_pixels_limit,
+    max_pixels_option,
+    report,
+)
 from deepexposure.errors import PhotoError
-from deepexposure.io import DEFAULT_MAX_PIXELS
 from deepexposure.pipeline import render_file, segment_file
+from deepexposure.recipe import MAX_ABS_EV
 from deepexposure.render import RENDERERS
 from deepexposure.segmentation import segmentation_params
 
@@ -18,7 +25,8 @@ from deepexposure.segmentation import segmentation_params
 @click.command(no_args_is_help=True)
 @click.argument("photos", nargs=-1, required=True, type=click.Path(path_type=str))
 @click.option("--ev", "evs", type=float, multiple=True, metavar="STOPS",
-              help="Exposure value in EV stops (repeatable). fusion: one exposed copy per EV; local: one EV per segment.")
+              help=f"Exposure value in EV stops, -{MAX_ABS_EV:g} to {MAX_ABS_EV:g} (repeatable). fusion: one exposed "
+                   "copy per EV; local: one EV per segment.")
 @click.option("--recipe", "recipe_file", type=click.Path(dir_okay=False), default=None,
               help="Render from a recipe JSON written by `enhance --recipe` (edit its EVs to adjust).")
 @click.option("--renderer", type=click.Choice(RENDERERS), default=None,
@@ -32,9 +40,11 @@ from deepexposure.segmentation import segmentation_params
 @click.option("--recursive", "-r", is_flag=True, help="Descend into sub-folders, keeping the folder structure.")
 @click.option("--overwrite", is_flag=True, help="Replace existing outputs (and inputs, if OUT points at them).")
 @click.option("--skip-existing", is_flag=True, help="Leave photos whose output exists.")
-@click.option("--save-recipe", is_flag=True, help="Write a PHOTO.recipe.json sidecar next to each output.")
+@click.option("--save-recipe", is_flag=True,
+              help="Write a PHOTO.recipe.json sidecar next to each output (never replacing an existing one, such "
+                   "as the --recipe being rendered, without --overwrite).")
 @click.option("--jobs", "-j", type=click.IntRange(1), default=1, show_default=True, help="Parallel worker processes.")
-@click.option("--max-pixels", type=click.IntRange(1), default=DEFAULT_MAX_PIXELS, show_default=True, help=MAX_PIXELS_HELP)
+@max_pixels_option
 def render(photos, evs, recipe_file, renderer, strength, out, fmt, bit_depth, recursive, overwrite, skip_existing,
            save_recipe, jobs, max_pixels):
     """Apply exposure values to photos, at full resolution.
@@ -49,14 +59,20 @@ def render(photos, evs, recipe_file, renderer, strength, out, fmt, bit_depth, re
         raise PhotoError("give exposure values with --ev (repeatable) or a --recipe file")
     if evs and recipe_file is not None:
         raise PhotoError("give either --ev or --recipe, not both")
-    job_list = plan_jobs(photos, out, recursive=recursive, fmt=fmt, overwrite=overwrite)
+    for ev in evs:
+        if not (math.isfinite(ev) and abs(ev) <= MAX_ABS_EV):
+            raise PhotoError(f"--ev {ev:g}: exposure values must be from -{MAX_ABS_EV:g} to {MAX_ABS_EV:g} EV stops")
+    check_strength(strength)
+    job_list = plan_jobs(photos, out, recursive=recursive, fmt=fmt, overwrite=overwrite, recipes=save_recipe,
+                         protect=[recipe_file] if recipe_file else [])
+    limit, why = max_pixels_limit(max_pixels, jobs)
     fn = functools.partial(
         render_file, evs=list(evs), recipe_file=recipe_file, renderer=renderer, strength=strength,
-        bit_depth=int(bit_depth) if bit_depth else None, max_pixels=max_pixels, overwrite=overwrite,
-        write_recipe=save_recipe,
+        bit_depth=int(bit_depth) if bit_depth else None, max_pixels=limit, max_pixels_why=why, overwrite=overwrite,
+        skip_existing=skip_existing,
     )
     result = run_batch(job_list, fn, overwrite=overwrite, skip_existing=skip_existing, workers=jobs, desc="render")
-    report(result, verb="rendered")
+    report(result, verb="rendered", out=job_list[0].dst if len(job_list) == 1 else out)
 
 
 @click.command(no_args_is_help=True)
@@ -68,7 +84,7 @@ def render(photos, evs, recipe_file, renderer, strength, out, fmt, bit_depth, re
               help="Merge the Felzenszwalb segments of the 64x64 preview down to at most this many "
                    "(default: the policy's, 6 for the shipped one).")
 @click.option("--overwrite", is_flag=True, help="Replace existing overlays.")
-@click.option("--max-pixels", type=click.IntRange(1), default=DEFAULT_MAX_PIXELS, show_default=True, help=MAX_PIXELS_HELP)
+@max_pixels_option
 def segment(photos, out, model, segments, overwrite, max_pixels):
     """Draw the segments the policy works on over each photo, numbered in episode order.
 
@@ -86,9 +102,11 @@ def segment(photos, out, model, segments, overwrite, max_pixels):
     else:
         params = segmentation_params(max_segments=segments)
     job_list = plan_jobs(photos, out, fmt="png", overwrite=overwrite)
-    fn = functools.partial(segment_file, segmentation=params, max_pixels=max_pixels, overwrite=overwrite)
+    limit, why = max_pixels_limit(max_pixels)
+    fn = functools.partial(segment_file, segmentation=params, max_pixels=limit, max_pixels_why=why,
+                           overwrite=overwrite)
     result = run_batch(job_list, fn, overwrite=overwrite, desc="segment")
-    report(result, verb="segmented")
+    report(result, verb="segmented", out=job_list[0].dst if len(job_list) == 1 else out)
 
 
 COMMANDS = [render, segment]

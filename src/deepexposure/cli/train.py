@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import click
 
 from deepexposure.data import FAMILIES as _FAMILIES
-from deepexposure.errors import DataError
+from deepexposure.errors import DataError, DeepExposureError
 
 if TYPE_CHECKING:
     from deepexposure.training import TrainConfig
@@ -110,6 +110,7 @@ def train(inputs, synthetic_inputs, copies, sice, sice_references, experts, five
         --experts ../shared/data/sun_hays80 --experts ../shared/data/bsds500/val
     FiveK protocol:  deepexposure train --fivek /data/fivek --out runs/fivek --steps 20000
     """
+    _need_training_extra()
     from deepexposure.training import TrainConfig, Trainer, TrainingError, build_training_data
     from deepexposure.training.checkpoint import CHECKPOINT_NAME
 
@@ -149,6 +150,15 @@ def train(inputs, synthetic_inputs, copies, sice, sice_references, experts, five
         trainer = Trainer(cfg, data, out_dir, device=device)
     trainer.train(minutes=minutes)
     click.echo(f"step {trainer.step}: policy written to {out_dir / 'policy.pt'}", err=True)
+
+
+def _need_training_extra() -> None:
+    """Refuse (one line, exit 2) before any work when the ``train`` extra (tensorboard) is not installed."""
+    try:
+        import tensorboard  # noqa: F401 - only checking that it is there
+    except ImportError:
+        raise DeepExposureError("deepexposure train needs the training extra (tensorboard is not installed): "
+                                "pip install 'deepexposure[train]'") from None
 
 
 COMMANDS = [train]

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from deepexposure.atomic import atomic_write_text as _atomic_write_text
 from deepexposure.evaluation.baselines import BASELINES, ORACLES
 from deepexposure.evaluation.metrics import METRICS, psnr_from_mse
 from deepexposure.evaluation.runner import thumb_name
@@ -28,20 +29,8 @@ _CSV_FIELDS = ["stem", "method", *METRICS, "seconds", "error"]
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
-    """Write UTF-8 ``text`` to ``path`` via a temporary file in the same folder and ``os.replace``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "w", encoding="utf-8", newline="") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
+    """Write UTF-8 ``text`` to ``path`` atomically (:func:`deepexposure.atomic.atomic_write_text`)."""
+    return _atomic_write_text(path, text)
 
 
 def provenance() -> dict:

@@ -18,6 +18,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from deepexposure.atomic import atomic_write_bytes
 from deepexposure.errors import DeepExposureError
 from deepexposure.evaluation.baselines import Method, get_method
 from deepexposure.evaluation.metrics import DEFAULT_LONG_EDGE, METRICS, compute_metrics
@@ -45,9 +46,7 @@ def save_thumb(srgb: np.ndarray, path: Path, *, long_edge: int = THUMB_LONG_EDGE
     ok, buf = cv2.imencode(".jpg", cv2.cvtColor(u8, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 90])
     if not ok:  # pragma: no cover - OpenCV cannot fail on a valid uint8 image
         raise DeepExposureError(f"cannot encode thumbnail {path}")
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(buf.tobytes())
-    os.replace(tmp, path)
+    atomic_write_bytes(path, buf.tobytes())
 
 
 def _call(method: Method, img: np.ndarray, target: np.ndarray | None, stem: str) -> np.ndarray:

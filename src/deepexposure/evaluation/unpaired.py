@@ -24,6 +24,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from deepexposure.atomic import atomic_write_bytes
 from deepexposure.errors import DataError, DeepExposureError
 from deepexposure.evaluation.baselines import Method, get_method
 from deepexposure.evaluation.metrics import DEFAULT_LONG_EDGE, prepare
@@ -177,8 +178,6 @@ def write_unpaired_report(result: dict, out_dir: str | os.PathLike, *, config: d
           f"{cfg.get('long_edge')} px. deepexposure {cfg['version']}, commit {cfg['commit']}.\n\n" + head + rows)
     ok, buf = cv2.imencode(".png", cv2.cvtColor(result["sheet"], cv2.COLOR_RGB2BGR))
     sheet = out / "contact_sheet.png"
-    tmp = sheet.with_name(f".{sheet.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(buf.tobytes())
-    os.replace(tmp, sheet)
+    atomic_write_bytes(sheet, buf.tobytes())
     return {"unpaired.json": atomic_write_text(out / "unpaired.json", json.dumps(js, indent=2) + "\n"),
             "unpaired.md": atomic_write_text(out / "unpaired.md", md), "contact_sheet.png": sheet}

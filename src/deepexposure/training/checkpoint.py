@@ -1,7 +1,7 @@
 """Atomic checkpoints: models, optimisers, schedulers, step, RNG states, OU state and the config.
 
 Everything is stored as tensors, numbers, strings, lists and dicts, so a checkpoint loads with
-``torch.load(..., weights_only=True)``. Writes go to ``NAME.tmp`` then ``os.replace`` (never a half-written file).
+``torch.load(..., weights_only=True)``. Writes are atomic (:mod:`deepexposure.atomic`: never a half-written file, no temporary left behind).
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from deepexposure.atomic import atomic_write
 from deepexposure.errors import ModelError
 
 __all__ = ["save_checkpoint", "load_checkpoint", "rng_states", "set_rng_states", "CHECKPOINT_NAME"]
@@ -41,11 +42,7 @@ def set_rng_states(d: dict) -> None:
 
 def save_checkpoint(path: str | os.PathLike, payload: dict) -> Path:
     """Atomically write ``payload`` (weights_only-safe dict) to ``path``."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
-    return path
+    return atomic_write(path, lambda fh: torch.save(payload, fh))
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict:

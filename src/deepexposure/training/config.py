@@ -7,6 +7,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from deepexposure.atomic import atomic_write_text
 from deepexposure.segmentation import SEGMENT_DEFAULTS
 
 __all__ = ["ModelConfig", "RLConfig", "OptimConfig", "RunConfig", "TrainConfig"]
@@ -113,7 +114,7 @@ class TrainConfig:
                    optim=OptimConfig(**d.get("optim", {})), run=RunConfig(**d.get("run", {})))
 
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        atomic_write_text(path, json.dumps(self.to_dict(), indent=2) + "\n")
 
     @classmethod
     def load(cls, path: str | Path) -> TrainConfig:

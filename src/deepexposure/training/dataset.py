@@ -6,13 +6,13 @@ import dataclasses
 import hashlib
 import json
 import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from deepexposure.atomic import atomic_write
 from deepexposure.errors import DataError, PhotoError
 
 __all__ = ["TrainData", "build_training_data", "segment_all"]
@@ -148,11 +148,6 @@ def build_training_data(*, inputs: Sequence[str | os.PathLike] = (), synthetic: 
     labels = segment_all(ins, segmentation)
     out = TrainData(ins, labels, exs, np.concatenate(tparts).astype(np.float32), np.concatenate(known))
     if cache is not None:
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(dir=cache.parent, prefix=cache.name + ".", suffix=".tmp.npz")
-        os.close(fd)  # a unique temporary name: parallel builds of the same data (processes, threads) do not collide
-        tmp = Path(tmp_name)
-        np.savez_compressed(tmp, inputs=ins, labels=labels, experts=exs, targets=out.targets,
-                            has_target=out.has_target)
-        os.replace(tmp, cache)
+        atomic_write(cache, lambda fh: np.savez_compressed(  # unique temporary: parallel builds do not collide
+            fh, inputs=ins, labels=labels, experts=exs, targets=out.targets, has_target=out.has_target))
     return out

@@ -1,0 +1,176 @@
+"""Atomic writes: the one place where deepexposure turns bytes into a file under its final name.
+
+Every file (photo, recipe, thumbnail, report, policy, checkpoint, cache, JSON) is written to a hidden temporary
+file in the destination folder, flushed, fsynced and renamed into place, so a reader never sees a half-written
+file under a final name. Temporary names follow one scheme::
+
+    .<final name>.deepexposure-<host>-<pid>-<random>.tmp
+
+``<host>`` is 6 hex digits of a hash of the host name, ``<pid>`` the writing process. A write killed midway
+(SIGKILL, power loss) leaves its temporary file behind; the first write of a later process into the same folder
+removes the temporaries of this scheme whose writer is gone (same host, pid not running) or that are older than
+:data:`STALE_AFTER_S`. Nothing else is ever removed: a user's file cannot match the scheme by accident unless it
+copies it exactly. Staging folders (e.g. of ``make-pairs``) use the same
+scheme.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import re
+import secrets
+import shutil
+import socket
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO
+
+__all__ = ["STALE_AFTER_S", "temp_path", "is_temp_name", "clean_stale", "atomic_write", "atomic_write_bytes",
+           "atomic_write_text", "fsync_dir"]
+
+#: A temporary file of another host (or of a live pid, which may be a reused one) is stale after this long.
+STALE_AFTER_S = 6 * 3600
+_HOST = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:6]
+_TMP_RE = re.compile(r"^\..+\.deepexposure-(?P<host>[0-9a-f]{6})-(?P<pid>\d+)-[0-9a-f]{8}\.tmp$")
+_cleaned: set[tuple[int, str]] = set()  # (pid, folder) already cleaned by this process
+_lock = threading.Lock()
+
+
+def temp_path(path: str | os.PathLike) -> Path:
+    """A fresh temporary name for ``path`` in its folder (see the module docstring for the scheme)."""
+    path = Path(path)
+    return path.with_name(f".{path.name}.deepexposure-{_HOST}-{os.getpid()}-{secrets.token_hex(4)}.tmp")
+
+
+def is_temp_name(name: str) -> bool:
+    """True for a name of this module's temporary-file scheme."""
+    return _TMP_RE.match(name) is not None
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):  # exists but belongs to someone else (or cannot tell): assume alive
+        return True
+    return True
+
+
+def _is_stale(entry: Path, now: float) -> bool:
+    m = _TMP_RE.match(entry.name)
+    if m is None:
+        return False
+    pid = int(m["pid"])
+    if pid == os.getpid():
+        return False
+    try:
+        age = now - entry.lstat().st_mtime
+    except OSError:
+        return False
+    if age > STALE_AFTER_S:
+        return True
+    return m["host"] == _HOST and not _pid_alive(pid)
+
+
+def clean_stale(folder: str | os.PathLike, *, force: bool = False) -> list[Path]:
+    """Remove the stale temporaries of this scheme (files or staging folders) directly in ``folder``.
+
+    Done once per folder per process unless ``force``; errors are ignored (another process may be cleaning
+    too). Returns the paths removed.
+    """
+    folder = Path(folder)
+    key = (os.getpid(), os.path.abspath(folder))
+    with _lock:
+        if key in _cleaned and not force:
+            return []
+        _cleaned.add(key)
+    removed: list[Path] = []
+    now = time.time()
+    try:
+        entries = [e for e in folder.iterdir() if e.name.startswith(".") and ".deepexposure-" in e.name]
+    except OSError:
+        return removed
+    for entry in entries:
+        if not _is_stale(entry, now):
+            continue
+        try:
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+            removed.append(entry)
+        except OSError:
+            pass
+    return removed
+
+
+def fsync_dir(folder: str | os.PathLike) -> None:
+    """Make a rename in ``folder`` durable (POSIX); silently skipped where folders cannot be opened."""
+    with contextlib.suppress(OSError, AttributeError):
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _commit(tmp: Path, path: Path, overwrite: bool) -> None:
+    """Rename ``tmp`` to ``path``; without ``overwrite`` an existing ``path`` raises :class:`FileExistsError`."""
+    if overwrite:
+        os.replace(tmp, path)
+        return
+    try:  # link fails if the destination appeared meanwhile: no race with another writer
+        os.link(tmp, path)
+    except FileExistsError:
+        raise FileExistsError(17, "already exists", str(path)) from None
+    except OSError:  # a file system without hard links
+        if path.exists() or path.is_symlink():
+            raise FileExistsError(17, "already exists", str(path)) from None
+        os.replace(tmp, path)
+    else:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], object], *, overwrite: bool = True) -> Path:
+    """Write a file atomically: ``write(fh)`` fills a binary temporary file, which then takes the name ``path``.
+
+    The parent folder is created; stale temporaries in it are removed first (:func:`clean_stale`). Without
+    ``overwrite`` an existing ``path`` (checked before and, race-free, at the rename) raises
+    :class:`FileExistsError` and nothing is changed. On any failure the temporary file is removed and the
+    exception propagates. Returns ``path``.
+    """
+    path = Path(path)
+    if not overwrite and (path.exists() or path.is_symlink()):
+        raise FileExistsError(17, "already exists", str(path))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    clean_stale(path.parent)
+    tmp = temp_path(path)
+    fh = open(tmp, "xb")  # noqa: SIM115 - "x": the user's umask (unlike mkstemp's 0o600), never clobbers
+    try:
+        with fh:
+            write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        _commit(tmp, path, overwrite)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+    fsync_dir(path.parent)
+    return path
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes, *, overwrite: bool = True) -> Path:
+    """:func:`atomic_write` of ``data``."""
+    return atomic_write(path, lambda fh: fh.write(data), overwrite=overwrite)
+
+
+def atomic_write_text(path: str | os.PathLike, text: str, *, overwrite: bool = True) -> Path:
+    """:func:`atomic_write` of UTF-8 ``text`` (newlines written as given)."""
+    return atomic_write_bytes(path, text.encode("utf-8"), overwrite=overwrite)
