@@ -1,7 +1,8 @@
 """Regenerate the README's before/after pictures from real photos with the shipped model.
 
-Usage: ``python scripts/make_figures.py [--out docs/images]``. Writes ``before_after.jpg``: one row per photo,
-columns = input, enhanced (fusion renderer), enhanced (local renderer), each tile labelled with its EVs.
+Usage: ``python scripts/make_figures.py [--out docs/images] [--model RUN] [--renderer R ...]``. Writes
+``before_after.jpg``: one row per photo, columns = input, then the photo enhanced by each renderer (default: the
+enhance default and ``fusion``, the paper's test stage), each tile labelled with its EVs.
 Photos: the samples in ``samples/`` plus, when ``../shared/data`` is present, a few more DICM and MSEC photos.
 """
 
@@ -15,6 +16,7 @@ import numpy as np
 
 from deepexposure.enhance import Enhancer
 from deepexposure.io import from_float, read_photo
+from deepexposure.render import ENHANCE_RENDERER
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data"
@@ -34,21 +36,28 @@ def _tile(srgb: np.ndarray, label: str, height: int = 240) -> np.ndarray:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=REPO / "docs" / "images")
+    ap.add_argument("--model", default=None, help="policy.pt or run folder (default: the shipped model)")
+    ap.add_argument("--renderer", action="append", default=None, help="renderer column(s)")
+    ap.add_argument("--name", default="before_after.jpg")
+    ap.add_argument("--photos", nargs="*", type=Path, default=None, help="photos (default: samples + a few more)")
     args = ap.parse_args()
-    photos = sorted((REPO / "samples").glob("*.jpg")) + [SHARED / p for p in EXTRA if (SHARED / p).is_file()]
-    fusion, local = Enhancer(renderer="fusion"), Enhancer(renderer="local")
+    photos = args.photos or (sorted((REPO / "samples").glob("*.jpg"))
+                             + [SHARED / p for p in EXTRA if (SHARED / p).is_file()])
+    renderers = args.renderer or list(dict.fromkeys([ENHANCE_RENDERER, "fusion"]))
+    enhancers = [Enhancer(args.model, renderer=r) for r in renderers]
     rows = []
     for path in photos:
         src = read_photo(path).pixels
-        out_f, rec = fusion.enhance(src)
-        out_l, _ = local.enhance(src)
-        evs = " ".join(f"{e:+.1f}" for e in rec.evs)
-        tiles = [_tile(src, f"input {path.name}"), _tile(out_f, f"fusion  EV {evs}"), _tile(out_l, "local")]
+        tiles = [_tile(src, f"input {path.name}")]
+        for r, enh in zip(renderers, enhancers, strict=True):
+            out, rec = enh.enhance(src)
+            evs = " ".join(f"{e:+.1f}" for e in rec.evs)
+            tiles.append(_tile(out, f"{r}  EV {evs}"))
         rows.append(np.hstack(tiles))
     width = max(r.shape[1] for r in rows)
     rows = [np.pad(r, ((0, 4), (0, width - r.shape[1]), (0, 0))) for r in rows]
     args.out.mkdir(parents=True, exist_ok=True)
-    dst = args.out / "before_after.jpg"
+    dst = args.out / args.name
     cv2.imwrite(str(dst), cv2.cvtColor(np.vstack(rows), cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 85])
     print(dst)
 

@@ -414,3 +414,23 @@ def test_training_data_cache_follows_the_files_in_the_folders(tmp_path):
     (photos / "0.png").unlink()  # a photo removed
     assert len(build_training_data(**kw).inputs) == 2
     assert len(list(cache.glob("train-*.npz"))) == 4
+
+
+def test_best_global_ev_agrees_with_the_evaluation_oracle(shared_data):
+    """The batched torch search that labels training inputs finds the EV of evaluation.oracle_global_ev."""
+    from deepexposure.color import apply_ev
+    from deepexposure.evaluation.baselines import oracle_global_ev
+    from deepexposure.io import read_photo
+    from deepexposure.segmentation import make_preview
+    from deepexposure.training.trainer import best_global_ev
+
+    paths = sorted((shared_data / "bsds500" / "val").glob("*.jpg"))[:6]
+    clean = [make_preview(read_photo(p).pixels) for p in paths]
+    shifts = [-2.3, -1.1, -0.4, 0.0, 0.7, 1.6]
+    degraded = [apply_ev(c, s) for c, s in zip(clean, shifts, strict=True)]
+    x = torch.from_numpy(np.stack(degraded)).permute(0, 3, 1, 2).contiguous()
+    y = torch.from_numpy(np.stack(clean)).permute(0, 3, 1, 2).contiguous()
+    got = best_global_ev(x, y).numpy()
+    ref = [oracle_global_ev(d, c, long_edge=64) for d, c in zip(degraded, clean, strict=True)]
+    np.testing.assert_allclose(got, ref, atol=0.02)
+    assert np.corrcoef(got, [-s for s in shifts])[0, 1] > 0.95  # it undoes the shift (up to clipping)

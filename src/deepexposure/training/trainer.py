@@ -73,7 +73,8 @@ def best_global_ev(x: torch.Tensor, y: torch.Tensor, *, bound: float = 3.0, chun
         xi, yi = x[i : i + chunk], y[i : i + chunk]
         best = torch.zeros(len(xi), device=x.device)
         coarse, fine = torch.arange(-bound, bound + 1e-6, 0.25), torch.arange(-0.25, 0.2501, 0.01)
-        for grid, centre in ((coarse, 0.0 * best), (fine, best)):
+        for grid, refine in ((coarse, False), (fine, True)):
+            centre = best if refine else torch.zeros_like(best)  # the fine grid is centred on the coarse best
             cands = (grid.to(x.device)[None, :] + centre[:, None]).clamp(-bound, bound)
             errs = torch.stack([((apply_ev_torch(xi, c.view(-1, 1, 1, 1)) - yi) ** 2).mean((1, 2, 3))
                                 for c in cands.T], dim=1)
