@@ -3,7 +3,8 @@
 The paper's test stage: the photo is reduced to a 64x64 preview, segmented (Felzenszwalb-Huttenlocher, the
 parameters the policy was trained with), the policy picks one exposure value (EV stops) per segment, and the
 exposures are applied to the full-resolution photo by a renderer (``fusion``: Mertens fusion of the whole photo
-exposed by each EV plus the original; ``local``: each EV inside its own feathered segment mask).
+exposed by each EV plus the original; ``local``: each EV inside its own feathered segment mask; ``rolloff``: local
+with a highlight roll-off).
 The returned :class:`~deepexposure.recipe.Recipe` holds the EVs actually applied (``strength`` included), so
 ``deepexposure render --recipe`` reproduces the output (bit-exact with ``local``; with ``fusion`` a rare value
 may differ by one code, from threaded float summation) and a user can edit it.
@@ -69,8 +70,9 @@ class Enhancer:
     """Fix the exposure of photos with a trained DeepExposure policy.
 
     ``model``: None (the shipped default), a ``policy.pt`` file or a training run folder.
-    ``renderer``: ``"fusion"`` (default, :data:`deepexposure.render.ENHANCE_RENDERER`: the paper's test stage) or
-    ``"local"`` (each EV inside its own soft segment mask; faster).
+    ``renderer``: one of :data:`deepexposure.render.RENDERERS` (default :data:`~deepexposure.render.ENHANCE_RENDERER`):
+    ``"fusion"`` (the paper's test stage), ``"local"`` (each EV inside its own soft segment mask) or ``"rolloff"``
+    (local with a highlight roll-off).
     ``strength``: in [0, 1], scales every EV (0 returns the photo unchanged).
     ``device``: torch device for the policy (default: CUDA when present, else CPU).
     """

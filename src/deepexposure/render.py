@@ -29,12 +29,16 @@ from deepexposure.segmentation import SOFT_MASK_DEFAULTS, segment_map
 if TYPE_CHECKING:
     from deepexposure.recipe import Recipe
 
-__all__ = ["RENDERERS", "render", "render_fusion", "render_local", "render_rolloff", "local_ev_map", "rolloff_white"]
+__all__ = ["RENDERERS", "RENDERER_HELP", "render", "render_fusion", "render_local", "render_rolloff", "local_ev_map", "rolloff_white"]
 
 RENDERERS = ("fusion", "local", "rolloff")
 #: Renderer of ``enhance`` and of policies in ``evaluate`` unless one is given (see docs/learning.md for the
 #: measurements behind the choice).
 ENHANCE_RENDERER = "fusion"
+#: One-line description of the renderers for command-line help (one source for every command).
+RENDERER_HELP = ("fusion: Mertens fusion of the whole photo exposed by each EV plus the original (the paper's test "
+                 "stage). local: each EV inside its own edge-aware segment mask, hard clip at white. rolloff: local "
+                 "with a highlight roll-off (nothing below white in the photo is blown).")
 #: ``rolloff``: linear level where the highlight roll-off starts (sRGB ~0.80).
 ROLLOFF_KNEE = 0.6
 #: ``rolloff``: percentile of the input's per-pixel largest linear channel that is mapped to white.

@@ -16,7 +16,7 @@ from deepexposure.cli.common import (
 )
 from deepexposure.enhance import Enhancer
 from deepexposure.pipeline import enhance_file
-from deepexposure.render import ENHANCE_RENDERER, RENDERERS
+from deepexposure.render import ENHANCE_RENDERER, RENDERER_HELP, RENDERERS
 
 
 @click.command(no_args_is_help=True)
@@ -25,9 +25,7 @@ from deepexposure.render import ENHANCE_RENDERER, RENDERERS
 @click.option("--model", type=click.Path(), default=None,
               help="A policy.pt or training run folder (default: the model shipped with deepexposure).")
 @click.option("--renderer", type=click.Choice(RENDERERS), default=ENHANCE_RENDERER, show_default=True,
-              help="fusion: Mertens fusion of the whole photo exposed by each EV plus the original (the paper's "
-                   "test stage; protects highlights). local: each EV inside its own edge-aware segment mask "
-                   "(3-4x faster, stronger local edits).")
+              help=RENDERER_HELP)
 @click.option("--strength", type=click.FloatRange(0, 1), default=1.0, show_default=True,
               help="Scale every EV: 0 = unchanged, 1 = the policy's full edit.")
 @click.option("--recipe", "save_recipe", is_flag=True,

@@ -18,7 +18,7 @@ from deepexposure.cli.common import (
 from deepexposure.errors import PhotoError
 from deepexposure.pipeline import render_file, segment_file
 from deepexposure.recipe import MAX_ABS_EV
-from deepexposure.render import RENDERERS
+from deepexposure.render import RENDERER_HELP, RENDERERS
 from deepexposure.segmentation import segmentation_params
 
 
@@ -30,8 +30,7 @@ from deepexposure.segmentation import segmentation_params
 @click.option("--recipe", "recipe_file", type=click.Path(dir_okay=False), default=None,
               help="Render from a recipe JSON written by `enhance --recipe` (edit its EVs to adjust).")
 @click.option("--renderer", type=click.Choice(RENDERERS), default=None,
-              help="fusion: Mertens fusion of EV-exposed copies and the original (paper's test stage, default). "
-                   "local: each EV inside its own feathered segment mask.")
+              help=RENDERER_HELP)
 @click.option("--strength", type=click.FloatRange(0, 1), default=1.0, show_default=True, help="Scale every EV.")
 @click.option("-o", "--out", required=True, type=click.Path(), help="Output file (one photo) or folder.")
 @click.option("--format", "fmt", type=click.Choice(["jpg", "png", "tif", "webp"]), default=None,
