@@ -107,9 +107,9 @@ def test_strength_scales_fusion(photo):
 
 def test_dispatch_errors(photo, labels):
     recipe = Recipe(evs=list(_evs(labels)), labels=labels, renderer="local")
-    with pytest.raises(ValueError, match="fusion, local, rolloff"):
+    with pytest.raises(ValueError, match="fusion, local, rolloff, balanced"):
         render(photo, recipe, renderer="magic")
-    assert RENDERERS == ("fusion", "local", "rolloff")
+    assert RENDERERS == ("fusion", "local", "rolloff", "balanced")
     with pytest.raises(DataError, match="labels"):
         render(photo, Recipe.from_evs([1.0, 2.0]), renderer="rolloff")
     with pytest.raises(DataError, match="labels"):
@@ -190,3 +190,17 @@ def test_rolloff_keeps_highlight_detail_that_local_clips(photo):
     # shadows are exposed exactly as with the plain exposure
     dark = photo.max(axis=2) < 0.2
     np.testing.assert_allclose(out_roll[dark], apply_ev(photo, 2.0)[dark], atol=1e-6)
+
+
+def test_balanced_is_the_fusion_of_a_bracket_around_the_rolloff_image(photo, labels):
+    from deepexposure.render import BALANCED_BRACKET, render_rolloff
+
+    small = cv2.resize(photo, (96, 64), interpolation=cv2.INTER_AREA)
+    evs = [0.8, -0.3, 1.2, 0.5, 0.0, 0.9][: int(labels.max()) + 1]
+    recipe = Recipe(evs=evs, labels=labels, renderer="balanced")
+    rolled = render_rolloff(small, evs, labels)
+    np.testing.assert_allclose(render(small, recipe), render_fusion(rolled, list(BALANCED_BRACKET)), atol=1e-6)
+    # strength scales the EVs and the bracket; 0 leaves the photo unchanged
+    half = render_fusion(render_rolloff(small, [e / 2 for e in evs], labels), [b / 2 for b in BALANCED_BRACKET])
+    np.testing.assert_allclose(render(small, recipe, strength=0.5), half, atol=1e-6)
+    np.testing.assert_array_equal(render(small, recipe, strength=0.0), small)

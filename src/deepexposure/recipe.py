@@ -41,7 +41,7 @@ RECIPE_VERSION = 1
 #: Exposure values are limited to +-MAX_ABS_EV stops (x1024 or /1024 in linear light: far beyond any useful edit;
 #: larger values overflow float32 arithmetic).
 MAX_ABS_EV = 10.0
-_RENDERERS = ("fusion", "local", "rolloff")  # the names of deepexposure.render.RENDERERS (not imported: no cycle, no cv2)
+_RENDERERS = ("fusion", "local", "rolloff", "balanced")  # the names of deepexposure.render.RENDERERS (not imported: no cycle, no cv2)
 
 
 def rle_encode(labels: np.ndarray) -> dict:

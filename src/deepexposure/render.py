@@ -10,6 +10,9 @@
   photo would pass white, linear values above a knee are compressed so that the photo's own brightest tones
   (its 99.5th percentile) land exactly on white: nothing that was not clipped in the input clips in the output,
   and where nothing would clip the result is exactly ``local``'s (so a pure exposure error is still undone).
+* ``balanced`` (ours): the ``rolloff`` image, then Mertens fusion of it with copies exposed by
+  :data:`BALANCED_BRACKET` (-0.5 and +0.5 EV): a mild local tone mapping around the policy's exposure (shadows
+  and highlights balanced as the paper's fusion does), without fusion's pull back towards the original exposure.
 
 All functions take float sRGB in [0, 1], shape (H, W, 3), and return float32 sRGB in [0, 1]; 8/16-bit photos
 are converted by the caller (:func:`deepexposure.io.to_float` / ``from_float``). Inputs are never modified.
@@ -29,16 +32,19 @@ from deepexposure.segmentation import SOFT_MASK_DEFAULTS, segment_map
 if TYPE_CHECKING:
     from deepexposure.recipe import Recipe
 
-__all__ = ["RENDERERS", "RENDERER_HELP", "render", "render_fusion", "render_local", "render_rolloff", "local_ev_map", "rolloff_white"]
+__all__ = ["RENDERERS", "RENDERER_HELP", "render", "render_fusion", "render_local", "render_rolloff", "render_balanced", "local_ev_map", "rolloff_white"]
 
-RENDERERS = ("fusion", "local", "rolloff")
+RENDERERS = ("fusion", "local", "rolloff", "balanced")
+#: EVs (stops) of the bracket fused around the ``rolloff`` image by the ``balanced`` renderer.
+BALANCED_BRACKET = (-0.5, 0.5)
 #: Renderer of ``enhance`` and of policies in ``evaluate`` unless one is given (see docs/learning.md for the
 #: measurements behind the choice).
 ENHANCE_RENDERER = "fusion"
 #: One-line description of the renderers for command-line help (one source for every command).
 RENDERER_HELP = ("fusion: Mertens fusion of the whole photo exposed by each EV plus the original (the paper's test "
                  "stage). local: each EV inside its own edge-aware segment mask, hard clip at white. rolloff: local "
-                 "with a highlight roll-off (nothing below white in the photo is blown).")
+                 "with a highlight roll-off (nothing below white in the photo is blown). balanced: rolloff, then "
+                 "Mertens fusion of a +-0.5 EV bracket around it (mild local tone mapping).")
 #: ``rolloff``: linear level where the highlight roll-off starts (sRGB ~0.80).
 ROLLOFF_KNEE = 0.6
 #: ``rolloff``: percentile of the input's per-pixel largest linear channel that is mapped to white.
@@ -179,12 +185,20 @@ def render_rolloff(srgb: np.ndarray, evs: Sequence[float], labels: np.ndarray | 
     return _apply_ev_map(img, ev_map, rolloff=True, knee=knee)
 
 
+def render_balanced(srgb: np.ndarray, evs: Sequence[float], labels: np.ndarray | None, *,
+                    bracket: Sequence[float] = BALANCED_BRACKET, **rolloff_kw) -> np.ndarray:
+    """The balanced renderer: :func:`render_rolloff` then :func:`render_fusion` of that image with ``bracket``
+    (EV stops). Float32 sRGB [0,1] in and out."""
+    return render_fusion(render_rolloff(srgb, evs, labels, **rolloff_kw), list(bracket))
+
+
 def render(srgb: np.ndarray, recipe: Recipe, *, renderer: str | None = None, strength: float = 1.0,
            **renderer_kw) -> np.ndarray:
     """Apply a :class:`~deepexposure.recipe.Recipe` to a float32 sRGB [0,1] (H, W, 3) photo -> float32 sRGB [0,1].
 
-    ``renderer``: ``"fusion"`` or ``"local"`` (default: ``recipe.renderer``). ``strength`` in [0, 1] scales
-    every EV; when all scaled EVs are 0 (e.g. strength 0) the input is returned unchanged (a float32 copy).
+    ``renderer``: one of :data:`RENDERERS` (default: ``recipe.renderer``). ``strength`` in [0, 1] scales every EV
+    (and the ``balanced`` bracket); when all scaled EVs are 0 (e.g. strength 0) the input is returned unchanged
+    (a float32 copy).
     ``renderer_kw`` go to :func:`render_fusion` or :func:`render_local`. The local renderer applied to a
     recipe without labels and with exactly one EV exposes the whole photo by it.
     Raises ValueError for an unknown renderer or a strength outside [0, 1], and
@@ -207,6 +221,9 @@ def render(srgb: np.ndarray, recipe: Recipe, *, renderer: str | None = None, str
         return render_fusion(img, evs, **renderer_kw)
     if name == "rolloff":
         return render_rolloff(img, evs, recipe.labels, **renderer_kw)
+    if name == "balanced":  # the bracket scales with the strength too, so that strength 0 changes nothing
+        kw = {"bracket": [b * float(strength) for b in BALANCED_BRACKET], **renderer_kw}
+        return render_balanced(img, evs, recipe.labels, **kw)
     if recipe.labels is None:
         return _apply_ev_map(img, np.full(img.shape[:2], evs[0], np.float32))
     return render_local(img, evs, recipe.labels, **renderer_kw)
