@@ -48,7 +48,7 @@ def _methods(run: str, renderers: list[str]) -> tuple[list, dict]:
 def synthetic(args, renderers: list[str]) -> dict:
     folds = dict(f.split("=", 1) for f in args.fold)
     res = {}
-    for fam in ["mix", *FAMILIES]:
+    for fam in args.sets.split(","):
         d = Path(args.fam_root) / fam
         if not d.is_dir():
             continue
@@ -158,6 +158,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--fam-root", default="data/fam")
     ap.add_argument("--limit", type=int, default=None, help="first N pairs of each synthetic set")
     ap.add_argument("--parts", default="synthetic,real,msec")
+    ap.add_argument("--sets", default=",".join(["mix", *FAMILIES]), help="synthetic sets (comma-separated)")
     ap.add_argument("--jobs", type=int, default=1)
     ap.add_argument("--out", required=True, help="writes OUT.md and OUT.json")
     args = ap.parse_args(argv)
