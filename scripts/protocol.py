@@ -37,12 +37,17 @@ SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 _OFFSET = re.compile(r"_([NP])(\d+(?:\.\d+)?)$")
 
 
+ALSO: list[str] = []  # extra models (e.g. the shipped one) scored with the first renderer, from --also
+
+
 def _methods(run: str, renderers: list[str]) -> tuple[list, dict]:
-    """The columns for ``run`` and their names: {"lg": {renderer: name}, "policy": {renderer: name}}."""
+    """The columns for ``run`` and their names: {"lg": {renderer: name}, "policy": {renderer: name}, "also": [..]}."""
     lg = {r: get_method(f"learned-global:{run}", renderer=r) for r in renderers}
     pol = {r: get_method(run, renderer=r) for r in renderers}
-    names = {"lg": {r: m.name for r, m in lg.items()}, "policy": {r: m.name for r, m in pol.items()}}
-    return ["fixed-fusion", *lg.values(), *pol.values(), "oracle-global"], names
+    also = [get_method(a, renderer=renderers[0]) for a in ALSO]
+    names = {"lg": {r: m.name for r, m in lg.items()}, "policy": {r: m.name for r, m in pol.items()},
+             "also": [m.name for m in also]}
+    return ["fixed-fusion", *lg.values(), *pol.values(), *also, "oracle-global"], names
 
 
 def synthetic(args, renderers: list[str]) -> dict:
@@ -96,9 +101,10 @@ def msec(args, renderers: list[str]) -> list[dict]:
 
 
 def _fmt_family(res: dict, renderers: list[str]) -> str:
+    also = next(iter(res.values()))["names"]["also"] if res else []
     head = "| set | trained without it | input | fixed fusion | " + " | ".join(
-        f"learned-global {r} | policy {r}" for r in renderers) + " | oracle-global | policy - fixed fusion | " \
-        "policy - learned-global |"
+        f"learned-global {r} | policy {r}" for r in renderers) + "".join(f" | {a}" for a in also) + \
+        " | oracle-global | policy - fixed fusion | policy - learned-global |"
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for fam, d in res.items():
         s = d["summary"]
@@ -109,6 +115,7 @@ def _fmt_family(res: dict, renderers: list[str]) -> str:
         cells = [fam, run, f"{s['input']['mean']['psnr']:.2f}", f"{s['fixed-fusion']['mean']['psnr']:.2f}"]
         for r in renderers:
             cells += [f"{lg.get(r, math.nan):.2f}", f"{pol.get(r, math.nan):.2f}"]
+        cells += [f"{s[a]['mean']['psnr']:.2f}" for a in d["names"]["also"]]
         cells += [f"{s['oracle-global']['mean']['psnr']:.2f}",
                   f"{pol[best] - s['fixed-fusion']['mean']['psnr']:+.2f} ({best})",
                   f"{pol[best] - lg[best]:+.2f} ({best})"]
@@ -160,12 +167,17 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--parts", default="synthetic,real,msec")
     ap.add_argument("--sets", default=",".join(["mix", *FAMILIES]), help="synthetic sets (comma-separated)")
     ap.add_argument("--jobs", type=int, default=1)
+    ap.add_argument("--also", action="append", default=[], help="extra model columns (e.g. deepexposure)")
     ap.add_argument("--out", required=True, help="writes OUT.md and OUT.json")
     args = ap.parse_args(argv)
     renderers = args.renderer or ["fusion", "rolloff"]
+    ALSO.extend(args.also)
     parts = args.parts.split(",")
     result: dict = {"args": vars(args)}
-    md = [f"# Protocol results: `{args.main}`\n", f"Command: `python scripts/protocol.py {' '.join(argv or [])}`\n"]
+    import sys
+
+    cmd = " ".join(argv if argv is not None else sys.argv[1:])
+    md = [f"# Protocol results: `{args.main}`\n", f"Command: `python scripts/protocol.py {cmd}`\n"]
     if "synthetic" in parts:
         result["synthetic"] = synthetic(args, renderers)
         md += ["## Synthetic sets (each family scored by a run that never saw it)\n",
