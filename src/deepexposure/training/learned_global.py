@@ -50,13 +50,12 @@ class LearnedGlobal:
 
     def save(self, path: str | os.PathLike) -> Path:
         """Pickle (format tag, model, facts) to ``path`` atomically. Load only files you made (pickle)."""
-        path = Path(path)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        with open(tmp, "wb") as fh:
-            pickle.dump({"format": _FORMAT, "version": 1, "model": self.model, "bound": self.bound,
-                         "n_train": self.n_train, "seed": self.seed}, fh)
-        os.replace(tmp, path)
-        return path
+        from deepexposure.atomic import atomic_write
+
+        payload = {"format": _FORMAT, "version": 1, "model": self.model, "bound": self.bound,
+                   "n_train": self.n_train, "seed": self.seed}
+        atomic_write(Path(path), lambda fh: pickle.dump(payload, fh))
+        return Path(path)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> LearnedGlobal:
