@@ -5,6 +5,7 @@ torch etc. is included in memory but not in time) of
 
 * ``deepexposure`` — ``Enhancer().enhance_photo`` with the shipped model, fusion renderer, + JPEG read/write;
 * ``local`` — the same with ``renderer="local"`` (each EV inside its feathered segment mask, no fusion);
+* ``rolloff`` / ``balanced`` — the same with those renderers (local + highlight roll-off; + a fused +-0.5 EV bracket);
 * ``opencv`` — the reference: the same read/write around ``cv2.createMergeMertens(1, 1, 1).process`` on the
   original plus the same EVs (exposures made with the same LUT), i.e. the paper's test stage done with OpenCV.
 
@@ -32,12 +33,12 @@ def _child(method: str, src: str, dst: str, repeat: int) -> None:
     from deepexposure.enhance import Enhancer
     from deepexposure.io import read_photo, write_photo
 
-    enhancer = Enhancer(renderer="local" if method == "local" else "fusion")
+    enhancer = Enhancer(renderer=method if method in ("local", "rolloff", "balanced") else "fusion")
     times = []
     for _ in range(repeat):
         t0 = time.perf_counter()
         photo = read_photo(src)
-        if method in ("deepexposure", "local"):
+        if method in ("deepexposure", "local", "rolloff", "balanced"):
             out, recipe = enhancer.enhance_photo(photo)
         else:
             import cv2
@@ -98,7 +99,7 @@ def main() -> None:
             src = Path(tmp) / f"in_{mp:g}mp.jpg"
             cv2.imwrite(str(src), cv2.resize(img, (w, h), interpolation=cv2.INTER_CUBIC), [cv2.IMWRITE_JPEG_QUALITY, 95])
             res = {m: _run(m, src, Path(tmp) / f"out_{m}_{mp:g}.jpg", args.repeat)
-                   for m in ("deepexposure", "local", "opencv")}
+                   for m in ("deepexposure", "local", "rolloff", "balanced", "opencv")}
             rows.append((f"{w}x{h} ({w * h / 1e6:.1f} MP)", res))
     print(f"photo: {args.photo.name}; peak memory includes {base:.0f} MB of interpreter+torch+model "
           f"(measured alone); best of {args.repeat}")
@@ -106,7 +107,8 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|---|---|")
     for name, r in rows:
         o = r["opencv"]
-        for label, key in (("fusion (default)", "deepexposure"), ("local", "local")):
+        for label, key in (("fusion (default)", "deepexposure"), ("local", "local"), ("rolloff", "rolloff"),
+                           ("balanced", "balanced")):
             d = r[key]
             print(f"| {name} | {label} | {d['evs']} | {d['time']:.2f} | {o['time']:.2f} | {o['time'] / d['time']:.1f}x | "
                   f"{d['peak_mb']:.0f} (+{d['peak_mb'] - base:.0f}) | {o['peak_mb']:.0f} (+{o['peak_mb'] - base:.0f}) | "
