@@ -80,7 +80,6 @@ def real_pairs(args, renderers: list[str]) -> dict:
 
 def msec(args, renderers: list[str]) -> list[dict]:
     from deepexposure.enhance import Enhancer
-    from deepexposure.segmentation import make_preview
 
     enh = Enhancer(args.main, renderer=renderers[0])
     lg = LearnedGlobalMethod(args.main)
@@ -91,12 +90,11 @@ def msec(args, renderers: list[str]) -> list[dict]:
             continue
         offset = (-1 if m.group(1) == "N" else 1) * float(m.group(2))
         img = read_photo(p).pixels
-        small = make_preview(img, 256)
         rec = enh.recipe(img)
         area = np.bincount(np.asarray(rec.labels).ravel(), minlength=len(rec.evs))[: len(rec.evs)]
         ev = float(np.dot(area, rec.evs) / area.sum())
         rows.append({"photo": p.name, "offset": offset, "policy_ev": ev, "policy_evs": rec.evs,
-                     "learned_global_ev": lg.ev(small)})
+                     "learned_global_ev": lg.ev(img)})
     return rows
 
 

@@ -16,7 +16,7 @@ from torch import nn
 from deepexposure.env import STATE_CHANNELS, srgb_to_linear_torch
 
 __all__ = ["Actor", "ValueNet", "Critic", "critic_features", "gradient_penalty", "CRITIC_CHANNELS", "global_features",
-           "soft_histogram", "exposure_features", "EXPOSURE_FEATURES", "GlobalExposureNet"]
+           "soft_histogram", "exposure_features", "exposure_features_batched", "EXPOSURE_FEATURES", "GlobalExposureNet"]
 
 CRITIC_CHANNELS = 6
 _LUMA = (0.2126, 0.7152, 0.0722)
@@ -94,6 +94,12 @@ def exposure_features(srgb: torch.Tensor) -> torch.Tensor:
     lo = (mx <= 5.0 / 255.0).to(srgb.dtype).mean((1, 2, 3))[:, None]
     grid = F.adaptive_avg_pool2d(ly, 4).flatten(1) / 4.0
     return torch.cat([hist, pct, hi, lo, grid], dim=1)
+
+
+def exposure_features_batched(srgb: torch.Tensor, chunk: int = 512) -> torch.Tensor:
+    """:func:`exposure_features` of many previews ``(N,3,H,W)``, ``chunk`` at a time (bounded memory) -> ``(N, 51)``."""
+    with torch.no_grad():
+        return torch.cat([exposure_features(srgb[i : i + chunk]) for i in range(0, len(srgb), chunk)])
 
 
 class GlobalExposureNet(nn.Module):

@@ -211,11 +211,11 @@ class OracleGlobal:
 
 
 def _render_evs(img: np.ndarray, evs: list[float], labels: np.ndarray, renderer: str) -> np.ndarray:
-    from deepexposure.render import render_fusion, render_local, render_rolloff
+    """``evs`` per segment of ``labels`` through :func:`deepexposure.render.render` with ``renderer``."""
+    from deepexposure.recipe import Recipe
+    from deepexposure.render import render
 
-    if renderer == "fusion":
-        return render_fusion(img, evs)
-    return render_local(img, evs, labels) if renderer == "local" else render_rolloff(img, evs, labels)
+    return render(img, Recipe(evs=list(evs), labels=None if renderer == "fusion" else labels, renderer=renderer))
 
 
 def oracle_recipe_evs(srgb: np.ndarray, target: np.ndarray, labels: np.ndarray, *, renderer: str = "local",

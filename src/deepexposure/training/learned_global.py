@@ -28,12 +28,11 @@ _FORMAT = "deepexposure-learned-global"
 def preview_features(previews: np.ndarray | torch.Tensor) -> np.ndarray:
     """:func:`deepexposure.models.exposure_features` of previews ``(N,64,64,3)`` float sRGB [0,1] (numpy, NHWC)
     or ``(N,3,64,64)`` tensors -> float32 ``(N, 51)``."""
-    from deepexposure.models import exposure_features
+    from deepexposure.models import exposure_features_batched
 
     x = previews if isinstance(previews, torch.Tensor) else torch.from_numpy(
         np.ascontiguousarray(previews, dtype=np.float32)).permute(0, 3, 1, 2)
-    with torch.no_grad():
-        return torch.cat([exposure_features(x[i : i + 512].float().cpu()) for i in range(0, len(x), 512)]).numpy()
+    return exposure_features_batched(x.float().cpu()).numpy()
 
 
 class LearnedGlobal:

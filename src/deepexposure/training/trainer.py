@@ -346,9 +346,9 @@ class Trainer:
         if known is None:
             return {}
         x, target_ev = known
-        from deepexposure.models import exposure_features
+        from deepexposure.models import exposure_features_batched
 
-        feats = torch.cat([exposure_features(x[i : i + 512]) for i in range(0, len(x), 512)])
+        feats = exposure_features_batched(x)
         gnet = self.actor.gnet
         opt = torch.optim.Adam(gnet.parameters(), lr=1e-3)
         gen = torch.Generator().manual_seed(episode_seed(self.cfg.run.seed, 0, 0, stream=7))
