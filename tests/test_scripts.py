@@ -80,3 +80,25 @@ def test_diagnose_policy_uses_the_evaluation_oracle_and_psnr(pairs: Path, capsys
     assert calls["oracle"] == 2 and calls["psnr"] == 2 * (2 + len(script.SHIFTS))
     pol, orc = (float(out.split(k)[1].split(" dB")[0]) for k in ("policy ", "per-segment oracle "))
     assert orc >= pol  # the oracle's EVs are the best the search finds for the same renderer
+
+
+def test_contact_sheet_spreads_over_the_set_and_refuses_oracles(tmp_path: Path, capsys) -> None:
+    sheet_mod = _script("contact_sheet")
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    src = read_photo(REPO / "samples" / "dicm_02.jpg").pixels
+    small = cv2.resize(src, (48, 32), interpolation=cv2.INTER_AREA)
+    for i in range(6):  # six photos, each a different brightness, so rows can be told apart
+        write_photo(photos / f"{i:02d}.png", Photo(pixels=np.clip(apply_ev(small, i - 3), 0, 1).astype(np.float32),
+                                                    alpha=None, bit_depth=8, exif=None, icc_profile=None, source=None,
+                                                    mode="RGB"))
+    out = tmp_path / "sheet.jpg"
+    sheet_mod.main(["--photos", str(photos), "--limit", "3", "-m", "identity", "-m", "fixed-fusion",
+                    "--tile", "64", "--out", str(out)])
+    printed = capsys.readouterr().out.split()
+    assert printed[:3] == ["00.png", "02.png", "04.png"]  # every 2nd photo of 6, not the first 3
+    sheet = cv2.imread(str(out))
+    assert sheet is not None and sheet.shape[0] > 3 * 64 and sheet.shape[1] > 2 * 64
+    with pytest.raises(SystemExit, match="oracles need targets"):
+        sheet_mod.main(["--photos", str(photos), "-m", "oracle-global", "--out", str(tmp_path / "x.jpg")])
+    assert not (tmp_path / "x.jpg").exists()
