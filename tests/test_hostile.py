@@ -167,7 +167,7 @@ def test_policy_with_a_badly_typed_config(tmp_path: Path):
 
     from deepexposure.enhance import default_model_path
 
-    d = torch.load(default_model_path(), map_location="cpu", weights_only=True)
+    d = torch.load(default_model_path("pt"), map_location="cpu", weights_only=True)
     d["config"]["segments"] = "six"
     bad = tmp_path / "bad.pt"
     torch.save(d, bad)

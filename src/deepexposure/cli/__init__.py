@@ -52,9 +52,9 @@ def main() -> None:
 
 def _register() -> None:
     """Attach sub-commands (each lives in its own module of this package)."""
-    from deepexposure.cli import data, enhance, evaluate, render, train
+    from deepexposure.cli import data, enhance, evaluate, export, render, train
 
-    for mod in (enhance, render, train, evaluate, data):
+    for mod in (enhance, render, train, export, evaluate, data):
         for cmd in mod.COMMANDS:
             main.add_command(cmd)
 
