@@ -187,8 +187,16 @@ class OnnxPolicy(PolicyBase):
         opts.inter_op_num_threads = 1
         try:
             session = ort.InferenceSession(os.fspath(path), sess_options=opts, providers=providers)
-        except Exception as exc:  # noqa: BLE001 - any failure to parse or initialise means a bad file
+        except Exception as exc:  # noqa: BLE001 - any failure to parse or initialise: a bad file, or the device
             msg = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+            if providers != [_CPU]:  # the file may be fine and the CUDA device not
+                try:
+                    ort.InferenceSession(os.fspath(path), sess_options=opts, providers=[_CPU])
+                except Exception:  # noqa: BLE001, S110 - the file is bad: reported below
+                    pass
+                else:
+                    raise ModelError(f"device {device!r}: ONNX Runtime cannot use it ({msg or type(exc).__name__}); "
+                                     "use --device cpu") from None
             raise ModelError(f"cannot read ONNX model {path}: {type(exc).__name__}{': ' + msg if msg else ''}") from None
         arch, config, model_id = _metadata(path, dict(session.get_modelmeta().custom_metadata_map))
         size, channels = arch["size"], arch["in_channels"]
