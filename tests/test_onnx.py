@@ -3,6 +3,7 @@ policy and random global-branch actors), export-onnx, run folders, and hostile m
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -131,6 +132,9 @@ def test_shipped_onnx_is_the_shipped_pt(real_previews):
     worst, evs = _max_ev_difference(onnx_policy, torch_policy, real_previews, seg)
     assert worst <= EV_TOLERANCE, worst
     assert evs.std() > 0.2  # real, varied EVs, not a degenerate comparison
+    card = json.loads((default_model_path().parent / "policy.json").read_text())
+    assert card["model_id"] == onnx_policy.model_id
+    assert card["onnx"]["sha256"] == hashlib.sha256(default_model_path().read_bytes()).hexdigest()
 
 
 def _random_policy(seed: int, **arch_kw) -> Policy:
