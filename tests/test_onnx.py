@@ -257,6 +257,22 @@ def _foreign_onnx(path: Path) -> Path:
     return path
 
 
+def _failing_policy_onnx(path: Path) -> Path:
+    """A graph with a policy's inputs, outputs and metadata that fails when run (reshape 8*64*64 values by 7)."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    shape = helper.make_tensor("shape", TensorProto.INT64, [2], [-1, 7])
+    graph = helper.make_graph([helper.make_node("Reshape", ["state", "shape"], ["ev"])], "g",
+                              [helper.make_tensor_value_info("state", TensorProto.FLOAT, ["batch", 8, 64, 64])],
+                              [helper.make_tensor_value_info("ev", TensorProto.FLOAT, None)], [shape])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    shipped = onnx.load(default_model_path())
+    model.metadata_props.extend(shipped.metadata_props)
+    onnx.save(model, path)
+    return path
+
+
 def _with_metadata(path: Path, **changes) -> Path:
     """A copy of the shipped .onnx with metadata entries replaced (None: removed)."""
     import onnx
@@ -296,6 +312,10 @@ def test_hostile_onnx_files(tmp_path):
     }
     for name, (changes, needle) in bad_meta.items():
         _one_error(_cli("enhance", src, "-o", out, "--model", _with_metadata(tmp_path / name, **changes)), needle)
+    _one_error(_cli("enhance", src, "-o", out, "--model", _failing_policy_onnx(tmp_path / "fails.onnx")),
+               "failed to run")
+    small = export_onnx(_random_policy(0, size=32), tmp_path / "small.onnx")  # a valid policy, 32x32 previews
+    _one_error(_cli("enhance", src, "-o", out, "--model", small), "32x32")
     _one_error(_cli("segment", src, "-o", tmp_path / "s.png", "--model", tmp_path / "random.onnx"), "cannot read")
     assert not out.exists() and not (tmp_path / "s.png").exists()
     with pytest.raises(ModelError, match="not found"):

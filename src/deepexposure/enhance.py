@@ -1,7 +1,8 @@
 """The inference API: ``Enhancer().enhance(rgb) -> (out, recipe)``.
 
 The paper's test stage: the photo is reduced to a 64x64 preview, segmented (Felzenszwalb-Huttenlocher, the
-parameters the policy was trained with), the policy picks one exposure value (EV stops) per segment, and the
+parameters the policy was trained with), the policy (the shipped ``policy.onnx`` run by ONNX Runtime, no torch; a
+torch ``policy.pt`` where torch is installed) picks one exposure value (EV stops) per segment, and the
 exposures are applied to the full-resolution photo by a renderer (``fusion``: Mertens fusion of the whole photo
 exposed by each EV plus the original; ``local``: each EV inside its own feathered segment mask; ``rolloff``: local
 with a highlight roll-off).
@@ -25,7 +26,7 @@ from deepexposure.io import Photo, from_float, to_float
 from deepexposure.onnx_policy import PolicyBase, policy_segmentation
 from deepexposure.recipe import Recipe
 from deepexposure.render import ENHANCE_RENDERER, RENDERERS, render
-from deepexposure.segmentation import make_preview, segment
+from deepexposure.segmentation import PREVIEW_SIZE, make_preview, segment
 
 __all__ = ["Enhancer", "default_model_path", "model_segmentation", "resolve_model", "load_policy"]
 
@@ -105,6 +106,10 @@ class Enhancer:
             raise ValueError(f"strength must be in [0, 1], got {strength}")
         self.model_path = resolve_model(model)
         self.policy = load_policy(self.model_path, device=device)
+        size = self.policy.arch.get("size", PREVIEW_SIZE)
+        if size != PREVIEW_SIZE:
+            raise ModelError(f"{self.model_path}: the policy was trained on {size}x{size} previews; enhance uses "
+                             f"{PREVIEW_SIZE}x{PREVIEW_SIZE}")
         self.renderer = renderer
         self.strength = float(strength)
         self.segmentation = policy_segmentation(self.policy)

@@ -224,7 +224,12 @@ class OnnxPolicy(PolicyBase):
         for t in range(n_steps):
             m = masks[:, t : t + 1]
             feed["state"] = episode.state(s0, m, cur, t, n_steps)
-            e = np.asarray(self.session.run(["ev"], feed)[0], dtype=np.float32).reshape(-1)
+            try:
+                out = self.session.run(["ev"], feed)[0]
+            except Exception as exc:  # noqa: BLE001 - ONNX Runtime's own error types: a graph that cannot run
+                raise ModelError(f"{self.path}: ONNX Runtime failed to run the model: {type(exc).__name__}: "
+                                 f"{str(exc).strip()[:200]}") from None
+            e = np.asarray(out, dtype=np.float32).reshape(-1)
             if e.shape != (b,):
                 raise ModelError(f"{self.path}: the model returned {e.size} EVs for {b} states")
             cur = episode.step(s0, cur, m, e)
