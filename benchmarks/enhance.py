@@ -162,11 +162,17 @@ def _small_photos(folder: Path, n: int) -> list[Path]:
     return paths
 
 
-def _wall(cmd: list[str], env: dict) -> float:
-    """Wall time (s) of a fresh process running ``cmd``; it must succeed."""
+def _wall(cmd: list[str], env: dict) -> tuple[float, float]:
+    """(wall, CPU) seconds of a fresh process running ``cmd`` (CPU = user + system of it and its children: on a
+    machine shared with other work it shows what the wall time would be without waiting for a core)."""
+    import resource
+
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     subprocess.run(cmd, env=env, check=True, capture_output=True)
-    return time.perf_counter() - t0
+    wall = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
 def startup_and_throughput(*, repeat: int = 3, n_photos: int = 100, jobs: int = 2, torch_reference: bool = True) -> None:
@@ -182,14 +188,15 @@ def startup_and_throughput(*, repeat: int = 3, n_photos: int = 100, jobs: int = 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         photos = _small_photos(tmp / "in", n_photos)
-        one: dict[str, float] = {"python -c pass": min(_wall([sys.executable, "-c", "pass"], env) for _ in range(repeat))}
+        one: dict[str, tuple[float, float]] = {
+            "python -c pass": min(_wall([sys.executable, "-c", "pass"], env) for _ in range(repeat))}
         for name, extra in models.items():
             one[name] = min(_wall([*cli, str(photos[0]), "-o", str(tmp / f"one_{name}.jpg"), "--overwrite", *extra], env)
                             for _ in range(repeat))
         folder: dict[str, float] = {}
         for name, extra in models.items():
             out = tmp / f"out_{name}"
-            folder[name] = n_photos / _wall([*cli, str(tmp / "in"), "-o", f"{out}/", "-j", str(jobs), *extra], env)
+            folder[name] = n_photos / _wall([*cli, str(tmp / "in"), "-o", f"{out}/", "-j", str(jobs), *extra], env)[0]
             assert len(list(out.iterdir())) == n_photos
             shutil.rmtree(out)
     cores = os.cpu_count()
@@ -197,13 +204,13 @@ def startup_and_throughput(*, repeat: int = 3, n_photos: int = 100, jobs: int = 
           f"fusion renderer, {cores} CPU cores; one photo: best of {repeat}; folder: one run of {n_photos} photos")
     print("| measurement | shipped ONNX model | target | reference (same run) | ratio |")
     print("|---|---:|---:|---|---:|")
-    base = one["python -c pass"]
-    verdict = "met" if one["onnx"] < ONE_PHOTO_TARGET_S else f"missed by {one['onnx'] - ONE_PHOTO_TARGET_S:.2f} s"
-    print(f"| one photo, end to end | {one['onnx']:.2f} s | < {ONE_PHOTO_TARGET_S:.1f} s ({verdict}) | "
-          f"`python -c pass` {base:.2f} s | {one['onnx'] / base:.1f}x interpreter start-up |")
+    base, wall = one["python -c pass"][0], one["onnx"][0]
+    verdict = "met" if wall < ONE_PHOTO_TARGET_S else f"missed by {wall - ONE_PHOTO_TARGET_S:.2f} s"
+    print(f"| one photo, end to end (CPU time) | {wall:.2f} s ({one['onnx'][1]:.2f} s) | < {ONE_PHOTO_TARGET_S:.1f} s "
+          f"({verdict}) | `python -c pass` {base:.2f} s | {wall / base:.1f}x interpreter start-up |")
     if "torch" in one:
-        print(f"| one photo, end to end | | | torch policy.pt {one['torch']:.2f} s | "
-              f"{one['torch'] / one['onnx']:.1f}x faster with ONNX |")
+        print(f"| one photo, end to end (CPU time) | | | torch policy.pt {one['torch'][0]:.2f} s ({one['torch'][1]:.2f} s) "
+              f"| {one['torch'][0] / wall:.1f}x faster with ONNX |")
     verdict = ("met" if folder["onnx"] >= FOLDER_TARGET_PER_S
                else f"missed by {FOLDER_TARGET_PER_S - folder['onnx']:.1f} photos/s")
     print(f"| {n_photos} photos, -j {jobs} | {folder['onnx']:.1f} photos/s | >= {FOLDER_TARGET_PER_S:.0f} photos/s "
