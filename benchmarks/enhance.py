@@ -1,7 +1,7 @@
 """End-to-end benchmark of ``enhance`` (read -> preview/segment/policy -> fusion render -> write) on 12 and 24 MP.
 
 Prints a table measured in one run: wall time and peak memory (VmHWM of a fresh child process, so the import of
-torch etc. is included in memory but not in time) of
+the model etc. is included in memory but not in time) of
 
 * ``deepexposure`` — ``Enhancer().enhance_photo`` with the shipped model, fusion renderer, + JPEG read/write;
 * ``local`` — the same with ``renderer="local"`` (each EV inside its feathered segment mask, no fusion);
@@ -9,13 +9,20 @@ torch etc. is included in memory but not in time) of
 * ``opencv`` — the reference: the same read/write around ``cv2.createMergeMertens(1, 1, 1).process`` on the
   original plus the same EVs (exposures made with the same LUT), i.e. the paper's test stage done with OpenCV.
 
-Usage: ``python benchmarks/enhance.py [--photo PATH] [--sizes 12 24] [--repeat 2]``
+Then :func:`startup_and_throughput` (issue 12, part 3): fresh ``deepexposure enhance`` processes on 0.3 MP
+photos (640x480, made from ``samples/``): one photo end to end (target < 1.0 s) and a folder of 100 with ``-j 2``
+(target >= 4 photos/s), with the shipped ONNX model; references measured in the same run: the interpreter's own
+start-up (``python -c pass``) and the same commands with the torch ``policy.pt`` (the default before 0.2).
+
+Usage: ``python benchmarks/enhance.py [--photo PATH] [--sizes 12 24] [--repeat 2] [--only renderers|startup]``
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -83,10 +90,21 @@ def main() -> None:
     ap.add_argument("--sizes", type=float, nargs="+", default=[12, 24], help="megapixels")
     ap.add_argument("--repeat", type=int, default=2)
     ap.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
+    ap.add_argument("--only", choices=["renderers", "startup"], default=None, help="run one section only")
+    ap.add_argument("--photos", type=int, default=100, help="folder size of the throughput test")
+    ap.add_argument("--no-torch", action="store_true", help="skip the torch policy.pt references")
     args = ap.parse_args()
     if args.child:
         _child(args.child[0], args.child[1], args.child[2], int(args.child[3]))
         return
+    if args.only != "startup":
+        renderer_table(args)
+    if args.only != "renderers":
+        startup_and_throughput(repeat=max(args.repeat, 3), n_photos=args.photos, torch_reference=not args.no_torch)
+
+
+def renderer_table(args) -> None:
+    """The 12/24 MP renderer table (see the module docstring)."""
     import cv2
 
     base = _baseline_mb()
@@ -101,7 +119,7 @@ def main() -> None:
             res = {m: _run(m, src, Path(tmp) / f"out_{m}_{mp:g}.jpg", args.repeat)
                    for m in ("deepexposure", "local", "rolloff", "balanced", "opencv")}
             rows.append((f"{w}x{h} ({w * h / 1e6:.1f} MP)", res))
-    print(f"photo: {args.photo.name}; peak memory includes {base:.0f} MB of interpreter+torch+model "
+    print(f"photo: {args.photo.name}; peak memory includes {base:.0f} MB of interpreter+model "
           f"(measured alone); best of {args.repeat}")
     print("| size | renderer | EVs | wall s | OpenCV reference s | speed-up | peak MB | OpenCV peak MB | memory ratio |")
     print("|---|---|---|---|---|---|---|---|---|")
@@ -113,6 +131,91 @@ def main() -> None:
             print(f"| {name} | {label} | {d['evs']} | {d['time']:.2f} | {o['time']:.2f} | {o['time'] / d['time']:.1f}x | "
                   f"{d['peak_mb']:.0f} (+{d['peak_mb'] - base:.0f}) | {o['peak_mb']:.0f} (+{o['peak_mb'] - base:.0f}) | "
                   f"{(d['peak_mb'] - base) / max(o['peak_mb'] - base, 1):.2f} |")
+
+
+# ------------------------------------------------------------------ start-up and throughput (issue 12, part 3)
+#: Targets of issue 12: one 0.3 MP photo end to end in a fresh process, and a folder of them with -j 2.
+ONE_PHOTO_TARGET_S = 1.0
+FOLDER_TARGET_PER_S = 4.0
+
+
+def _small_photos(folder: Path, n: int) -> list[Path]:
+    """``n`` different 640x480 (0.3 MP) JPEGs made from the repository samples (crops, flips, exposure shifts)."""
+    import cv2
+    import numpy as np
+
+    folder.mkdir(parents=True, exist_ok=True)
+    sources = [cv2.imread(str(p)) for p in sorted((REPO / "samples").glob("*.jpg"))]
+    rng = np.random.default_rng(0)
+    paths = []
+    for i in range(n):
+        img = sources[i % len(sources)]
+        h, w = img.shape[:2]
+        ch, cw = int(h * rng.uniform(0.6, 1.0)), int(w * rng.uniform(0.6, 1.0))
+        y, x = rng.integers(0, h - ch + 1), rng.integers(0, w - cw + 1)
+        crop = cv2.resize(img[y : y + ch, x : x + cw], (640, 480), interpolation=cv2.INTER_AREA)
+        if i % 2:
+            crop = crop[:, ::-1]
+        crop = np.clip(crop.astype(np.float32) * rng.uniform(0.5, 1.5), 0, 255).astype(np.uint8)
+        paths.append(folder / f"p{i:03d}.jpg")
+        cv2.imwrite(str(paths[-1]), crop, [cv2.IMWRITE_JPEG_QUALITY, 92])
+    return paths
+
+
+def _wall(cmd: list[str], env: dict) -> tuple[float, float]:
+    """(wall, CPU) seconds of a fresh process running ``cmd`` (CPU = user + system of it and its children: on a
+    machine shared with other work it shows what the wall time would be without waiting for a core)."""
+    import resource
+
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.perf_counter()
+    subprocess.run(cmd, env=env, check=True, capture_output=True)
+    wall = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+
+
+def startup_and_throughput(*, repeat: int = 3, n_photos: int = 100, jobs: int = 2, torch_reference: bool = True) -> None:
+    """Print the start-up / throughput table: best of ``repeat`` fresh processes for one photo, one run of the
+    ``n_photos`` folder with ``-j jobs``, each with the shipped ONNX model and (reference) the torch policy.pt."""
+    from deepexposure.enhance import default_model_path
+
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")])}
+    cli = [sys.executable, "-m", "deepexposure", "enhance"]
+    models = {"onnx": [], "torch": ["--model", str(default_model_path("pt"))]}
+    if not torch_reference:
+        del models["torch"]
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        photos = _small_photos(tmp / "in", n_photos)
+        one: dict[str, tuple[float, float]] = {
+            "python -c pass": min(_wall([sys.executable, "-c", "pass"], env) for _ in range(repeat))}
+        for name, extra in models.items():
+            one[name] = min(_wall([*cli, str(photos[0]), "-o", str(tmp / f"one_{name}.jpg"), "--overwrite", *extra], env)
+                            for _ in range(repeat))
+        folder: dict[str, float] = {}
+        for name, extra in models.items():
+            out = tmp / f"out_{name}"
+            folder[name] = n_photos / _wall([*cli, str(tmp / "in"), "-o", f"{out}/", "-j", str(jobs), *extra], env)[0]
+            assert len(list(out.iterdir())) == n_photos
+            shutil.rmtree(out)
+    cores = os.cpu_count()
+    print(f"\nStart-up and throughput: fresh `python -m deepexposure enhance` processes, 640x480 (0.3 MP) JPEGs, "
+          f"fusion renderer, {cores} CPU cores; one photo: best of {repeat}; folder: one run of {n_photos} photos")
+    print("| measurement | shipped ONNX model | target | reference (same run) | ratio |")
+    print("|---|---:|---:|---|---:|")
+    base, wall = one["python -c pass"][0], one["onnx"][0]
+    verdict = "met" if wall < ONE_PHOTO_TARGET_S else f"missed by {wall - ONE_PHOTO_TARGET_S:.2f} s"
+    print(f"| one photo, end to end (CPU time) | {wall:.2f} s ({one['onnx'][1]:.2f} s) | < {ONE_PHOTO_TARGET_S:.1f} s "
+          f"({verdict}) | `python -c pass` {base:.2f} s | {wall / base:.1f}x interpreter start-up |")
+    if "torch" in one:
+        print(f"| one photo, end to end (CPU time) | | | torch policy.pt {one['torch'][0]:.2f} s ({one['torch'][1]:.2f} s) "
+              f"| {one['torch'][0] / wall:.1f}x faster with ONNX |")
+    verdict = ("met" if folder["onnx"] >= FOLDER_TARGET_PER_S
+               else f"missed by {FOLDER_TARGET_PER_S - folder['onnx']:.1f} photos/s")
+    print(f"| {n_photos} photos, -j {jobs} | {folder['onnx']:.1f} photos/s | >= {FOLDER_TARGET_PER_S:.0f} photos/s "
+          f"({verdict}) | {'torch policy.pt ' + format(folder['torch'], '.1f') + ' photos/s' if 'torch' in folder else '-'}"
+          f" | {format(folder['onnx'] / folder['torch'], '.1f') + 'x' if 'torch' in folder else '-'} |")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 #!/usr/bin/env python
 """Ship a trained policy as the package default: copy RUN/policy.pt (or a snapshot) to
-``src/deepexposure/assets/policy.pt`` and write the model card ``assets/policy.json`` beside it.
+``src/deepexposure/assets/policy.pt``, export it to ``assets/policy.onnx`` (the default model, run without torch;
+same model id) and write the model card ``assets/policy.json`` beside them.
 
 The card records what a user needs to trust or reproduce the model: the run's full TrainConfig, the training
 data (folders and counts, as given on the command line), the exact train command, the step, the file's SHA-256
@@ -20,6 +21,9 @@ import json
 import shutil
 from pathlib import Path
 
+import torch
+
+from deepexposure.export import OPSET, export_onnx
 from deepexposure.policy import Policy
 
 ASSETS = Path(__file__).resolve().parents[1] / "src" / "deepexposure" / "assets"
@@ -39,10 +43,13 @@ def main() -> None:
     tmp = dst.with_suffix(".pt.tmp")
     shutil.copyfile(src, tmp)
     tmp.replace(dst)
+    onnx_file = export_onnx(pol, ASSETS / "policy.onnx", overwrite=True)
     card = {
         "model_id": pol.model_id,
         "sha256": hashlib.sha256(dst.read_bytes()).hexdigest(),
         "source": str(src),
+        "onnx": {"file": onnx_file.name, "sha256": hashlib.sha256(onnx_file.read_bytes()).hexdigest(),
+                 "exported_by": f"deepexposure.export.export_onnx (torch {torch.__version__}, opset {OPSET})"},
         "policy_config": pol.config,
         "train_config": json.loads((args.run / "config.json").read_text()),
         "train_command": args.command,
@@ -50,7 +57,7 @@ def main() -> None:
         "dev_summary": json.loads(args.summary.read_text()) if args.summary else None,
     }
     (ASSETS / "policy.json").write_text(json.dumps(card, indent=2) + "\n")
-    print(f"shipped {src} -> {dst} ({dst.stat().st_size / 1e6:.1f} MB), model {pol.model_id}")
+    print(f"shipped {src} -> {dst} ({dst.stat().st_size / 1e6:.1f} MB) and {onnx_file}, model {pol.model_id}")
 
 
 if __name__ == "__main__":

@@ -329,14 +329,14 @@ def test_model_run_folder(small: dict, tmp_path: Path):
 
     from deepexposure.policy import Policy
 
-    policy = Policy.load(default_model_path(), device="cpu")
+    policy = Policy.load(default_model_path("pt"), device="cpu")
     last = policy.actor.head[-1]
     with torch.no_grad():
         last.weight.zero_()
         last.bias.fill_(math.atanh(1.5 / policy.actor.max_ev))
     run = tmp_path / "run"
     policy.save(run / "policy.pt")
-    shipped_id = Policy.load(default_model_path(), device="cpu").model_id
+    shipped_id = Policy.load(default_model_path("pt"), device="cpu").model_id
     assert policy.model_id != shipped_id
 
     out = tmp_path / "out.png"

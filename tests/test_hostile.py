@@ -152,14 +152,21 @@ def test_strength_nan(tmp_path: Path):
     assert not (tmp_path / "o.jpg").exists()
 
 
+@pytest.mark.parametrize("fmt", ["onnx", "pt"])
 @pytest.mark.parametrize("device", ["bogus", "cuda", "cuda:99"])
-def test_bad_device(tmp_path: Path, device: str):
+def test_bad_device(tmp_path: Path, device: str, fmt: str):
+    """The shipped .onnx (ONNX Runtime providers) and its .pt (torch devices) refuse a device they cannot use."""
+    import onnxruntime
     import torch
 
-    if device == "cuda" and torch.cuda.is_available():
+    from deepexposure.enhance import default_model_path
+
+    has_cuda = torch.cuda.is_available() if fmt == "pt" else "CUDAExecutionProvider" in onnxruntime.get_available_providers()
+    if device == "cuda" and has_cuda:
         pytest.skip("CUDA is present here")
     src = _photo(tmp_path / "a.jpg")
-    _one_error(_cli("enhance", src, "--device", device, "-o", tmp_path / "o.jpg"), device)
+    _one_error(_cli("enhance", src, "--device", device, "--model", default_model_path(fmt), "-o", tmp_path / "o.jpg"),
+               device)
 
 
 def test_policy_with_a_badly_typed_config(tmp_path: Path):
@@ -167,7 +174,7 @@ def test_policy_with_a_badly_typed_config(tmp_path: Path):
 
     from deepexposure.enhance import default_model_path
 
-    d = torch.load(default_model_path(), map_location="cpu", weights_only=True)
+    d = torch.load(default_model_path("pt"), map_location="cpu", weights_only=True)
     d["config"]["segments"] = "six"
     bad = tmp_path / "bad.pt"
     torch.save(d, bad)

@@ -33,7 +33,7 @@ def policy_params() -> dict:
     from deepexposure.enhance import default_model_path
     from deepexposure.policy import Policy
 
-    return Policy.load(default_model_path(), device="cpu").config["segmentation"]
+    return Policy.load(default_model_path("pt"), device="cpu").config["segmentation"]
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,8 @@
 """deepexposure: learning to expose photos (DeepExposure, NeurIPS 2018), with exact exposure fusion.
 
-``from deepexposure import Enhancer`` is the inference API; it is imported lazily so that the image modules
-(io, fusion, render, ...) stay usable without loading torch.
+``from deepexposure import Enhancer`` is the inference API (ONNX Runtime, no torch; torch only for ``.pt``
+policies); it is imported lazily so that ``import deepexposure`` stays cheap for the image modules (io, fusion,
+render, ...).
 """
 
 from __future__ import annotations

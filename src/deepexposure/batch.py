@@ -22,8 +22,6 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tqdm.auto import tqdm
-
 from deepexposure.atomic import clean_stale
 from deepexposure.errors import DeepExposureError, PhotoError
 from deepexposure.io import SUPPORTED_EXTENSIONS, iter_photo_paths
@@ -298,6 +296,8 @@ def run_batch(
                 result.failed.append((job.src, f"{existing[0]} exists (pass --overwrite or --skip-existing)"))
                 continue
         todo.append(job)
+    from tqdm import tqdm  # the console bar (tqdm.auto would also import asyncio: start-up time)
+
     bar = tqdm(total=len(todo), desc=desc, unit="photo", disable=not progress or not todo, leave=False)
     stop = threading.Event()
     if progress and len(todo) == 1 and not bar.disable:  # one large photo: show that it is being worked on

@@ -1,7 +1,8 @@
 """The inference API: ``Enhancer().enhance(rgb) -> (out, recipe)``.
 
 The paper's test stage: the photo is reduced to a 64x64 preview, segmented (Felzenszwalb-Huttenlocher, the
-parameters the policy was trained with), the policy picks one exposure value (EV stops) per segment, and the
+parameters the policy was trained with), the policy (the shipped ``policy.onnx`` run by ONNX Runtime, no torch; a
+torch ``policy.pt`` where torch is installed) picks one exposure value (EV stops) per segment, and the
 exposures are applied to the full-resolution photo by a renderer (``fusion``: Mertens fusion of the whole photo
 exposed by each EV plus the original; ``local``: each EV inside its own feathered segment mask; ``rolloff``: local
 with a highlight roll-off).
@@ -14,30 +15,38 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import warnings
 from importlib import resources
 from pathlib import Path
 
 import numpy as np
 
-from deepexposure.errors import ModelError
+from deepexposure.errors import ModelError, need_extra
 from deepexposure.io import Photo, from_float, to_float
+from deepexposure.onnx_policy import PolicyBase, policy_segmentation
 from deepexposure.recipe import Recipe
 from deepexposure.render import ENHANCE_RENDERER, RENDERERS, render
-from deepexposure.segmentation import make_preview, segment, segmentation_params
+from deepexposure.segmentation import PREVIEW_SIZE, make_preview, segment
 
-__all__ = ["Enhancer", "default_model_path", "model_segmentation"]
+__all__ = ["Enhancer", "default_model_path", "model_segmentation", "resolve_model", "load_policy"]
 
 #: A float image above this is taken for 0..255 (or 0..65535) data, not [0, 1], and refused (a small overshoot
 #: above 1 from earlier processing is clipped).
 FLOAT_MAX = 1.5
 
 
-def default_model_path() -> Path:
-    """Path of the policy shipped inside the package (``deepexposure/assets/policy.pt``)."""
-    return Path(str(resources.files("deepexposure") / "assets" / "policy.pt"))
+def default_model_path(fmt: str = "onnx") -> Path:
+    """Path of the policy shipped inside the package: ``deepexposure/assets/policy.onnx`` (the default model, runs
+    without torch), or with ``fmt="pt"`` the torch ``policy.pt`` it was exported from (same model id)."""
+    if fmt not in ("onnx", "pt"):
+        raise ValueError(f"fmt must be 'onnx' or 'pt', got {fmt!r}")
+    return Path(str(resources.files("deepexposure") / "assets" / f"policy.{fmt}"))
 
 
-def _resolve_model(model: str | os.PathLike | None) -> Path:
+def resolve_model(model: str | os.PathLike | None) -> Path:
+    """The policy file of ``model``: None = the shipped one; a training run folder = its ``policy.onnx`` if
+    present (warning when its ``policy.pt`` is newer), else its ``policy.pt``; a file as it is. Missing files raise
+    :class:`ModelError`."""
     if model is None:
         path = default_model_path()
         if not path.is_file():
@@ -45,51 +54,65 @@ def _resolve_model(model: str | os.PathLike | None) -> Path:
         return path
     path = Path(model)
     if path.is_dir():  # a training run folder
-        path = path / "policy.pt"
+        onnx_file, pt_file = path / "policy.onnx", path / "policy.pt"
+        if onnx_file.is_file():
+            if pt_file.is_file() and pt_file.stat().st_mtime > onnx_file.stat().st_mtime:
+                warnings.warn(f"{onnx_file} is older than {pt_file}; using it anyway (re-export with "
+                              f"deepexposure export-onnx {path} -o {onnx_file} --overwrite)", stacklevel=2)
+            return onnx_file
+        path = pt_file
     if not path.is_file():
         raise ModelError(f"model file not found: {path}")
     return path
 
 
-def _policy_segmentation(policy) -> dict:
-    """The :func:`segment` parameters a :class:`~deepexposure.policy.Policy` was trained with (its stored config;
-    :data:`~deepexposure.segmentation.SEGMENT_DEFAULTS` for keys an older file lacks, at most its T segments)."""
-    stored = dict(policy.config.get("segmentation") or {})
-    stored.setdefault("max_segments", policy.segments)
-    return segmentation_params(stored)
+def load_policy(path: str | os.PathLike, *, device: str | None = None) -> PolicyBase:
+    """Load a policy file: ``.onnx`` through ONNX Runtime (no torch), anything else as a torch ``policy.pt``
+    (needs the training extra). ``device``: cpu, cuda, cuda:N (and mps for .pt); None = CUDA when present."""
+    path = Path(path)
+    if path.suffix.lower() == ".onnx":
+        from deepexposure.onnx_policy import OnnxPolicy
+
+        return OnnxPolicy.load(path, device=device)
+    need_extra("torch", f"the torch policy {path} (use its ONNX export, or install torch)")
+    from deepexposure.policy import Policy
+
+    return Policy.load(path, device=device)
 
 
 def model_segmentation(model: str | os.PathLike | None = None) -> dict:
-    """The :func:`segment` parameters of a policy (None: the shipped one; a ``policy.pt`` or a run folder)."""
-    from deepexposure.policy import Policy
-
-    return _policy_segmentation(Policy.load(_resolve_model(model), device="cpu"))
+    """The :func:`segment` parameters of a policy (None: the shipped one; a policy file or a run folder)."""
+    return policy_segmentation(load_policy(resolve_model(model), device="cpu"))
 
 
 class Enhancer:
     """Fix the exposure of photos with a trained DeepExposure policy.
 
-    ``model``: None (the shipped default), a ``policy.pt`` file or a training run folder.
+    ``model``: None (the shipped default, ONNX), a ``.onnx`` or ``policy.pt`` file, or a training run folder
+    (its ``policy.onnx`` if present, else its ``policy.pt``); ``.pt`` files need torch (the ``train`` extra).
     ``renderer``: one of :data:`deepexposure.render.RENDERERS` (default :data:`~deepexposure.render.ENHANCE_RENDERER`):
     ``"fusion"`` (the paper's test stage), ``"local"`` (each EV inside its own soft segment mask) or ``"rolloff"``
     (local with a highlight roll-off).
     ``strength``: in [0, 1], scales every EV (0 returns the photo unchanged).
-    ``device``: torch device for the policy (default: CUDA when present, else CPU).
+    ``device``: where the policy runs: ``cpu``, ``cuda``, ``cuda:N`` (ONNX Runtime providers for .onnx models,
+    torch devices for .pt, where ``mps`` works too); default CUDA when present, else CPU.
     """
 
     def __init__(self, model: str | os.PathLike | None = None, *, renderer: str = ENHANCE_RENDERER,
                  strength: float = 1.0, device: str | None = None) -> None:
-        from deepexposure.policy import Policy  # torch is imported only when a model is used
-
         if renderer not in RENDERERS:
             raise ValueError(f"unknown renderer {renderer!r}; choose from {', '.join(RENDERERS)}")
         if not 0.0 <= strength <= 1.0:
             raise ValueError(f"strength must be in [0, 1], got {strength}")
-        self.model_path = _resolve_model(model)
-        self.policy = Policy.load(self.model_path, device=device)
+        self.model_path = resolve_model(model)
+        self.policy = load_policy(self.model_path, device=device)
+        size = self.policy.arch.get("size", PREVIEW_SIZE)
+        if size != PREVIEW_SIZE:
+            raise ModelError(f"{self.model_path}: the policy was trained on {size}x{size} previews; enhance uses "
+                             f"{PREVIEW_SIZE}x{PREVIEW_SIZE}")
         self.renderer = renderer
         self.strength = float(strength)
-        self.segmentation = _policy_segmentation(self.policy)
+        self.segmentation = policy_segmentation(self.policy)
 
     def recipe(self, srgb: np.ndarray) -> Recipe:
         """The recipe (EVs per segment, labels) the policy picks for a float32 sRGB [0,1] (H,W,3) image."""

@@ -9,6 +9,7 @@ so after ``T`` steps ``S^l_T = sum_t M_t * apply_ev(S0, e_t)``: exactly the loca
 preview size (each segment is exposed from the ORIGINAL preview, never twice). The state fed to the networks is
 ``[S0 (3), M_t (1), S^l_t (3), t/T (1)]`` = 8 channels; the constant step plane is our addition to the paper's 7
 channels (it tells the value net how many steps are left). Everything is differentiable in ``e_t``.
+:mod:`deepexposure.episode` holds the numpy twins of :func:`state`, :func:`step` and :func:`masks_tensor`.
 """
 
 from __future__ import annotations
@@ -18,10 +19,11 @@ import math
 import torch
 import torch.nn.functional as F
 
+from deepexposure.episode import STATE_CHANNELS
+
 __all__ = ["apply_ev_torch", "srgb_to_linear_torch", "linear_to_srgb_torch", "state", "step", "run_episode",
            "STATE_CHANNELS", "masks_tensor", "mertens_fuse_torch", "fuse_evs_torch"]
 
-STATE_CHANNELS = 8
 _A = 0.055
 _THRESH_SRGB = 0.04045
 _THRESH_LIN = 0.0031308

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["DeepExposureError", "PhotoError", "DataError", "ModelError"]
+__all__ = ["DeepExposureError", "PhotoError", "DataError", "ModelError", "need_extra", "TRAIN_EXTRA"]
 
 
 class DeepExposureError(Exception):
@@ -19,3 +19,18 @@ class DataError(DeepExposureError):
 
 class ModelError(DeepExposureError):
     """A model/policy/checkpoint file is missing, corrupt or of an unknown format."""
+
+
+#: How to install what the training-side commands need (torch, tensorboard, onnx, scikit-learn).
+TRAIN_EXTRA = "pip install 'deepexposure[train]'"
+
+
+def need_extra(module: str, what: str) -> None:
+    """Import ``module`` or raise :class:`DeepExposureError` "``what`` needs the training extra (``module`` is not
+    installed): pip install 'deepexposure[train]'" (one line for the CLI, before any work is done)."""
+    import importlib
+
+    try:
+        importlib.import_module(module)
+    except ImportError:
+        raise DeepExposureError(f"{what} needs the training extra ({module} is not installed): {TRAIN_EXTRA}") from None

@@ -14,6 +14,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from deepexposure.env import STATE_CHANNELS, srgb_to_linear_torch
+from deepexposure.episode import EXPOSURE_FEATURES, LOG_BINS
+from deepexposure.episode import PERCENTILES as _PERCENTILES
 
 __all__ = ["Actor", "ValueNet", "Critic", "critic_features", "gradient_penalty", "CRITIC_CHANNELS", "global_features",
            "soft_histogram", "exposure_features", "exposure_features_batched", "EXPOSURE_FEATURES", "GlobalExposureNet"]
@@ -65,11 +67,6 @@ def global_features(s: torch.Tensor, bins: int = HIST_BINS) -> torch.Tensor:
                       soft_histogram(_luma(cur), one, bins), m.mean((2, 3)), s[:, 7:8, 0, 0]], dim=1)
 
 
-#: Bins of the log2-luminance histogram of :func:`exposure_features` (over [-12, 0] stops below white).
-LOG_BINS = 24
-_PERCENTILES = (0.01, 0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99)
-#: Length of the :func:`exposure_features` vector.
-EXPOSURE_FEATURES = LOG_BINS + len(_PERCENTILES) + 2 + 16
 
 
 def exposure_features(srgb: torch.Tensor) -> torch.Tensor:
@@ -79,6 +76,7 @@ def exposure_features(srgb: torch.Tensor) -> torch.Tensor:
     a 24-bin linearly binned histogram over [-12, 0]; its 1/5/10/25/50/75/90/95/99th percentiles / 4; the
     fraction of pixels whose largest sRGB channel is >= 250/255 and <= 5/255; the mean of ``L`` / 4 in a 4x4
     grid. The statistics of the learned global-EV baseline (``learned-global``) and of the actor's global branch.
+    Numpy twin (channels last): :func:`deepexposure.episode.exposure_features`.
     """
     lin = srgb_to_linear_torch(srgb)
     y = _luma(lin)
@@ -143,19 +141,24 @@ class Actor(nn.Module):
         nn.init.zeros_(self.head[-1].weight)  # start at EV 0 everywhere (identity policy)
         nn.init.zeros_(self.head[-1].bias)
 
-    def forward(self, s: torch.Tensor) -> torch.Tensor:
+    def forward(self, s: torch.Tensor, feats: torch.Tensor | None = None) -> torch.Tensor:
+        """EVs ``(B,)`` for states ``s`` ``(B,8,H,W)``. ``feats``: :func:`exposure_features` of ``s[:, :3]``
+        ``(B,51)`` when already computed (ONNX inference computes them in numpy, once per episode); with
+        ``global_branch`` and None they are computed here."""
         f = self.body(s)
         if self.global_features:
             f = torch.cat([f, self.gmlp(global_features(s))], dim=1)
         if self.global_branch:
             r = self.residual_ev * torch.tanh(self.head(f).squeeze(1))
-            return self.max_ev * torch.tanh((self.global_ev(s) + r) / self.max_ev)
+            return self.max_ev * torch.tanh((self.global_ev(s, feats) + r) / self.max_ev)
         return self.max_ev * torch.tanh(self.head(f).squeeze(1))
 
-    def global_ev(self, s: torch.Tensor) -> torch.Tensor:
-        """The global branch's EV ``(B,)`` for states ``(B,8,H,W)`` (only with ``global_branch``)."""
-        with torch.no_grad():
-            feats = exposure_features(s[:, :3])
+    def global_ev(self, s: torch.Tensor, feats: torch.Tensor | None = None) -> torch.Tensor:
+        """The global branch's EV ``(B,)`` for states ``(B,8,H,W)`` (only with ``global_branch``); ``feats``:
+        their :func:`exposure_features` if already computed."""
+        if feats is None:
+            with torch.no_grad():
+                feats = exposure_features(s[:, :3])
         return self.gnet(feats)
 
 

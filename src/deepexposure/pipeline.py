@@ -17,7 +17,7 @@ from deepexposure.recipe import Recipe
 from deepexposure.render import ENHANCE_RENDERER, render
 from deepexposure.segmentation import make_preview, overlay, segment, segmentation_params
 
-__all__ = ["manual_recipe", "render_file", "segment_file", "enhance_file", "recipe_path_for"]
+__all__ = ["manual_recipe", "render_file", "segment_file", "enhance_file", "recipe_path_for", "cached_enhancer"]
 
 
 def manual_recipe(srgb: np.ndarray, evs: list[float], renderer: str, *, segments: dict | None = None) -> Recipe:
@@ -104,8 +104,9 @@ def segment_file(job: Job, *, segmentation: dict | None = None, max_pixels: int 
 _ENHANCERS: dict = {}
 
 
-def _enhancer(model: str | None, renderer: str, strength: float, device: str | None):
-    """One Enhancer per (model, renderer, strength) per process: workers load the policy once."""
+def cached_enhancer(model: str | None, renderer: str, strength: float, device: str | None):
+    """One Enhancer per (model, renderer, strength, device) per process: the policy is loaded once (the CLI's
+    early check and the photos of a one-process run share it; each worker loads it once)."""
     from deepexposure.enhance import Enhancer
 
     key = (model, renderer, strength, device)
@@ -130,7 +131,7 @@ def enhance_file(
 ) -> None:
     """``deepexposure enhance`` for one photo, with its recipe sidecar when ``job.recipe`` (or ``write_recipe``)."""
     job = _with_recipe(job, write_recipe)
-    enhancer = _enhancer(model, renderer, strength, device)
+    enhancer = cached_enhancer(model, renderer, strength, device)
     photo = read_photo(job.src, max_pixels=max_pixels, max_pixels_why=max_pixels_why)
     out, recipe = enhancer.enhance_photo(photo)
     _write_outputs(job, out, recipe, bit_depth=bit_depth, overwrite=overwrite, skip_existing=skip_existing)

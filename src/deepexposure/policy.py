@@ -8,7 +8,8 @@ File format (``torch.save`` of a plain dict, loaded with ``weights_only=True``):
      "config": {"variant", "segments", "max_ev", "segmentation": {...}, ...}}
 
 ``predict`` runs the deterministic episode (no exploration noise) over ``config["segments"]`` steps at 64x64 and
-returns one EV (stops) per segment of the given labels.
+returns one EV (stops) per segment of the given labels. Inference without torch uses the ONNX export of this
+file (:mod:`deepexposure.onnx_policy`, ``deepexposure export-onnx``), which keeps the same ``model_id``.
 """
 
 from __future__ import annotations
@@ -24,11 +25,9 @@ from deepexposure.atomic import atomic_write
 from deepexposure.env import masks_tensor, run_episode
 from deepexposure.errors import ModelError
 from deepexposure.models import Actor
+from deepexposure.onnx_policy import ARCH_KEYS, POLICY_FORMAT, PolicyBase, config_problem
 
 __all__ = ["Policy", "select_device", "POLICY_FORMAT"]
-
-POLICY_FORMAT = "deepexposure-policy"
-_ARCH_KEYS = ("width", "hidden", "size", "max_ev", "in_channels", "global_features", "global_branch", "residual_ev")
 
 
 def select_device(device: str | torch.device | None = None) -> torch.device:
@@ -55,7 +54,7 @@ def select_device(device: str | torch.device | None = None) -> torch.device:
     return dev
 
 
-class Policy:
+class Policy(PolicyBase):
     """Deterministic exposure policy. ``arch``: Actor constructor kwargs; ``config``: training facts (JSON-able)."""
 
     def __init__(self, actor: Actor, arch: dict, config: dict, *, device: str | torch.device | None = None) -> None:
@@ -104,13 +103,13 @@ class Policy:
         if not isinstance(d, dict) or d.get("format") != POLICY_FORMAT:
             raise ModelError(f"{path} is not a deepexposure policy file")
         try:
-            arch = {k: d["arch"][k] for k in _ARCH_KEYS if k in d["arch"]}
+            arch = {k: d["arch"][k] for k in ARCH_KEYS if k in d["arch"]}
             actor = Actor(**arch)
             actor.load_state_dict(d["state_dict"])
         except Exception as exc:  # noqa: BLE001
             raise ModelError(f"policy file {path} does not match the actor architecture: {exc}") from None
         config = d.get("config", {})
-        problem = _config_problem(config)
+        problem = config_problem(config)
         if problem:
             raise ModelError(f"policy file {path} has a bad config: {problem}")
         return cls(actor, arch, config, device=device)
@@ -122,40 +121,3 @@ class Policy:
         lab = torch.from_numpy(np.asarray(labels, dtype=np.int64)).to(self.device)
         evs, _ = run_episode(self.actor, s0.clamp(0, 1), masks_tensor(lab, self.segments))
         return evs.cpu().numpy().astype(np.float32)
-
-    def predict(self, preview: np.ndarray, labels: np.ndarray) -> np.ndarray:
-        """EVs ``(n,)`` float32 (stops, within +-max_ev), one per segment 0..n-1 of ``labels`` (64,64) int32."""
-        preview = np.asarray(preview, dtype=np.float32)
-        labels = np.asarray(labels)
-        if preview.ndim != 3 or preview.shape[2] != 3 or preview.shape[:2] != labels.shape:
-            raise ValueError(f"expected a (h,w,3) preview and (h,w) labels, got {preview.shape} and {labels.shape}")
-        n = int(labels.max()) + 1
-        if n > self.segments:
-            raise ValueError(f"{n} segments but the policy was trained with at most {self.segments}")
-        return self.predict_batch(preview[None], labels[None])[0, :n]
-
-
-def _is_int(x) -> bool:
-    return isinstance(x, int) and not isinstance(x, bool)
-
-
-def _is_number(x) -> bool:
-    return isinstance(x, int | float) and not isinstance(x, bool)
-
-
-def _config_problem(config) -> str | None:
-    """What is wrong with a policy's ``config`` (types and ranges of the keys inference uses), or None."""
-    if not isinstance(config, dict):
-        return f"expected an object, got {type(config).__name__}"
-    if "segments" in config and not (_is_int(config["segments"]) and config["segments"] >= 1):
-        return f"segments must be a positive integer, got {config['segments']!r}"
-    if "max_ev" in config and not _is_number(config["max_ev"]):
-        return f"max_ev must be a number, got {config['max_ev']!r}"
-    seg = config.get("segmentation", {})
-    if not isinstance(seg, dict):
-        return f"segmentation must be an object, got {seg!r}"
-    for key, check, what in (("max_segments", _is_int, "an integer"), ("min_size", _is_int, "an integer"),
-                             ("scale", _is_number, "a number"), ("sigma", _is_number, "a number")):
-        if key in seg and not (check(seg[key]) and seg[key] >= 0):
-            return f"segmentation {key} must be {what} >= 0, got {seg[key]!r}"
-    return None

@@ -25,7 +25,7 @@ from typing import Any
 import cv2
 import numpy as np
 from skimage.color import rgb2lab
-from skimage.segmentation import felzenszwalb, find_boundaries
+from skimage.segmentation import felzenszwalb
 
 from deepexposure.color import luminance
 
@@ -383,6 +383,10 @@ def overlay(srgb: np.ndarray, labels: np.ndarray, *, tint: float = 0.3) -> np.nd
     H, W = img.shape[:2]
     up = cv2.resize(labels, (W, H), interpolation=cv2.INTER_NEAREST)
     out = (1 - tint) * img + tint * (_PALETTE[up % len(_PALETTE)] / 255.0)
+    from skimage.segmentation import (
+        find_boundaries,  # only here: it imports skimage.morphology and scipy.spatial
+    )
+
     edges = find_boundaries(up, mode="thick").astype(np.uint8)  # 2 px: both sides of each label change
     thick = round(min(H, W) / 600)
     if thick > 1:

@@ -7,6 +7,7 @@ stderr with exit code 2, never a traceback.
 
 from __future__ import annotations
 
+import importlib
 import sys
 
 import click
@@ -19,8 +20,24 @@ from deepexposure.logs import route_warnings
 EXIT_USER_ERROR = 2
 
 
+#: Sub-command name -> the module of this package that defines it (in its ``COMMANDS``). A module is imported only
+#: when one of its commands runs (or for --help), so ``enhance`` does not pay for the training code's imports.
+SUBCOMMANDS = {"enhance": "enhance", "render": "render", "segment": "render", "train": "train",
+               "export-onnx": "export", "evaluate": "evaluate", "make-pairs": "data"}
+
+
 class _Group(click.Group):
-    """Click group that turns every :class:`DeepExposureError` into one line on stderr and exit code 2."""
+    """Click group that loads sub-commands lazily (:data:`SUBCOMMANDS`) and turns every :class:`DeepExposureError`
+    into one line on stderr and exit code 2."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:  # noqa: D102
+        return sorted(SUBCOMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:  # noqa: D102
+        if cmd_name not in SUBCOMMANDS:
+            return None
+        module = importlib.import_module(f"deepexposure.cli.{SUBCOMMANDS[cmd_name]}")
+        return next(c for c in module.COMMANDS if c.name == cmd_name)
 
     def invoke(self, ctx: click.Context):  # noqa: D102 - behaviour described in the class docstring
         try:
@@ -49,17 +66,6 @@ def main() -> None:
     """
     route_warnings()  # warnings (ours, numpy's) as one "warning: ..." line each
 
-
-def _register() -> None:
-    """Attach sub-commands (each lives in its own module of this package)."""
-    from deepexposure.cli import data, enhance, evaluate, render, train
-
-    for mod in (enhance, render, train, evaluate, data):
-        for cmd in mod.COMMANDS:
-            main.add_command(cmd)
-
-
-_register()
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

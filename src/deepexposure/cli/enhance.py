@@ -14,8 +14,7 @@ from deepexposure.cli.common import (
     max_pixels_option,
     report,
 )
-from deepexposure.enhance import Enhancer
-from deepexposure.pipeline import enhance_file
+from deepexposure.pipeline import cached_enhancer, enhance_file
 from deepexposure.render import ENHANCE_RENDERER, RENDERER_HELP, RENDERERS
 
 
@@ -23,7 +22,8 @@ from deepexposure.render import ENHANCE_RENDERER, RENDERER_HELP, RENDERERS
 @click.argument("photos", nargs=-1, required=True, type=click.Path(path_type=str))
 @click.option("-o", "--out", required=True, type=click.Path(), help="Output file (one photo) or folder.")
 @click.option("--model", type=click.Path(), default=None,
-              help="A policy.pt or training run folder (default: the model shipped with deepexposure).")
+              help="A policy .onnx or .pt file, or a training run folder (its policy.onnx if present, else its "
+                   "policy.pt) (default: the model shipped with deepexposure). .pt files need torch.")
 @click.option("--renderer", type=click.Choice(RENDERERS), default=ENHANCE_RENDERER, show_default=True,
               help=RENDERER_HELP)
 @click.option("--strength", type=click.FloatRange(0, 1), default=1.0, show_default=True,
@@ -39,7 +39,9 @@ from deepexposure.render import ENHANCE_RENDERER, RENDERER_HELP, RENDERERS
 @click.option("--recursive", "-r", is_flag=True, help="Descend into sub-folders, keeping the folder structure.")
 @click.option("--skip-existing", is_flag=True, help="Leave photos whose output exists (resume a large folder).")
 @click.option("--overwrite", is_flag=True, help="Replace existing outputs (and inputs, if OUT points at them).")
-@click.option("--device", default=None, help="Torch device for the policy: cpu, cuda, cuda:N or mps (default: CUDA if present).")
+@click.option("--device", default=None,
+              help="Where the policy runs: cpu, cuda or cuda:N (ONNX Runtime for .onnx models; torch for .pt, "
+                   "where mps works too) (default: CUDA if present).")
 @max_pixels_option
 def enhance(photos, out, model, renderer, strength, save_recipe, fmt, bit_depth, jobs, recursive, skip_existing,
             overwrite, device, max_pixels):
@@ -55,7 +57,7 @@ def enhance(photos, out, model, renderer, strength, save_recipe, fmt, bit_depth,
       deepexposure enhance photo.jpg -o out/ --recipe --renderer local --strength 0.7
     """
     check_strength(strength)
-    Enhancer(model, renderer=renderer, strength=strength, device=device)  # fail early on a bad model or device
+    cached_enhancer(model, renderer, strength, device)  # fail early on a bad model or device (and keep it)
     job_list = plan_jobs(photos, out, recursive=recursive, fmt=fmt, overwrite=overwrite, recipes=save_recipe)
     limit, why = max_pixels_limit(max_pixels, jobs)
     fn = functools.partial(

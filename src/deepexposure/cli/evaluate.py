@@ -39,7 +39,7 @@ def default_methods(*, paired: bool = True) -> list[str]:
 @click.option("--reference", "reference_dir", type=click.Path(file_okay=False, path_type=Path),
               help="Folder of good photos for --unpaired.")
 @click.option("-m", "--method", "methods", multiple=True,
-              help="Method name, policy.pt / run folder, or folder:PATH (repeatable). Default: identity, "
+              help="Method name, policy .onnx/.pt file / run folder, or folder:PATH (repeatable). Default: identity, "
                    "auto-exposure, clahe, fixed-fusion, oracle-global (+ deepexposure when shipped).")
 @click.option("--renderer", type=click.Choice(list(RENDERERS)), default=ENHANCE_RENDERER, show_default=True,
               help="Renderer for policies (as `enhance`).")

@@ -78,7 +78,8 @@ def render(photos, evs, recipe_file, renderer, strength, out, fmt, bit_depth, re
 @click.argument("photos", nargs=-1, required=True, type=click.Path(path_type=str))
 @click.option("-o", "--out", required=True, type=click.Path(), help="Overlay file (one photo) or folder.")
 @click.option("--model", default=None, type=click.Path(path_type=str),
-              help="Segment as this policy (policy.pt or run folder) was trained to (default: the shipped policy).")
+              help="Segment as this policy (.onnx or .pt file, or run folder) was trained to (default: the shipped "
+                   "policy).")
 @click.option("--segments", "-T", type=click.IntRange(1, 64), default=None,
               help="Merge the Felzenszwalb segments of the 64x64 preview down to at most this many "
                    "(default: the policy's, 6 for the shipped one).")

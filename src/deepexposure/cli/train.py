@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import click
 
 from deepexposure.data import FAMILIES as _FAMILIES
-from deepexposure.errors import DataError, DeepExposureError
+from deepexposure.errors import DataError, need_extra
 
 if TYPE_CHECKING:
     from deepexposure.training import TrainConfig
@@ -153,12 +153,9 @@ def train(inputs, synthetic_inputs, copies, sice, sice_references, experts, five
 
 
 def _need_training_extra() -> None:
-    """Refuse (one line, exit 2) before any work when the ``train`` extra (tensorboard) is not installed."""
-    try:
-        import tensorboard  # noqa: F401 - only checking that it is there
-    except ImportError:
-        raise DeepExposureError("deepexposure train needs the training extra (tensorboard is not installed): "
-                                "pip install 'deepexposure[train]'") from None
+    """Refuse (one line, exit 2) before any work when the ``train`` extra (torch, tensorboard) is not installed."""
+    for module in ("torch", "tensorboard"):
+        need_extra(module, "deepexposure train")
 
 
 COMMANDS = [train]

@@ -21,7 +21,7 @@ methods a user could run. Names (:func:`get_method`):
   at the oracle-global EV, each step a grid of 0.5 EV over [-4, 4] refined by a 0.1 EV grid within +-0.4 of the best,
   3 sweeps at most, on copies with long edge <= 128 px; rendered at full resolution.
 * ``deepexposure``: the shipped policy (:class:`deepexposure.enhance.Enhancer`), renderer as given.
-* a path to a ``policy.pt`` or a training run folder: that policy through ``Enhancer(model=path)``.
+* a path to a policy ``.onnx`` / ``policy.pt`` or a training run folder: that policy through ``Enhancer(model=path)``.
 * ``folder:PATH``: precomputed outputs in PATH, matched by file stem (e.g. a published method's results).
 * ``learned-global:RUN``: the learned global-EV baseline fitted by ``deepexposure train`` on that run's data
   (:mod:`deepexposure.training.learned_global`), one EV applied by the renderer given (``local`` and
@@ -300,7 +300,7 @@ class ModelMethod:
 
 
 def _model_name(path: Path) -> str:
-    """Short display name of a policy: the run folder's name (``runs/de1/policy.pt`` -> ``de1``)."""
+    """Short display name of a policy: the run folder's name (``runs/de1/policy.pt`` or ``.onnx`` -> ``de1``)."""
     if path.is_dir():
         return path.name
     return path.parent.name if path.stem == "policy" and path.parent.name else path.stem
@@ -312,6 +312,9 @@ class LearnedGlobalMethod:
     needs_target = False
 
     def __init__(self, run: str | Path, *, renderer: str = ENHANCE_RENDERER) -> None:
+        from deepexposure.errors import need_extra
+
+        need_extra("torch", "the learned-global baseline")
         from deepexposure.training.learned_global import LearnedGlobal
 
         self.model = LearnedGlobal.load(run)
@@ -414,6 +417,6 @@ def get_method(name_or_path: str | Path, *, renderer: str = ENHANCE_RENDERER) ->
             raise ModelError(f"{spec}: cannot load a policy ({exc})") from exc
     else:
         raise DeepExposureError(f"unknown method {spec!r}; valid: {', '.join(method_names())}, "
-                                "a policy.pt or run folder, folder:PATH or learned-global:RUN")
+                                "a policy .onnx/.pt file or run folder, folder:PATH or learned-global:RUN")
     m.spec = (spec, renderer)
     return m
