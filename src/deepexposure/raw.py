@@ -46,9 +46,9 @@ from pathlib import Path
 
 import numpy as np
 
-from deepexposure.color import linear_to_srgb
+from deepexposure.color import apply_ev, linear_to_srgb
 from deepexposure.errors import PhotoError
-from deepexposure.io import DEFAULT_MAX_PIXELS, RAW_EXTENSIONS, Photo, _check_readable, _too_big
+from deepexposure.io import DEFAULT_MAX_PIXELS, RAW_EXTENSIONS, Photo, _check_readable, _too_big, from_float
 from deepexposure.recipe import MAX_ABS_EV, Recipe
 from deepexposure.render import BALANCED_BRACKET, RENDERERS, render, render_balanced
 
@@ -58,6 +58,10 @@ __all__ = ["RAW_EXTENSIONS", "RAW_EXTRA_HINT", "RawPhoto", "is_raw", "read_raw",
 #: How to get RAW support, quoted by the error when rawpy is missing.
 RAW_EXTRA_HINT = "reading camera RAW files needs rawpy (LibRaw): pip install 'deepexposure[raw]'"
 
+_CODES16 = np.arange(65536, dtype=np.float32) / np.float32(65535)
+#: Up to this many pixels the fusion renderer makes the RAW's exposures once and keeps them (6 bytes/pixel each);
+#: above, it makes them again for its second pass instead of holding them all.
+_MATERIALISE_PIXELS = 2_000_000
 # EXIF tags carried from the RAW (IFD0 and the EXIF sub-IFD); everything else (maker notes, the RAW's own strip
 # layout, thumbnails) is left out.
 _IFD0_TAGS = (271, 272, 306, 315, 33432)  # Make, Model, DateTime, Artist, Copyright
@@ -274,11 +278,16 @@ def render_photo(photo: Photo, recipe: Recipe, *, renderer: str | None = None, s
     if name == "fusion":
         from deepexposure.fusion import mertens_fuse
 
+        codes = from_float(scene, 16)  # each exposure is then a 65,536-entry table lookup, as in fuse_exposures
+        tables = [from_float(apply_ev(_CODES16, offset + e), 16) for e in evs]
+
         def exposures():  # generated twice by the two-pass fusion, one exposure alive at a time
             yield photo.pixels
-            for e in evs:
-                yield expose(scene, offset + e)
+            for table in tables:
+                yield table[codes]
 
+        if codes.shape[0] * codes.shape[1] <= _MATERIALISE_PIXELS:  # small (e.g. a preview): make each once
+            return mertens_fuse(list(exposures()), grey_zero=True)
         return mertens_fuse(exposures, grey_zero=True)
     shifted = dataclasses.replace(recipe, renderer=name,
                                   evs=[float(np.clip(e + offset, -MAX_ABS_EV, MAX_ABS_EV)) for e in evs])
