@@ -47,6 +47,7 @@ HISTOGRAM_BINS = 64
 #: A recipe's 64x64 segment labels must agree with the photo's own segmentation on this share of the cells.
 LABEL_AGREEMENT = 0.9
 _JPEG_QUALITY = 88
+_OVERLAY_TINT = 0.2  # weight of the segment colours over the edit in the "segments" view
 _NAME_RE = re.compile(r"^[^/\\\x00-\x1f]{1,200}$")
 
 
@@ -193,12 +194,15 @@ class EditSession:
 
     # --------------------------------------------------------------------------------------------- rendering
 
-    def _encode(self, srgb: np.ndarray, t0: float) -> PreviewImage:
+    def _encode(self, srgb: np.ndarray, t0: float, shown: np.ndarray | None = None) -> PreviewImage:
+        """JPEG of ``shown`` (default ``srgb``, float sRGB or uint8), histogram and clipping of ``srgb``."""
         ms = (time.perf_counter() - t0) * 1000
         u8 = from_float(srgb, 8)
         luma = (u8[..., 0] * 0.2126 + u8[..., 1] * 0.7152 + u8[..., 2] * 0.0722).astype(np.uint8)
         hist = np.bincount(luma.ravel() // (256 // HISTOGRAM_BINS), minlength=HISTOGRAM_BINS)
         clipped = float((u8.max(axis=2) == 255).mean())
+        if shown is not None:
+            u8 = shown
         ok, buf = cv2.imencode(".jpg", cv2.cvtColor(u8, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, _JPEG_QUALITY])
         if not ok:
             raise EditorError("could not encode the preview")
@@ -218,7 +222,7 @@ class EditSession:
     def render_preview(self, evs: Sequence[float], strength: float, renderer: str, *, view: str = "after",
                        draft: bool = False) -> PreviewImage:
         """``view``: "after" (the edit), "before" (the photo as read: a RAW's default rendering) or "segments" (the
-        edit with the segments drawn over it, numbered as the sliders)."""
+        edit with the segments drawn over it, numbered as the sliders; histogram and clipping stay the edit's)."""
         t0 = time.perf_counter()
         if view == "before":
             self.recipe_for(evs, strength, renderer)  # same checks whatever the view
@@ -227,12 +231,11 @@ class EditSession:
             return self._before
         if view not in ("after", "segments"):
             raise EditorError(f"unknown view {view!r}")
+        if view == "segments" and self.seed.labels is None:
+            raise EditorError("this recipe has no segments (made with --ev and the fusion renderer)")
         out = self.render_srgb(evs, strength, renderer, draft=draft)
-        if view == "segments":
-            if self.seed.labels is None:
-                raise EditorError("this recipe has no segments (made with --ev and the fusion renderer)")
-            out = overlay(out, self.seed.labels).astype(np.float32) / 255
-        return self._encode(out, t0)
+        shown = overlay(out, self.seed.labels, tint=_OVERLAY_TINT) if view == "segments" else None
+        return self._encode(out, t0, shown)  # the histogram is the edit's, also under the segments
 
     # --------------------------------------------------------------------------------------------- saving
 
