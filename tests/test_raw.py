@@ -76,10 +76,10 @@ def test_each_fixture_decodes_upright_with_its_camera(raw_dir, name):
     assert exif[34855] == round(other.iso_speed)
 
 
-@pytest.mark.parametrize("name", ["canon_powershot_g2_CRW_0304.CRW", OVER])
-def test_default_rendering_is_librarys_own_exposure(raw_dir, name):
+def test_default_rendering_is_librarys_own_exposure(raw_dir):
     """EV 0 (the default rendering) is LibRaw's default scaling (highlight mode clip), to within rounding, wherever
-    that one does not clip: ev_offset = log2(largest / smallest white-balance multiplier) is right."""
+    that one does not clip: ev_offset = log2(largest / smallest white-balance multiplier, 2.28 here) is right."""
+    name = OVER
     photo = decoded(raw_dir, name)
     with rawpy.imread(str(raw_dir / name)) as r:
         ref = r.postprocess(gamma=(1, 1), no_auto_bright=True, output_bps=16, use_camera_wb=True)
@@ -128,7 +128,9 @@ def test_negative_ev_recovers_highlights_the_default_rendering_clips(raw_dir):
 
 
 def test_fusion_and_strength_on_a_raw(raw_dir):
-    photo = decoded(raw_dir, OVER)
+    full = decoded(raw_dir, OVER)
+    photo = RawPhoto(pixels=full.pixels[::2, ::2].copy(), bit_depth=16, scene=full.scene[::2, ::2].copy(),
+                     ev_offset=full.ev_offset)  # a quarter of the pixels: the same highlights, 4x faster
     recipe = Recipe(evs=[-1.5, 0.5], renderer="fusion")
     assert np.array_equal(render_photo(photo, recipe, strength=0.0), photo.pixels)
     fused = render_photo(photo, recipe)
