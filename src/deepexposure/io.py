@@ -26,6 +26,7 @@ import warnings
 import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 
 import cv2
@@ -422,20 +423,26 @@ _TIFF_EP_TAGS = ((271, 0, "s"), (272, 0, "s"), (306, 0, "s"), (315, 0, "s"), (33
 
 
 def _tiff_ep_tags(exif: bytes | None) -> list[tuple]:
-    """tifffile ``extratags`` for the camera, date and exposure tags of ``exif`` (see :data:`_TIFF_EP_TAGS`)."""
+    """tifffile ``extratags`` for the camera, date and exposure tags of ``exif`` (see :data:`_TIFF_EP_TAGS`); a tag
+    that cannot be read or written as its TIFF type is left out."""
     if not exif:
         return []
-    tags = []
     try:
         ex = Image.Exif()
         ex.load(exif[6:] if exif.startswith(b"Exif\x00\x00") else exif)
         ifds = {0: ex, 0x8769: ex.get_ifd(0x8769)}
-        for tag, ifd, kind in _TIFF_EP_TAGS:
-            v = ifds[ifd].get(tag)
-            if isinstance(v, tuple) and len(v) == 1:
+    except Exception:  # malformed EXIF: written without these tags rather than failing the write
+        return []
+    tags = []
+    for tag, ifd, kind in _TIFF_EP_TAGS:
+        v = ifds[ifd].get(tag)
+        if v is None or v == "" or v == ():
+            continue
+        try:
+            if kind == "r" and isinstance(v, tuple) and len(v) == 2:  # a rational stored as two integers
+                v = Fraction(int(v[0]), int(v[1]))
+            elif isinstance(v, tuple):
                 v = v[0]
-            if v is None or v == "":
-                continue
             if kind == "s":
                 text = str(v).rstrip("\x00")
                 if text:
@@ -443,12 +450,11 @@ def _tiff_ep_tags(exif: bytes | None) -> list[tuple]:
             elif kind == "H":
                 tags.append((tag, "H", 1, min(65535, max(0, int(v))), True))
             else:
-                num, den = (v.numerator, v.denominator) if hasattr(v, "denominator") else (float(v), 1)
-                num, den = int(num), int(den)
-                if den > 0 and 0 <= num < 2**32 and den < 2**32:
-                    tags.append((tag, "2I", 1, (num, den), True))
-    except Exception:  # malformed EXIF: written without these tags rather than failing the write
-        return []
+                f = Fraction(float(v)).limit_denominator(100_000)
+                if 0 <= f.numerator < 2**32:
+                    tags.append((tag, "2I", 1, (f.numerator, f.denominator), True))
+        except (TypeError, ValueError, OverflowError, ZeroDivisionError):
+            continue
     return tags
 
 
