@@ -32,3 +32,9 @@ def pytest_terminal_summary(terminalreporter) -> None:
     n = sum(1 for rep in skipped if _NO_DATA in str(getattr(rep, "longrepr", "")))
     if n:
         terminalreporter.write_line(f"{n} " + _HOW.format(path=SHARED_DATA), yellow=True, bold=True)
+    for rep in skipped:  # the editor's browser test: say why it did not run
+        longrepr = getattr(rep, "longrepr", "")
+        text = longrepr[2] if isinstance(longrepr, tuple) and len(longrepr) == 3 else str(longrepr)
+        if "test_editor_browser" in str(getattr(rep, "nodeid", "")) or "browser test skipped" in text:
+            reason = str(text).removeprefix("Skipped: ")
+            terminalreporter.write_line(f"browser test skipped: {reason}", yellow=True, bold=True)

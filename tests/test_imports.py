@@ -9,7 +9,7 @@ from pathlib import Path
 
 import deepexposure
 
-IMAGE_MODULES = ("io", "color", "segmentation", "fusion", "render", "recipe")
+IMAGE_MODULES = ("io", "color", "raw", "segmentation", "fusion", "render", "recipe")
 SRC = str(Path(deepexposure.__file__).resolve().parents[1])
 
 

@@ -24,9 +24,12 @@ from pathlib import Path
 
 from deepexposure.atomic import clean_stale
 from deepexposure.errors import DeepExposureError, PhotoError
-from deepexposure.io import SUPPORTED_EXTENSIONS, iter_photo_paths
+from deepexposure.io import RAW_EXTENSIONS, SUPPORTED_EXTENSIONS, iter_photo_paths
 
-__all__ = ["Job", "BatchResult", "plan_jobs", "run_batch", "recipe_path_for"]
+__all__ = ["Job", "BatchResult", "plan_jobs", "run_batch", "recipe_path_for", "RAW_OUTPUT_SUFFIX"]
+
+#: Output suffix of a camera RAW input in folder mode without ``--format`` (RAW files are read, never written).
+RAW_OUTPUT_SUFFIX = ".jpg"
 
 
 @dataclass(frozen=True)
@@ -111,7 +114,7 @@ def plan_jobs(
     A single input file with ``out`` ending in a supported image suffix writes exactly ``out``; another suffix is
     an error. Otherwise ``out`` is a folder (a trailing slash always means one): each photo keeps its name (and,
     with ``recursive``, its path relative to the input folder, the output folder itself left out of the walk);
-    ``fmt`` (e.g. ``"png"``) changes the suffix. ``recipes``: each job also writes ``<stem>.recipe.json`` beside
+    ``fmt`` (e.g. ``"png"``) changes the suffix (a camera RAW input gets :data:`RAW_OUTPUT_SUFFIX` without it). ``recipes``: each job also writes ``<stem>.recipe.json`` beside
     its output. An output that would replace its own input, or a file in ``protect`` (e.g. the recipe being
     rendered), is refused unless ``overwrite``; two inputs mapping to the same output (or recipe) is an error.
     """
@@ -136,7 +139,7 @@ def plan_jobs(
                 pairs.append((src, Path(src.name)))
     if not pairs:
         raise PhotoError(f"no photos found in {', '.join(map(str, roots))} "
-                         f"(formats read: {', '.join(sorted(SUPPORTED_EXTENSIONS))})")
+                         f"(formats read: {', '.join(sorted(SUPPORTED_EXTENSIONS))} and camera RAW)")
     single_file = not _out_is_folder(out_text, len(pairs), len(roots) == 1 and not roots[0].is_dir())
     protected = {_resolve(Path(p)): Path(p) for p in protect}
     jobs: list[Job] = []
@@ -148,6 +151,8 @@ def plan_jobs(
             dst = out / rel
             if fmt:
                 dst = dst.with_suffix("." + fmt.lower().lstrip("."))
+            elif dst.suffix.lower() in RAW_EXTENSIONS:
+                dst = dst.with_suffix(RAW_OUTPUT_SUFFIX)
         job = Job(src, dst, recipe_path_for(dst) if recipes else None)
         for target in job.outputs:
             key = _resolve(target)

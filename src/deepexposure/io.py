@@ -1,5 +1,7 @@
 """Read and write photos: pixels as float32 sRGB in [0, 1], metadata (EXIF, ICC) and bit depth kept.
 
+Camera RAW files (:data:`RAW_EXTENSIONS`) are read by :mod:`deepexposure.raw` (rawpy), never written.
+
 Reading: Pillow opens every file (header, size check, EXIF, ICC, 8-bit pixels); 16-bit pixel data, which Pillow
 reduces to 8 bits for RGB, comes from OpenCV (PNG) or tifffile (TIFF, whose stored pixels we orient ourselves:
 OpenCV 5 rotates TIFFs by their orientation tag whatever the flags). Every photo comes back upright.
@@ -7,7 +9,8 @@ OpenCV 5 rotates TIFFs by their orientation tag whatever the flags). Every photo
 Writing: 8-bit through Pillow (EXIF and ICC kept for JPEG, PNG, TIFF and WebP). 16-bit PNG through OpenCV,
 then iCCP/eXIf chunks are inserted by hand (a few lines: neither OpenCV nor Pillow writes 16-bit RGB PNG with
 metadata). 16-bit TIFF through tifffile (deflate) with the ICC profile as tag 34675; **EXIF is not written to
-16-bit TIFF** (tifffile cannot write an EXIF sub-IFD). 8-bit TIFF is deflate-compressed, except when it carries
+16-bit TIFF** (tifffile cannot write an EXIF sub-IFD): only the camera make and model, the dates, artist, copyright,
+exposure time, f-number, ISO and focal length go into IFD0, as TIFF/EP places them. 8-bit TIFF is deflate-compressed, except when it carries
 EXIF: then it is written uncompressed (libtiff, which Pillow uses to compress, cannot write the EXIF sub-IFD). An ICC profile whose colour space is not RGB (a grey or CMYK source
 profile) is not written, as the output is always RGB. JPEG and WebP are always 8-bit; JPEG drops alpha.
 Every write goes to a temporary file in the destination folder, is fsynced and renamed into place, so an
@@ -23,6 +26,7 @@ import warnings
 import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 
 import cv2
@@ -37,6 +41,7 @@ __all__ = [
     "available_memory",
     "default_max_pixels",
     "SUPPORTED_EXTENSIONS",
+    "RAW_EXTENSIONS",
     "Photo",
     "PhotoError",
     "read_photo",
@@ -54,6 +59,10 @@ DEFAULT_MAX_PIXELS = 250_000_000
 BYTES_PER_PIXEL = 64
 #: Suffixes read and written (lower case; matching is case-insensitive).
 SUPPORTED_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".tif", ".tiff", ".webp", ".bmp"})
+#: Camera RAW suffixes read through rawpy / LibRaw (:mod:`deepexposure.raw`, the ``raw`` extra); never written.
+RAW_EXTENSIONS = frozenset({".dng", ".crw", ".cr2", ".cr3", ".nef", ".nrw", ".arw", ".srf", ".sr2", ".raf", ".orf",
+                            ".rw2", ".pef", ".srw", ".rwl", ".raw", ".3fr", ".erf", ".kdc", ".dcr", ".mrw", ".x3f",
+                            ".iiq", ".mos"})
 _EIGHT_BIT_ONLY = frozenset({".jpg", ".jpeg", ".webp", ".bmp"})
 _ALPHA_OK = frozenset({".png", ".tif", ".tiff", ".webp"})  # BMP: written without alpha (few readers handle it)
 _ORIENTATION = 0x0112
@@ -322,7 +331,8 @@ def _source_exif(im: Image.Image) -> bytes | None:
 
 def read_photo(path: str | os.PathLike, *, max_pixels: int = DEFAULT_MAX_PIXELS, max_pixels_why: str | None = None
                ) -> Photo:
-    """Read a JPEG, PNG, TIFF (8/16-bit), WebP or BMP photo, upright (EXIF orientation applied).
+    """Read a JPEG, PNG, TIFF (8/16-bit), WebP or BMP photo, upright (EXIF orientation applied), or a camera RAW
+    file (a suffix of :data:`RAW_EXTENSIONS`: a :class:`deepexposure.raw.RawPhoto`, see that module).
 
     Returns a :class:`Photo`: float32 (H, W, 3) sRGB [0, 1] pixels (grey expanded, palette converted), alpha
     float32 (H, W) or None, ``bit_depth`` 8 or 16, EXIF (orientation reset to 1) and ICC bytes. Pixels are not
@@ -333,6 +343,10 @@ def read_photo(path: str | os.PathLike, *, max_pixels: int = DEFAULT_MAX_PIXELS,
     """
     path = Path(path)
     _check_readable(path)
+    if path.suffix.lower() in RAW_EXTENSIONS:
+        from deepexposure.raw import read_raw
+
+        return read_raw(path, max_pixels=max_pixels, max_pixels_why=max_pixels_why)
     ImageFile.LOAD_TRUNCATED_IMAGES = False  # also if someone switched it on since import
     im = _open(path, max_pixels, max_pixels_why)
     with im:
@@ -401,6 +415,49 @@ def _rgb_icc(icc: bytes | None) -> bytes | None:
     return icc if icc and len(icc) >= 128 and icc[16:20] == b"RGB " else None
 
 
+# EXIF tags written into IFD0 of a 16-bit TIFF (TIFF/EP places the capture settings there; tifffile cannot write an
+# EXIF sub-IFD): (tag, IFD they come from (0 = IFD0, 0x8769 = EXIF), kind).
+_TIFF_EP_TAGS = ((271, 0, "s"), (272, 0, "s"), (306, 0, "s"), (315, 0, "s"), (33432, 0, "s"),
+                 (33434, 0x8769, "r"), (33437, 0x8769, "r"), (34855, 0x8769, "H"), (36867, 0x8769, "s"),
+                 (37386, 0x8769, "r"))
+
+
+def _tiff_ep_tags(exif: bytes | None) -> list[tuple]:
+    """tifffile ``extratags`` for the camera, date and exposure tags of ``exif`` (see :data:`_TIFF_EP_TAGS`); a tag
+    that cannot be read or written as its TIFF type is left out."""
+    if not exif:
+        return []
+    try:
+        ex = Image.Exif()
+        ex.load(exif[6:] if exif.startswith(b"Exif\x00\x00") else exif)
+        ifds = {0: ex, 0x8769: ex.get_ifd(0x8769)}
+    except Exception:  # malformed EXIF: written without these tags rather than failing the write
+        return []
+    tags = []
+    for tag, ifd, kind in _TIFF_EP_TAGS:
+        v = ifds[ifd].get(tag)
+        if v is None or v == "" or v == ():
+            continue
+        try:
+            if kind == "r" and isinstance(v, tuple) and len(v) == 2:  # a rational stored as two integers
+                v = Fraction(int(v[0]), int(v[1]))
+            elif isinstance(v, tuple):
+                v = v[0]
+            if kind == "s":
+                text = str(v).rstrip("\x00")
+                if text:
+                    tags.append((tag, "s", 0, text, True))
+            elif kind == "H":
+                tags.append((tag, "H", 1, min(65535, max(0, int(v))), True))
+            else:
+                f = Fraction(float(v)).limit_denominator(100_000)
+                if 0 <= f.numerator < 2**32:
+                    tags.append((tag, "2I", 1, (f.numerator, f.denominator), True))
+        except (TypeError, ValueError, OverflowError, ZeroDivisionError):
+            continue
+    return tags
+
+
 def _encode(fh, suffix: str, arr: np.ndarray, exif: bytes | None, icc: bytes | None, depth: int,
             quality: int) -> None:
     """Encode ``arr`` (uint8/uint16 (H, W, 3|4), RGB(A)) into the open binary file ``fh``."""
@@ -409,6 +466,7 @@ def _encode(fh, suffix: str, arr: np.ndarray, exif: bytes | None, icc: bytes | N
             import tifffile
 
             extratags = [(34675, "B", len(icc), icc, False)] if icc else []
+            extratags += _tiff_ep_tags(exif)
             tifffile.imwrite(fh, arr, photometric="rgb", compression="zlib", predictor=True, extratags=extratags,
                              metadata=None, software=False,
                              extrasamples=[2] if arr.shape[2] == 4 else None)
@@ -476,7 +534,7 @@ def write_photo(
     in [0, 1] (written 8-bit unless ``bit_depth``), uint8 or uint16 (written at its own depth).
     ``bit_depth``: 8 or 16; default the photo's own. JPEG and WebP are always 8-bit (their codecs have no
     16-bit mode); alpha is dropped for JPEG. ``quality`` (1-100) is used by JPEG and WebP (4:4:4 chroma for
-    JPEG at 90 and above). Metadata kept: EXIF and ICC for every format and depth, except EXIF for 16-bit TIFF
+    JPEG at 90 and above). Metadata kept: EXIF and ICC for every format and depth, except EXIF for 16-bit TIFF (camera and exposure tags only)
     and ICC profiles that are not RGB (see the module docstring). Parent folders are created.
     Raises :class:`PhotoError` for an unsupported suffix, an existing file without ``overwrite``, or a write
     failure; nothing is left behind on failure. Returns the path written.
@@ -530,7 +588,7 @@ def iter_photo_paths(inputs: Iterable[str | os.PathLike] | str | os.PathLike, *,
     """Expand files and folders to photo paths, in input order, without duplicates.
 
     A file is kept as given, whatever its suffix (so that reading it reports what is wrong); a folder contributes
-    its files with a supported suffix (case-insensitive; hidden files and folders skipped; sorted by path),
+    its files with a supported or RAW suffix (case-insensitive; hidden files and folders skipped; sorted by path),
     descending into sub-folders when ``recursive`` but not into the folders in ``exclude`` (e.g. the output
     folder, when it lies inside the input tree). A single path may be passed instead of a list.
     A missing path raises :class:`PhotoError`.
@@ -546,7 +604,7 @@ def iter_photo_paths(inputs: Iterable[str | os.PathLike] | str | os.PathLike, *,
             it = p.rglob("*") if recursive else p.iterdir()
             found = sorted(
                 f for f in it
-                if f.suffix.lower() in SUPPORTED_EXTENSIONS
+                if (f.suffix.lower() in SUPPORTED_EXTENSIONS or f.suffix.lower() in RAW_EXTENSIONS)
                 and not any(part.startswith(".") for part in f.relative_to(p).parts)
                 and f.is_file()
                 and not (skip and _inside(f, skip))

@@ -13,8 +13,9 @@ import numpy as np
 
 from deepexposure.batch import Job, recipe_path_for
 from deepexposure.io import DEFAULT_MAX_PIXELS, Photo, read_photo, write_photo
+from deepexposure.raw import enhance_photo, render_photo
 from deepexposure.recipe import Recipe
-from deepexposure.render import ENHANCE_RENDERER, render
+from deepexposure.render import ENHANCE_RENDERER
 from deepexposure.segmentation import make_preview, overlay, segment, segmentation_params
 
 __all__ = ["manual_recipe", "render_file", "segment_file", "enhance_file", "recipe_path_for", "cached_enhancer"]
@@ -81,7 +82,7 @@ def render_file(
         recipe = Recipe.load(recipe_file)
     else:
         recipe = manual_recipe(photo.pixels, list(evs or []), renderer or "fusion")
-    pixels = render(photo.pixels, recipe, renderer=renderer, strength=strength)
+    pixels = render_photo(photo, recipe, renderer=renderer, strength=strength)  # RAW: on its linear data
     used = dataclasses.replace(recipe, renderer=renderer or recipe.renderer, evs=[e * strength for e in recipe.evs])
     _write_outputs(job, dataclasses.replace(photo, pixels=pixels), used, bit_depth=bit_depth, overwrite=overwrite,
                    skip_existing=skip_existing)
@@ -133,5 +134,5 @@ def enhance_file(
     job = _with_recipe(job, write_recipe)
     enhancer = cached_enhancer(model, renderer, strength, device)
     photo = read_photo(job.src, max_pixels=max_pixels, max_pixels_why=max_pixels_why)
-    out, recipe = enhancer.enhance_photo(photo)
+    out, recipe = enhance_photo(enhancer, photo)  # RAW: the EVs go to its linear data
     _write_outputs(job, out, recipe, bit_depth=bit_depth, overwrite=overwrite, skip_existing=skip_existing)

@@ -63,9 +63,24 @@ def main() -> None:
       deepexposure enhance photo.jpg -o out/
       deepexposure render photo.jpg --ev -1 --ev 1 --ev 2 -o out/
       deepexposure segment photo.jpg -o overlay.png
+      deepexposure edit photo.jpg
     """
     route_warnings()  # warnings (ours, numpy's) as one "warning: ..." line each
 
 
+<<<<<<< HEAD
+=======
+def _register() -> None:
+    """Attach sub-commands (each lives in its own module of this package)."""
+    from deepexposure.cli import data, edit, enhance, evaluate, render, train
+
+    for mod in (enhance, render, edit, train, evaluate, data):
+        for cmd in mod.COMMANDS:
+            main.add_command(cmd)
+
+
+_register()
+
+>>>>>>> rawedit
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

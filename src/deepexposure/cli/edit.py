@@ -1,0 +1,76 @@
+"""``deepexposure edit``: adjust a photo's recipe by eye in the browser (a local web app)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from deepexposure.cli.common import max_pixels_limit, max_pixels_option
+from deepexposure.errors import DataError
+from deepexposure.render import ENHANCE_RENDERER, RENDERER_HELP, RENDERERS
+
+
+@click.command(no_args_is_help=True)
+@click.argument("photo", type=click.Path(path_type=str))
+@click.option("--recipe", "recipe_file", type=click.Path(dir_okay=False, path_type=str), default=None,
+              help="Start from this recipe (written by enhance --recipe, render --save-recipe or a previous edit) "
+                   "instead of the policy's EVs; it must have been made for PHOTO.")
+@click.option("--model", type=click.Path(), default=None,
+              help="Policy that seeds the sliders: a policy.pt or training run folder (default: the shipped model).")
+@click.option("--renderer", type=click.Choice(RENDERERS), default=None,
+              help=f"Renderer to start with (default: the recipe's, else {ENHANCE_RENDERER}). {RENDERER_HELP}")
+@click.option("--out-dir", type=click.Path(file_okay=False, path_type=str), default=None,
+              help="Folder the page saves into (default: the photo's folder). Only plain file names typed in the "
+                   "page are accepted, inside this folder.")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on. Anything but a loopback address exposes the editor to the network.")
+@click.option("--port", type=click.IntRange(0, 65535), default=0, show_default=True, help="Port (0: a free one).")
+@click.option("--no-browser", is_flag=True, help="Print the URL only; do not open a browser.")
+@click.option("--device", default=None, help="Torch device for the policy (default: CUDA if present).")
+@max_pixels_option
+def edit(photo, recipe_file, model, renderer, out_dir, host, port, no_browser, device, max_pixels):
+    """Edit the exposure of PHOTO in the browser: one EV slider per segment, seeded by the policy.
+
+    Starts a local web app (127.0.0.1, a random token in the URL) and opens the browser. Moving a slider
+    re-renders a screen-size preview; "save" writes the full-resolution photo and its recipe (never replacing
+    files without asking), which `render PHOTO --recipe` reproduces and `edit PHOTO --recipe` reopens.
+    Camera RAW files work too (rawpy). Stop with Ctrl+C.
+
+    \b
+    Examples:
+      deepexposure edit photo.jpg
+      deepexposure edit photo.jpg --recipe out/photo.recipe.json --renderer local
+      deepexposure edit IMG_0119.CRW --no-browser --port 8800
+    """
+    from deepexposure.editor.app import require_web, serve
+    from deepexposure.editor.session import LABEL_AGREEMENT, EditSession, recipe_matches
+    from deepexposure.io import read_photo
+    from deepexposure.recipe import Recipe
+
+    require_web()  # before any slow work: say at once when the extra is missing
+    limit, why = max_pixels_limit(max_pixels)
+    img = read_photo(photo, max_pixels=limit, max_pixels_why=why)
+    if recipe_file is not None:
+        recipe = Recipe.load(recipe_file)
+        agreement = recipe_matches(recipe, img)
+        if agreement is not None and agreement < LABEL_AGREEMENT:
+            raise DataError(f"{recipe_file}: this recipe was not made for {photo} (its segments match the photo's "
+                            f"on {100 * agreement:.0f}% of the preview, below {100 * LABEL_AGREEMENT:.0f}%)")
+    else:
+        from deepexposure.enhance import Enhancer
+
+        enhancer = Enhancer(model, renderer=renderer or ENHANCE_RENDERER, device=device)
+        recipe = enhancer.recipe(img.pixels)
+    if renderer is not None and renderer != recipe.renderer:
+        import dataclasses
+
+        recipe = dataclasses.replace(recipe, renderer=renderer)
+    session = EditSession(img, recipe, out_dir=out_dir or Path(photo).parent, source=photo, recipe_source=recipe_file)
+    if renderer is not None and renderer not in session.renderers():
+        raise DataError(f"--renderer {renderer}: this recipe has no segments; use one of {', '.join(session.renderers())}")
+    serve(session, host=host, port=port, open_browser=not no_browser,
+          announce=lambda line: click.echo(line, err=line.startswith("warning:")))
+
+
+COMMANDS = [edit]

@@ -1,0 +1,218 @@
+"""The editor's web app (Starlette) and its server (uvicorn): a page, three JSON/JPEG endpoints, a token guard.
+
+Routes (every request, the page and its script included, must carry the session token as ``?token=`` or the
+``X-Token`` header; anything else is 403):
+
+* ``GET /`` the page; ``GET /editor.js``, ``GET /editor.css`` its script and style (files of this package);
+* ``GET /api/state`` the photo, the seed recipe, the renderers, the default output name (JSON);
+* ``POST /api/render`` ``{"evs": [...], "strength": s, "renderer": r, "view": "after"|"before"|"segments",
+  "draft": bool}`` -> the preview as JPEG, with headers ``X-Histogram`` (comma-separated counts), ``X-Clipped``
+  (share of pixels with a channel at 255) and ``X-Render-Ms``;
+* ``POST /api/save`` ``{"evs", "strength", "renderer", "name", "overwrite"}`` -> ``{"photo", "recipe"}`` (paths), 409
+  with ``{"error", "exists"}`` when an output exists and ``overwrite`` is not true, 400 with ``{"error"}`` for bad
+  values or an unsafe name.
+
+Nothing else is served: no file path comes from the request except the output *name*, which
+:meth:`~deepexposure.editor.session.EditSession.output_paths` confines to the output folder.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import secrets
+import socket
+import sys
+import threading
+import webbrowser
+from importlib import resources
+from urllib.parse import parse_qs
+
+from deepexposure.editor.session import EditorError, EditSession, OutputExists
+from deepexposure.errors import DeepExposureError
+
+__all__ = ["EDIT_EXTRA_HINT", "create_app", "new_token", "serve", "require_web"]
+
+#: How to get the editor's web dependencies, quoted when they are missing.
+EDIT_EXTRA_HINT = "the editor needs starlette and uvicorn: pip install 'deepexposure[edit]'"
+_MAX_BODY = 64 * 1024  # bytes of a request body (a few numbers and a file name)
+_STATIC = {"editor.js": "text/javascript; charset=utf-8", "editor.css": "text/css; charset=utf-8"}
+_SECURITY_HEADERS = {
+    "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' blob: data:; "
+                               "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+    "Referrer-Policy": "no-referrer",  # the token is in the URL: never send it elsewhere
+    "X-Content-Type-Options": "nosniff",
+    "Cache-Control": "no-store",
+}
+
+
+def require_web() -> None:
+    """Raise :class:`EditorError` (one line, how to install) when starlette or uvicorn is missing."""
+    try:
+        import starlette  # noqa: F401
+        import uvicorn  # noqa: F401
+    except ImportError:
+        raise EditorError(EDIT_EXTRA_HINT) from None
+
+
+def new_token() -> str:
+    """A random per-session token (32 bytes, URL-safe)."""
+    return secrets.token_urlsafe(32)
+
+
+def _static(name: str) -> bytes:
+    return (resources.files("deepexposure.editor") / "static" / name).read_bytes()
+
+
+class _TokenGuard:
+    """ASGI middleware: an HTTP request without the right token (query ``token`` or header ``X-Token``) gets 403."""
+
+    def __init__(self, app, token: str) -> None:
+        self.app = app
+        self.token = token.encode()
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] in ("http", "websocket"):
+            given = b""
+            for key, value in scope.get("headers", []):
+                if key == b"x-token":
+                    given = value
+            if not given:
+                qs = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+                given = (qs.get("token") or [""])[0].encode("latin-1", "replace")
+            if not secrets.compare_digest(given, self.token):
+                from starlette.responses import PlainTextResponse
+
+                resp = PlainTextResponse("forbidden: this page needs the token of its session (open the URL that "
+                                         "deepexposure edit printed)", status_code=403, headers=_SECURITY_HEADERS)
+                await resp(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def create_app(session: EditSession, token: str):
+    """The Starlette app of one session; every request needs ``token`` (see the module doc)."""
+    require_web()
+    from starlette.applications import Starlette
+    from starlette.middleware import Middleware
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse, Response
+    from starlette.routing import Route
+
+    page = _static("index.html").replace(b"__TOKEN__", token.encode())
+
+    def error(msg: str, status: int = 400, **extra) -> JSONResponse:
+        return JSONResponse({"error": msg, **extra}, status_code=status, headers=_SECURITY_HEADERS)
+
+    async def body(request: Request) -> dict:
+        if int(request.headers.get("content-length") or 0) > _MAX_BODY:
+            raise EditorError("request too large")
+        raw = await request.body()
+        if len(raw) > _MAX_BODY:
+            raise EditorError("request too large")
+        try:
+            import json
+
+            data = json.loads(raw or b"{}")
+        except ValueError:
+            raise EditorError("the request is not valid JSON") from None
+        if not isinstance(data, dict):
+            raise EditorError("the request must be a JSON object")
+        return data
+
+    def values(data: dict) -> tuple:
+        return data.get("evs"), data.get("strength", 1.0), data.get("renderer", session.seed.renderer)
+
+    async def index(request: Request) -> Response:
+        return Response(page, media_type="text/html; charset=utf-8", headers=_SECURITY_HEADERS)
+
+    async def static(request: Request) -> Response:
+        name = request.path_params["name"]
+        if name not in _STATIC:
+            return error("not found", 404)
+        return Response(_static(name), media_type=_STATIC[name], headers=_SECURITY_HEADERS)
+
+    async def state(request: Request) -> Response:
+        return JSONResponse(session.state(), headers=_SECURITY_HEADERS)
+
+    async def render(request: Request) -> Response:
+        from starlette.concurrency import run_in_threadpool
+
+        try:
+            data = await body(request)
+            evs, strength, renderer = values(data)
+            img = await run_in_threadpool(session.render_preview, evs if evs is not None else session.seed.evs,
+                                          strength, renderer, view=str(data.get("view", "after")),
+                                          draft=bool(data.get("draft", False)))
+        except DeepExposureError as exc:
+            return error(str(exc))
+        headers = {**_SECURITY_HEADERS, "X-Histogram": ",".join(map(str, img.histogram)),
+                   "X-Clipped": f"{img.clipped:.6f}", "X-Render-Ms": f"{img.render_ms:.1f}"}
+        return Response(img.jpeg, media_type="image/jpeg", headers=headers)
+
+    async def save(request: Request) -> Response:
+        from starlette.concurrency import run_in_threadpool
+
+        try:
+            data = await body(request)
+            evs, strength, renderer = values(data)
+            if evs is None:
+                raise EditorError("no EVs given")
+            dst, rec = await run_in_threadpool(session.save, evs, strength, renderer, data.get("name"),
+                                               overwrite=data.get("overwrite") is True)
+        except OutputExists as exc:
+            return error(str(exc), 409, exists=exc.names)
+        except DeepExposureError as exc:
+            return error(str(exc))
+        except OSError as exc:
+            return error(f"cannot write ({exc.strerror or exc})", 500)
+        return JSONResponse({"photo": str(dst), "recipe": str(rec)}, headers=_SECURITY_HEADERS)
+
+    routes = [
+        Route("/", index, methods=["GET"]),
+        Route("/api/state", state, methods=["GET"]),
+        Route("/api/render", render, methods=["POST"]),
+        Route("/api/save", save, methods=["POST"]),
+        Route("/{name:str}", static, methods=["GET"]),
+    ]
+    return Starlette(routes=routes, middleware=[Middleware(_TokenGuard, token=token)])
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+def serve(session: EditSession, *, host: str = "127.0.0.1", port: int = 0, open_browser: bool = True,
+          token: str | None = None, announce=print) -> None:
+    """Serve ``session`` until interrupted (Ctrl+C). ``port`` 0 takes a free port. ``announce`` gets the URL line."""
+    require_web()
+    import uvicorn
+
+    token = token or new_token()
+    app = create_app(session, token)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise EditorError(f"cannot listen on {host}:{port} ({exc.strerror or exc})") from None
+    sock.listen(128)  # before the URL is printed: a client that reads it can connect at once
+    bound = sock.getsockname()[1]
+    shown = f"[{host}]" if ":" in host else host
+    url = f"http://{shown}:{bound}/?token={token}"
+    if not _is_loopback(host):
+        announce(f"warning: listening on {host}, reachable from other machines; anyone with the URL can edit and "
+                 "save")
+    announce(f"deepexposure edit: {session.source.name} at {url}  (Ctrl+C to stop)")
+    if open_browser:
+        threading.Timer(0.5, lambda: webbrowser.open(url)).start()
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off"))
+    try:
+        server.run(sockets=[sock])
+    finally:
+        sock.close()
+        sys.stdout.flush()

@@ -1,0 +1,257 @@
+"""One editing session: a photo, its recipe, a screen-size preview, and a full-resolution save.
+
+No web framework here (see :mod:`deepexposure.editor.app` for the HTTP side): the session validates what a page
+sends, renders previews and writes outputs, so it can be tested and benchmarked directly.
+
+The preview is the photo area-reduced to :data:`PREVIEW_LONG_EDGE` (a RAW keeps its unclipped linear data, reduced
+too) and rendered by the same code as ``render --recipe`` (:func:`deepexposure.raw.render_photo`). The EVs the page
+sends are the recipe's EVs before ``strength``; the recipe that is saved holds the EVs actually applied (times the
+strength), as ``enhance`` and ``render`` write them, so ``render PHOTO --recipe SAVED`` reproduces the saved photo
+and ``edit PHOTO --recipe SAVED`` reopens it (with strength 1).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import re
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from deepexposure.batch import recipe_path_for
+from deepexposure.errors import DataError, DeepExposureError
+from deepexposure.io import SUPPORTED_EXTENSIONS, Photo, from_float, write_photo
+from deepexposure.raw import RawPhoto, render_photo
+from deepexposure.recipe import MAX_ABS_EV, Recipe
+from deepexposure.render import RENDERERS
+from deepexposure.segmentation import make_preview, overlay, segment
+
+__all__ = ["EditorError", "OutputExists", "EditSession", "PreviewImage", "PREVIEW_LONG_EDGE", "DRAFT_LONG_EDGE",
+           "HISTOGRAM_BINS", "recipe_matches", "LABEL_AGREEMENT"]
+
+#: Long edge (pixels) of the preview the page shows.
+PREVIEW_LONG_EDGE = 1024
+#: Long edge of a *draft* preview (sent while a slider is being dragged) for the renderers that fuse exposures
+#: (fusion, balanced: about 0.3 s at 1024 px on 2 cores); it is rendered at this size and enlarged.
+DRAFT_LONG_EDGE = 512
+_SLOW_RENDERERS = ("fusion", "balanced")
+#: Bins of the luminance histogram (Rec. 709 luma of the shown 8-bit sRGB image, 0-255).
+HISTOGRAM_BINS = 64
+#: A recipe's 64x64 segment labels must agree with the photo's own segmentation on this share of the cells.
+LABEL_AGREEMENT = 0.9
+_JPEG_QUALITY = 88
+_OVERLAY_TINT = 0.2  # weight of the segment colours over the edit in the "segments" view
+_NAME_RE = re.compile(r"^[^/\\\x00-\x1f]{1,200}$")
+
+
+class EditorError(DeepExposureError):
+    """A request the editor refuses (bad values, an unsafe output name); one-line message."""
+
+
+class OutputExists(EditorError):
+    """Saving would replace existing files (``names``); the page asks before saving with ``overwrite``."""
+
+    def __init__(self, names: list[str]) -> None:
+        super().__init__(f"{' and '.join(names)} already exist{'s' if len(names) == 1 else ''}")
+        self.names = names
+
+
+@dataclass
+class PreviewImage:
+    """A rendered preview: ``jpeg`` bytes, the luminance ``histogram`` (:data:`HISTOGRAM_BINS` counts), the share of
+    pixels with a channel at 255 (``clipped``), and the render time in ms (``render_ms``, encoding excluded)."""
+
+    jpeg: bytes
+    histogram: list[int]
+    clipped: float
+    render_ms: float
+
+
+def _resize(img: np.ndarray, long_edge: int) -> np.ndarray:
+    h, w = img.shape[:2]
+    s = min(1.0, long_edge / max(h, w))
+    if s >= 1.0:
+        return np.ascontiguousarray(img, dtype=np.float32)
+    return cv2.resize(img, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA)
+
+
+def _reduced(photo: Photo, long_edge: int) -> Photo:
+    """The photo area-reduced to ``long_edge`` (a RAW's linear data with it); metadata dropped."""
+    if isinstance(photo, RawPhoto) and photo.scene is not None:
+        return RawPhoto(pixels=_resize(photo.pixels, long_edge), bit_depth=16, scene=_resize(photo.scene, long_edge),
+                        ev_offset=photo.ev_offset)
+    return Photo(pixels=_resize(photo.pixels, long_edge), bit_depth=photo.bit_depth)
+
+
+def recipe_matches(recipe: Recipe, photo: Photo) -> float | None:
+    """Share of the 64x64 cells where ``recipe.labels`` equal the photo's own segmentation with the recipe's
+    parameters (1.0 for the photo the recipe was made for); None for a recipe without labels."""
+    if recipe.labels is None:
+        return None
+    labels = segment(make_preview(photo.pixels), **dict(recipe.segmentation or {}))
+    if labels.shape != recipe.labels.shape:
+        return 0.0
+    return float(np.mean(labels == recipe.labels))
+
+
+class EditSession:
+    """The state behind one ``deepexposure edit`` page.
+
+    ``photo``: the photo being edited (any :func:`deepexposure.io.read_photo` result, RAW included). ``recipe``: the
+    seed (the policy's, or a saved one; checked against the photo by the caller, see :func:`recipe_matches`).
+    ``out_dir``: the only folder outputs are written to. ``source``: the photo's path (never written).
+    """
+
+    def __init__(self, photo: Photo, recipe: Recipe, *, out_dir: str | os.PathLike, source: str | os.PathLike,
+                 recipe_source: str | os.PathLike | None = None, preview_long_edge: int = PREVIEW_LONG_EDGE) -> None:
+        self.photo = photo
+        self.seed = recipe
+        self.source = Path(source)
+        self.recipe_source = Path(recipe_source) if recipe_source else None
+        self.out_dir = Path(out_dir)
+        self.preview = _reduced(photo, preview_long_edge)
+        self.draft = _reduced(photo, DRAFT_LONG_EDGE)
+        self._lock = threading.Lock()  # one render at a time: the page sends one request after the other anyway
+        self._before: PreviewImage | None = None
+
+    # --------------------------------------------------------------------------------------------- state
+
+    @property
+    def n_segments(self) -> int:
+        return len(self.seed.evs)
+
+    def renderers(self) -> list[str]:
+        """Renderers this recipe can use: all with segment labels; without them fusion (and local/rolloff for
+        one EV)."""
+        if self.seed.labels is not None:
+            return list(RENDERERS)
+        return ["fusion", "local", "rolloff"] if self.n_segments == 1 else ["fusion"]
+
+    def default_output(self) -> str:
+        """Default output name: ``<stem>.edit<suffix>`` (a RAW, or another unwritable suffix, becomes .jpg)."""
+        suffix = self.source.suffix.lower() if self.source.suffix.lower() in SUPPORTED_EXTENSIONS else ".jpg"
+        return f"{self.source.stem}.edit{suffix}"
+
+    def state(self) -> dict:
+        """What the page needs to draw itself (JSON-able)."""
+        h, w = self.photo.pixels.shape[:2]
+        ph, pw = self.preview.pixels.shape[:2]
+        return {
+            "photo": self.source.name, "size": [w, h], "preview_size": [pw, ph],
+            "raw": isinstance(self.photo, RawPhoto), "recipe_file": self.recipe_source.name if self.recipe_source else None,
+            "evs": list(self.seed.evs), "renderer": self.seed.renderer, "model": self.seed.model,
+            "segments": self.seed.labels is not None, "renderers": self.renderers(), "max_abs_ev": MAX_ABS_EV,
+            "out_dir": str(self.out_dir), "output": self.default_output(),
+            "histogram_bins": HISTOGRAM_BINS,
+        }
+
+    # --------------------------------------------------------------------------------------------- checks
+
+    def recipe_for(self, evs: Sequence[float], strength: float, renderer: str) -> Recipe:
+        """The recipe the page's values stand for (EVs times ``strength``), or :class:`EditorError`."""
+        if renderer not in self.renderers():
+            raise EditorError(f"renderer {renderer!r} is not available for this recipe "
+                              f"(choose from {', '.join(self.renderers())})")
+        try:
+            s = float(strength)
+            values = [float(e) for e in evs]
+        except (TypeError, ValueError):
+            raise EditorError("EVs and strength must be numbers") from None
+        if not (math.isfinite(s) and 0.0 <= s <= 1.0):
+            raise EditorError(f"strength must be from 0 to 1, got {strength}")
+        if len(values) != self.n_segments:
+            raise EditorError(f"expected {self.n_segments} EVs (one per segment), got {len(values)}")
+        if not all(math.isfinite(e) and abs(e) <= MAX_ABS_EV for e in values):
+            raise EditorError(f"EVs must be numbers from -{MAX_ABS_EV:g} to {MAX_ABS_EV:g} stops")
+        model = self.seed.model if values == list(self.seed.evs) else "manual"
+        try:
+            return dataclasses.replace(self.seed, evs=[round(e * s, 6) for e in values], renderer=renderer, model=model)
+        except DataError as exc:
+            raise EditorError(str(exc)) from None
+
+    def output_paths(self, name: str) -> tuple[Path, Path]:
+        """(photo, recipe) paths for an output file name typed in the page: a bare name in :attr:`out_dir` with a
+        supported suffix; anything else (a path, '..', a hidden name, the photo being edited) is refused."""
+        if not isinstance(name, str) or not _NAME_RE.match(name) or name in (".", "..") or name.startswith("."):
+            raise EditorError("give a plain file name (no folder, not hidden), e.g. photo.edit.jpg")
+        if Path(name).suffix.lower() not in SUPPORTED_EXTENSIONS:
+            raise EditorError(f"{name}: unsupported output format; use one of {', '.join(sorted(SUPPORTED_EXTENSIONS))}")
+        dst = self.out_dir / name
+        rec = recipe_path_for(dst)
+        if dst.parent.resolve() != self.out_dir.resolve():
+            raise EditorError("the output must go into the editor's output folder")
+        for p in (dst, rec):
+            if p.resolve() == self.source.resolve():
+                raise EditorError(f"{p.name} is the photo being edited: choose another name")
+        return dst, rec
+
+    # --------------------------------------------------------------------------------------------- rendering
+
+    def _encode(self, srgb: np.ndarray, t0: float, shown: np.ndarray | None = None) -> PreviewImage:
+        """JPEG of ``shown`` (default ``srgb``, float sRGB or uint8), histogram and clipping of ``srgb``."""
+        ms = (time.perf_counter() - t0) * 1000
+        u8 = from_float(srgb, 8)
+        luma = (u8[..., 0] * 0.2126 + u8[..., 1] * 0.7152 + u8[..., 2] * 0.0722).astype(np.uint8)
+        hist = np.bincount(luma.ravel() // (256 // HISTOGRAM_BINS), minlength=HISTOGRAM_BINS)
+        clipped = float((u8.max(axis=2) == 255).mean())
+        if shown is not None:
+            u8 = shown
+        ok, buf = cv2.imencode(".jpg", cv2.cvtColor(u8, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, _JPEG_QUALITY])
+        if not ok:
+            raise EditorError("could not encode the preview")
+        return PreviewImage(jpeg=buf.tobytes(), histogram=[int(c) for c in hist], clipped=clipped, render_ms=ms)
+
+    def render_srgb(self, evs: Sequence[float], strength: float, renderer: str, *, draft: bool = False) -> np.ndarray:
+        """The preview rendering (float32 sRGB, preview size) of the page's values. ``draft``: the fusing renderers
+        render at :data:`DRAFT_LONG_EDGE` and are enlarged (while a slider moves); others ignore it."""
+        recipe = self.recipe_for(evs, strength, renderer)
+        with self._lock:
+            if draft and renderer in _SLOW_RENDERERS:
+                small = render_photo(self.draft, recipe)
+                h, w = self.preview.pixels.shape[:2]
+                return cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
+            return render_photo(self.preview, recipe)
+
+    def render_preview(self, evs: Sequence[float], strength: float, renderer: str, *, view: str = "after",
+                       draft: bool = False) -> PreviewImage:
+        """``view``: "after" (the edit), "before" (the photo as read: a RAW's default rendering) or "segments" (the
+        edit with the segments drawn over it, numbered as the sliders; histogram and clipping stay the edit's)."""
+        t0 = time.perf_counter()
+        if view == "before":
+            self.recipe_for(evs, strength, renderer)  # same checks whatever the view
+            if self._before is None:
+                self._before = self._encode(self.preview.pixels, t0)
+            return self._before
+        if view not in ("after", "segments"):
+            raise EditorError(f"unknown view {view!r}")
+        if view == "segments" and self.seed.labels is None:
+            raise EditorError("this recipe has no segments (made with --ev and the fusion renderer)")
+        out = self.render_srgb(evs, strength, renderer, draft=draft)
+        shown = overlay(out, self.seed.labels, tint=_OVERLAY_TINT) if view == "segments" else None
+        return self._encode(out, t0, shown)  # the histogram is the edit's, also under the segments
+
+    # --------------------------------------------------------------------------------------------- saving
+
+    def save(self, evs: Sequence[float], strength: float, renderer: str, name: str, *,
+             overwrite: bool = False) -> tuple[Path, Path]:
+        """Render at full resolution and write the photo, then its recipe (each atomically). Without
+        ``overwrite`` nothing is written when either exists (:class:`OutputExists` naming them). Returns the paths."""
+        recipe = self.recipe_for(evs, strength, renderer)
+        dst, rec = self.output_paths(name)
+        existing = [p.name for p in (dst, rec) if p.exists() or p.is_symlink()]
+        if existing and not overwrite:
+            raise OutputExists(existing)
+        with self._lock:
+            pixels = render_photo(self.photo, recipe)
+            out = dataclasses.replace(self.photo, pixels=pixels)
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            write_photo(dst, out, overwrite=overwrite)
+            recipe.save(rec, overwrite=overwrite)
+        return dst, rec
