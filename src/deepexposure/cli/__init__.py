@@ -23,7 +23,7 @@ EXIT_USER_ERROR = 2
 #: Sub-command name -> the module of this package that defines it (in its ``COMMANDS``). A module is imported only
 #: when one of its commands runs (or for --help), so ``enhance`` does not pay for the training code's imports.
 SUBCOMMANDS = {"enhance": "enhance", "render": "render", "segment": "render", "train": "train",
-               "export-onnx": "export", "evaluate": "evaluate", "make-pairs": "data"}
+               "export-onnx": "export", "evaluate": "evaluate", "make-pairs": "data", "edit": "edit"}
 
 
 class _Group(click.Group):
@@ -68,19 +68,5 @@ def main() -> None:
     route_warnings()  # warnings (ours, numpy's) as one "warning: ..." line each
 
 
-<<<<<<< HEAD
-=======
-def _register() -> None:
-    """Attach sub-commands (each lives in its own module of this package)."""
-    from deepexposure.cli import data, edit, enhance, evaluate, render, train
-
-    for mod in (enhance, render, edit, train, evaluate, data):
-        for cmd in mod.COMMANDS:
-            main.add_command(cmd)
-
-
-_register()
-
->>>>>>> rawedit
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())
