@@ -144,3 +144,31 @@ def test_cli_make_pairs_family_reaches_the_files(tmp_path, shared_data):
     from deepexposure.data import DegradeConfig
 
     assert DegradeConfig.from_dict(rec["config"]) == DegradeConfig.only("noise")
+
+
+def test_episode_computes_exposure_features_once_with_the_same_evs(monkeypatch):
+    """run_episode reads the global branch's statistics of the original once per episode, not once per step, and
+    gets exactly the EVs of the per-step computation."""
+    import deepexposure.models as models
+
+    torch.manual_seed(0)
+    actor = Actor(width=8, hidden=16, global_branch=True, residual_ev=1.0).eval()
+    x = torch.from_numpy(_previews(2)).permute(0, 3, 1, 2)
+    labels = torch.from_numpy(np.kron(np.arange(4).reshape(1, 2, 2), np.ones((2, 32, 32), np.int64)))
+    masks = masks_tensor(labels, 4)
+    with torch.no_grad():
+        per_step = []
+        cur = x
+        from deepexposure.env import state, step
+
+        for t in range(4):  # the per-step reference: features recomputed from each state
+            e = actor(state(x, masks[:, t:t + 1], cur, t, 4))
+            cur = step(x, cur, masks[:, t:t + 1], e)
+            per_step.append(e)
+        calls = []
+        real = models.exposure_features
+        monkeypatch.setattr(models, "exposure_features", lambda s: calls.append(1) or real(s))
+        evs, final = run_episode(actor, x, masks)
+    assert len(calls) == 1
+    torch.testing.assert_close(evs, torch.stack(per_step, 1), rtol=0, atol=0)
+    torch.testing.assert_close(final, cur, rtol=0, atol=0)

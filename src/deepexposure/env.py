@@ -76,9 +76,10 @@ def run_episode(actor: torch.nn.Module, s0: torch.Tensor, masks: torch.Tensor,
     n_steps = masks.shape[1]
     cur = s0
     evs = []
+    feats = actor.episode_features(s0) if hasattr(actor, "episode_features") else None  # once, not T times
     for t in range(n_steps):
         m = masks[:, t : t + 1]
-        e = actor(state(s0, m, cur, t, n_steps))
+        e = actor(state(s0, m, cur, t, n_steps), feats) if feats is not None else actor(state(s0, m, cur, t, n_steps))
         if noise is not None:
             e = (e + noise[:, t]).clamp(-actor.max_ev, actor.max_ev)
         cur = step(s0, cur, m, e)

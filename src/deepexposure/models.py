@@ -153,6 +153,15 @@ class Actor(nn.Module):
             return self.max_ev * torch.tanh((self.global_ev(s, feats) + r) / self.max_ev)
         return self.max_ev * torch.tanh(self.head(f).squeeze(1))
 
+    def episode_features(self, s0: torch.Tensor) -> torch.Tensor | None:
+        """:func:`exposure_features` of the original previews ``s0`` ``(B,3,H,W)`` for every step of an episode
+        (the global branch reads only the original, so they are computed once per episode); None without
+        ``global_branch``."""
+        if not self.global_branch:
+            return None
+        with torch.no_grad():
+            return exposure_features(s0)
+
     def global_ev(self, s: torch.Tensor, feats: torch.Tensor | None = None) -> torch.Tensor:
         """The global branch's EV ``(B,)`` for states ``(B,8,H,W)`` (only with ``global_branch``); ``feats``:
         their :func:`exposure_features` if already computed."""
