@@ -26,8 +26,10 @@ Needs the ``cluster`` extra (``pip install 'deepexposure[cluster]'``: Dask distr
 
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -251,14 +253,26 @@ def connect(address: str, *, timeout_s: float = 30.0):
     require_dask()
     from distributed import Client
 
-    try:
-        if address.endswith(".json") and Path(address).is_file():
-            client = Client(scheduler_file=address, timeout=timeout_s)
-        else:
-            client = Client(address, timeout=timeout_s)
-    except (OSError, TimeoutError, ValueError) as exc:
-        raise ClusterError(f"cannot reach the Dask scheduler at {address} ({type(exc).__name__}: "
-                           f"{str(exc).splitlines()[0] if str(exc) else ''})") from None
+    box: dict = {}
+
+    def make() -> None:  # in a thread: a server that accepts but never answers would hang Client() for minutes
+        try:
+            if address.endswith(".json") and Path(address).is_file():
+                box["client"] = Client(scheduler_file=address, timeout=timeout_s)
+            else:
+                box["client"] = Client(address, timeout=timeout_s)
+        except Exception as exc:  # noqa: BLE001 - reported below
+            box["error"] = exc
+
+    t = threading.Thread(target=make, daemon=True, name="dask-connect")
+    t.start()
+    t.join(timeout_s + 10)
+    if "client" not in box:
+        exc = box.get("error")
+        why = (f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}" if exc is not None
+               else f"no Dask answer within {timeout_s + 10:g} s")
+        raise ClusterError(f"cannot reach the Dask scheduler at {address} ({why})")
+    client = box["client"]
     return client
 
 
@@ -376,7 +390,7 @@ def run_cluster(jobs: Sequence[UrlJob], client, options: dict, *, overwrite: boo
                        f"more memory or fewer threads)")
             except Exception as exc:  # noqa: BLE001 - an unexpected error in one photo is that photo's failure
                 if fut.status == "cancelled" or client.status != "running":
-                    raise ClusterError(f"lost the connection to the Dask scheduler ({type(exc).__name__}: {exc}); "
+                    raise ClusterError(f"lost the connection to the Dask scheduler ({type(exc).__name__}); the "
                                        f"outputs written so far are complete: rerun with --skip-existing") from None
                 err = f"{job.src}: {type(exc).__name__}: {exc}"
             fut.release()
@@ -412,7 +426,12 @@ def enhance_on_cluster(photos: Sequence[str], out: str, address: str, *, model: 
     if max_pixels is not None:
         options.update(max_pixels=max_pixels, max_pixels_why="--max-pixels")
     own = client is None
-    if own:
+    logs = [logging.getLogger(n) for n in ("distributed", *list(logging.root.manager.loggerDict))
+            if n.startswith("distributed")]
+    levels = [log.level for log in logs]
+    if own:  # our one-line errors say what went wrong; Dask's client-side tracebacks only repeat it
+        for log in logs:
+            log.setLevel(logging.CRITICAL)
         client = connect(address)
     try:
         _check_workers(client)
@@ -421,6 +440,8 @@ def enhance_on_cluster(photos: Sequence[str], out: str, address: str, *, model: 
     finally:
         if own:
             client.close()
+            for log, level in zip(logs, levels, strict=True):
+                log.setLevel(level)
 
 
 def _worker_version() -> str:

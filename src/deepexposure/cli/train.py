@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -141,7 +142,9 @@ def train(inputs, synthetic_inputs, copies, sice, sice_references, experts, five
         else:
             trainer = Trainer(cfg, data, Path(out), device=device, world=world)
         trainer.train(minutes=minutes)
-    except RankZeroFailed:  # process 0 has printed the error
+    except RankZeroFailed:  # process 0 reports the error; give it the time to, before torchrun stops everyone
+        world.close()
+        time.sleep(10)
         click.get_current_context().exit(2)
     except DeepExposureError as exc:
         if world.is_main or str(exc).startswith("process "):

@@ -147,7 +147,7 @@ class World:
 
     def close(self) -> None:
         """Leave the process group (also after an error: a pending collective would abort the exit otherwise)."""
-        if self.size == 1:
+        if self._setup is None:  # no process group was made
             return
         import torch.distributed as dist
 
