@@ -94,8 +94,9 @@ def test_cluster_outputs_equal_a_local_run_and_survive_a_killed_worker(photos, t
 
 
 def test_fsspec_urls_in_and_out(photos, tmp_path):
-    """memory:// in and out (download, render, upload under a temporary name, move) and file:// in, on an
-    in-process cluster (memory:// is per process): the same bytes as the local run, no temporary object left."""
+    """memory:// in and out (download, render, upload under a temporary name, move), file:// in, memory:// in and a
+    local folder out, on an in-process cluster (memory:// is per process): the same bytes as the local run, no
+    temporary object or file left."""
     import fsspec
 
     src, ref = photos
@@ -115,6 +116,9 @@ def test_fsspec_urls_in_and_out(photos, tmp_path):
         assert r.exit_code == 2 and "exists (pass --overwrite or --skip-existing)" in r.output, r.output
         r = CliRunner().invoke(main, ["enhance", src.as_uri() + "/p05.jpg", "-o", "memory://de-one/x.png", "--cluster", a])
         assert r.exit_code == 0, r.output
+        r = CliRunner().invoke(main, ["enhance", "memory://de-in", "-o", str(tmp_path / "back") + "/", "--cluster", a])
+        assert r.exit_code == 0 and "4 enhanced" in r.output, r.output  # remote in, local out
+        assert _files(tmp_path / "back") == {k: v for k, v in got.items() if k.endswith(".jpg")}
     assert mem.ls("/de-one", detail=False) == ["/de-one/x.png"]
     mem.rm("/de-in", recursive=True)
     mem.rm("/de-out", recursive=True)

@@ -216,13 +216,18 @@ def enhance_url(job: UrlJob, options: dict, *, overwrite: bool) -> str | None:
     if src is not None and dst is not None and (job.recipe is None or recipe is not None):
         return _run_one(lambda j: enhance_file(j, **kw), Job(Path(src), Path(dst), None if recipe is None
                                                                 else Path(recipe)))
-    if not overwrite and all(_exists(u) for u in job.outputs):
-        return None
+    local_out = dst is not None and (job.recipe is None or recipe is not None)
+    if not local_out and not overwrite and all(_exists(u) for u in job.outputs):
+        return None  # a retried task whose first attempt finished
     with tempfile.TemporaryDirectory(prefix="deepexposure-") as scratch:
         s = Path(scratch)
         local_src = Path(src) if src is not None else s / "in" / PurePosixPath(job.src).name
-        out_name = PurePosixPath(job.dst).name
-        staged = Job(local_src, s / "out" / out_name, recipe_path_for(s / "out" / out_name) if job.recipe else None)
+        if local_out:  # written in place, atomically (deepexposure.atomic)
+            staged = Job(local_src, Path(dst), None if recipe is None else Path(recipe))
+        else:  # written here, then uploaded
+            out_name = PurePosixPath(job.dst).name
+            staged = Job(local_src, s / "out" / out_name,
+                         recipe_path_for(s / "out" / out_name) if job.recipe else None)
 
         def work(j: Job) -> None:
             import fsspec
@@ -232,6 +237,9 @@ def enhance_url(job: UrlJob, options: dict, *, overwrite: bool) -> str | None:
                 with fsspec.open(job.src, "rb") as fh, open(local_src, "wb") as out:
                     while block := fh.read(1 << 22):
                         out.write(block)
+            if local_out:
+                enhance_file(j, **kw)
+                return
             enhance_file(j, **{**kw, "overwrite": False, "skip_existing": False})
             for final, made in zip(job.outputs, j.outputs, strict=True):
                 if not overwrite and _exists(final):  # a retried task: its first write is kept
@@ -240,7 +248,9 @@ def enhance_url(job: UrlJob, options: dict, *, overwrite: bool) -> str | None:
 
         err = _run_one(work, staged)
     if err is not None:
-        err = err.replace(str(local_src), job.src).replace(str(staged.dst), job.dst)
+        err = err.replace(str(local_src), job.src)
+        if not local_out:
+            err = err.replace(str(staged.dst), job.dst)
     return err
 
 
