@@ -152,9 +152,8 @@ def _plan_remote(inputs: list[str], out: str, *, recursive: bool, fmt: str | Non
     jobs, seen = [], {}
     for src, rel in pairs:
         dst = base.rstrip("/") + "/" + rel if folder else base
-        if folder and fmt:
-            dst = str(PurePosixPath(dst).with_suffix("." + fmt.lower().lstrip("."))) if not is_url(dst) else \
-                dst[: len(dst) - len(PurePosixPath(dst).suffix)] + "." + fmt.lower().lstrip(".")
+        if folder and fmt:  # (string surgery: a URL is no path for pathlib)
+            dst = dst[: len(dst) - len(PurePosixPath(dst).suffix)] + "." + fmt.lower().lstrip(".")
         recipe = None
         if recipes:
             p = PurePosixPath(dst)
