@@ -1,4 +1,5 @@
-"""Training: parameters move, reproducibility (seed, workers, resume), NaN handling, CLI guards."""
+"""Training: parameters move, reproducibility (seed, resume), NaN handling, CLI guards (several processes:
+test_distributed.py)."""
 
 from __future__ import annotations
 
@@ -92,18 +93,6 @@ def test_resume_equals_uninterrupted(tmp_path):
         assert torch.equal(a[k]["exp_avg"], b[k]["exp_avg"])
     ck = load_checkpoint(tmp_path / "part" / "checkpoint.pt")
     assert ck["step"] == 6 and ck["config"]["rl"]["variant"] == "I"
-
-
-@pytest.mark.slow
-def test_worker_processes_give_identical_parameters(tmp_path):
-    data = _data()
-    t0 = Trainer(_cfg("I", 2), data, tmp_path / "w0", tensorboard=False, progress=False)
-    t0.train(steps=2)
-    cfg = _cfg("I", 2)
-    cfg.run.workers = 2
-    t2 = Trainer(cfg, data, tmp_path / "w2", tensorboard=False, progress=False)
-    t2.train(steps=2)
-    _assert_same(_params(t0), _params(t2))
 
 
 def test_non_finite_loss_stops_and_keeps_last_checkpoint(tmp_path):
@@ -325,7 +314,7 @@ class _RecordingTrainer:
         _RecordingTrainer.configs.append(cfg)
 
     @classmethod
-    def resume(cls, out, data: TrainData, *, workers=None, **kw) -> _RecordingTrainer:
+    def resume(cls, out, data: TrainData, *, threads=None, **kw) -> _RecordingTrainer:
         return cls(TrainConfig.load(out / "config.json"), data, out)
 
     def train(self, minutes=None) -> None:
@@ -345,7 +334,7 @@ def test_cli_options_override_a_config_file_only_when_given(tmp_path, monkeypatc
     for i in range(2):
         Image.fromarray((rng.random((24, 32, 3)) * 255).astype(np.uint8)).save(photos / f"{i}.png")
     cfg = _cfg("II")  # every field an option can set differs from the default
-    cfg.run.steps, cfg.run.seed, cfg.run.workers = 7, 5, 1
+    cfg.run.steps, cfg.run.seed, cfg.run.threads = 7, 5, 3
     cfg.rl.paired_weight, cfg.rl.paired_render, cfg.model.global_features = 3.0, "both", True
     cfg.save(tmp_path / "cfg.json")
     base = ["train", "--synthetic-inputs", str(photos), "--experts", str(photos), "--config", str(tmp_path / "cfg.json")]
@@ -355,12 +344,12 @@ def test_cli_options_override_a_config_file_only_when_given(tmp_path, monkeypatc
     assert _RecordingTrainer.configs[-1].to_dict() == cfg.to_dict()  # nothing given: the file wins, variant II too
 
     opts = ["--variant", "I", "--steps", "9", "--seed", "1", "--segments", "4", "--paired-weight", "0",
-            "--paired-render", "fusion", "--no-global-features", "--workers", "0"]
+            "--paired-render", "fusion", "--no-global-features", "--threads", "2"]
     r = CliRunner().invoke(main, [*base, "--out", str(tmp_path / "b"), *opts])
     assert r.exit_code == 0, r.output
     got = _RecordingTrainer.configs[-1]
     assert (got.rl.variant, got.run.steps, got.run.seed, got.rl.segments, got.rl.paired_weight, got.rl.paired_render,
-            got.model.global_features, got.run.workers) == ("I", 9, 1, 4, 0.0, "fusion", False, 0)
+            got.model.global_features, got.run.threads) == ("I", 9, 1, 4, 0.0, "fusion", False, 2)
     assert got.model.width == cfg.model.width and got.rl.batch_size == cfg.rl.batch_size  # the rest from the file
 
     run = tmp_path / "run"  # --resume: options may repeat the run's settings, not change them
@@ -370,7 +359,7 @@ def test_cli_options_override_a_config_file_only_when_given(tmp_path, monkeypatc
     resume = ["train", "--synthetic-inputs", str(photos), "--experts", str(photos), "--out", str(run), "--resume"]
     r = CliRunner().invoke(main, [*resume, "--variant", "I", "--steps", "9"])
     assert r.exit_code == 2 and "rl.variant, run.steps" in r.output, r.output
-    r = CliRunner().invoke(main, [*resume, "--variant", "II", "--config", str(tmp_path / "cfg.json"), "--workers", "0"])
+    r = CliRunner().invoke(main, [*resume, "--variant", "II", "--config", str(tmp_path / "cfg.json"), "--threads", "1"])
     assert r.exit_code == 0, r.output
     assert _RecordingTrainer.configs[-1].rl.variant == "II"
 

@@ -212,15 +212,21 @@ class Critic(nn.Module):
 
 
 def gradient_penalty(critic, real: torch.Tensor, fake: torch.Tensor, *,
-                     generator: torch.Generator | None = None) -> torch.Tensor:
+                     generator: torch.Generator | None = None, alpha: torch.Tensor | None = None,
+                     reduction: str = "mean") -> torch.Tensor:
     """WGAN-GP term ``mean((||grad_x critic(x_hat)||_2 - 1)^2)`` at random interpolates of ``real`` and ``fake``.
 
     ``critic``: any callable (B,...) -> (B,). Interpolation weights uniform in [0,1), one per sample, drawn from
-    ``generator``. Multiply by lambda (10) outside.
+    ``generator`` unless given as ``alpha`` (B,). ``reduction``: "mean", "sum" or "none" (the (B,) terms).
+    Multiply by lambda (10) outside.
     """
-    alpha = torch.rand(real.shape[0], *([1] * (real.dim() - 1)), generator=generator,
-                       device=real.device, dtype=real.dtype)
+    if alpha is None:
+        alpha = torch.rand(real.shape[0], generator=generator, device=real.device, dtype=real.dtype)
+    alpha = alpha.reshape(real.shape[0], *([1] * (real.dim() - 1)))
     x = (alpha * real.detach() + (1 - alpha) * fake.detach()).requires_grad_(True)
     out = critic(x)
     (grad,) = torch.autograd.grad(out.sum(), x, create_graph=True)
-    return ((grad.flatten(1).norm(dim=1) - 1) ** 2).mean()
+    terms = (grad.flatten(1).norm(dim=1) - 1) ** 2
+    if reduction == "none":
+        return terms
+    return terms.sum() if reduction == "sum" else terms.mean()

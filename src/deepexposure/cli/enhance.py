@@ -36,6 +36,10 @@ from deepexposure.render import ENHANCE_RENDERER, RENDERER_HELP, RENDERERS
               help="Output format in folder mode (default: the input's).")
 @bit_depth_option
 @click.option("--jobs", "-j", type=click.IntRange(1), default=1, show_default=True, help="Parallel worker processes.")
+@click.option("--cluster", metavar="ADDRESS", default=None,
+              help="Run on a Dask cluster: its scheduler address (tcp://host:8786) or scheduler file (.json). "
+                   "PHOTOS and -o may then be fsspec URLs (s3://bucket/in). Needs pip install "
+                   "'deepexposure[cluster]'; see docs/scaling.md.")
 @click.option("--recursive", "-r", is_flag=True, help="Descend into sub-folders, keeping the folder structure.")
 @click.option("--skip-existing", is_flag=True, help="Leave photos whose output exists (resume a large folder).")
 @click.option("--overwrite", is_flag=True, help="Replace existing outputs (and inputs, if OUT points at them).")
@@ -43,8 +47,8 @@ from deepexposure.render import ENHANCE_RENDERER, RENDERER_HELP, RENDERERS
               help="Where the policy runs: cpu, cuda or cuda:N (ONNX Runtime for .onnx models; torch for .pt, "
                    "where mps works too) (default: CUDA if present).")
 @max_pixels_option
-def enhance(photos, out, model, renderer, strength, save_recipe, fmt, bit_depth, jobs, recursive, skip_existing,
-            overwrite, device, max_pixels):
+def enhance(photos, out, model, renderer, strength, save_recipe, fmt, bit_depth, jobs, cluster, recursive,
+            skip_existing, overwrite, device, max_pixels):
     """Fix the exposure of photos with a learned DeepExposure policy.
 
     Each photo is reduced to 64x64, segmented, the policy picks one exposure value per segment, and the
@@ -55,9 +59,23 @@ def enhance(photos, out, model, renderer, strength, save_recipe, fmt, bit_depth,
       deepexposure enhance photo.jpg -o fixed.jpg
       deepexposure enhance holiday/ -o fixed/ --recursive --jobs 2 --skip-existing
       deepexposure enhance photo.jpg -o out/ --recipe --renderer local --strength 0.7
+      deepexposure enhance s3://bucket/in -o s3://bucket/out -r --cluster tcp://scheduler:8786
     """
     check_strength(strength)
+    if cluster is not None:
+        from deepexposure.cluster import require_dask
+
+        require_dask()  # before loading anything
     cached_enhancer(model, renderer, strength, device)  # fail early on a bad model or device (and keep it)
+    if cluster is not None:
+        from deepexposure.cluster import enhance_on_cluster
+
+        result, url_jobs = enhance_on_cluster(
+            photos, out, cluster, model=model, renderer=renderer, strength=strength, device=device,
+            bit_depth=int(bit_depth) if bit_depth else None, max_pixels=max_pixels, recursive=recursive, fmt=fmt,
+            overwrite=overwrite, skip_existing=skip_existing, recipes=save_recipe)
+        report(result, verb="enhanced", out=url_jobs[0].dst if len(url_jobs) == 1 else out)
+        return
     job_list = plan_jobs(photos, out, recursive=recursive, fmt=fmt, overwrite=overwrite, recipes=save_recipe)
     limit, why = max_pixels_limit(max_pixels, jobs)
     fn = functools.partial(

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
 
 from deepexposure.data import FAMILIES as _FAMILIES
-from deepexposure.errors import DataError, need_extra
+from deepexposure.errors import DataError, DeepExposureError, need_extra
 
 if TYPE_CHECKING:
     from deepexposure.training import TrainConfig
@@ -25,7 +26,7 @@ _CONFIG_OPTIONS: dict[str, tuple[str, str]] = {
     "paired_weight": ("rl", "paired_weight"),
     "paired_render": ("rl", "paired_render"),
     "global_features": ("model", "global_features"),
-    "workers": ("run", "workers"),
+    "threads": ("run", "threads"),
     "global_branch": ("model", "global_branch"),
     "global_pretrain": ("rl", "global_pretrain_steps"),
     "degrade": ("rl", "degrade"),
@@ -75,7 +76,12 @@ def _differences(a: dict, b: dict, prefix: str = "") -> list[str]:
 @click.option("--minutes", type=click.FloatRange(0, min_open=True), default=None,
               help="Stop after this much wall time (the lr schedule still spans --steps).")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
-@click.option("--workers", type=click.IntRange(0), default=None, help="Gradient worker processes (0: in-process).")
+@click.option("--workers", type=click.IntRange(0), default=None, hidden=True,
+              help="Removed: run several processes with torchrun (see --help).")
+@click.option("--threads", type=click.IntRange(1), default=None,
+              help="Torch threads of each training process (default 2; may change on --resume).")
+@click.option("--timeout", "timeout_s", type=click.FloatRange(1), default=300.0, show_default=True,
+              help="With torchrun: seconds a process waits for the others at a step before the run stops.")
 @click.option("--seed", type=int, default=None, help="Random seed (default 0).")
 @click.option("--segments", type=click.IntRange(1, 16), default=None, help="Segments per photo = steps per episode.")
 @click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False), default=None,
@@ -99,8 +105,8 @@ def _differences(a: dict, b: dict, prefix: str = "") -> list[str]:
               help="Synthetic error model: the family mix (default) or v1, the single model of releases <= 0.1.")
 @click.option("--device", default=None, help="Torch device (default: CUDA if present, else CPU).")
 def train(inputs, synthetic_inputs, copies, sice, sice_references, experts, fivek, variant, out, steps, minutes,
-          resume, workers, seed, segments, config_path, paired_weight, paired_render, global_features, global_branch,
-          global_pretrain, withhold, degrade_preset, device):
+          resume, workers, threads, timeout_s, seed, segments, config_path, paired_weight, paired_render,
+          global_features, global_branch, global_pretrain, withhold, degrade_preset, device):
     """Train a DeepExposure policy (unpaired, WGAN-GP critic reward); writes OUT/policy.pt.
 
     \b
@@ -109,25 +115,62 @@ def train(inputs, synthetic_inputs, copies, sice, sice_references, experts, five
         --synthetic-inputs ../shared/data/bsds500/train --sice ../shared/data/sice_zerodcepp \\
         --experts ../shared/data/sun_hays80 --experts ../shared/data/bsds500/val
     FiveK protocol:  deepexposure train --fivek /data/fivek --out runs/fivek --steps 20000
+    N processes (same results as one; several machines: docs/scaling.md):
+      torchrun --nproc-per-node N -m deepexposure train ...
     """
+    if workers:
+        raise DeepExposureError("--workers was removed: run N training processes with "
+                                "torchrun --nproc-per-node N -m deepexposure train ... (docs/scaling.md)")
     _need_training_extra()
-    from deepexposure.training import TrainConfig, Trainer, TrainingError, build_training_data
-    from deepexposure.training.checkpoint import CHECKPOINT_NAME
+    from deepexposure.training import Trainer
+    from deepexposure.training.distributed import SINGLE, RankZeroFailed, init_world, launched_by_torchrun
 
-    out_dir = Path(out)
+    world = SINGLE
+    if launched_by_torchrun():
+        world, device = init_world(device, timeout_s=timeout_s)
     given = {"variant": variant, "steps": steps, "seed": seed, "segments": segments, "paired_weight": paired_weight,
-             "paired_render": paired_render, "global_features": global_features, "workers": workers,
+             "paired_render": paired_render, "global_features": global_features, "threads": threads,
              "global_branch": global_branch, "global_pretrain": global_pretrain,
              "degrade": ({"preset": degrade_preset or "mix", "withhold": sorted(withhold)}
                          if withhold or degrade_preset else None)}
+    try:
+        cfg, data = world.from_rank0(lambda: _prepare(
+            Path(out), given, resume=resume, config_path=config_path, inputs=inputs, synthetic_inputs=synthetic_inputs,
+            copies=copies, sice=sice, sice_references=sice_references, experts=experts, fivek=fivek))
+        if resume:
+            trainer = Trainer.resume(Path(out), data, device=device, world=world, threads=threads)
+        else:
+            trainer = Trainer(cfg, data, Path(out), device=device, world=world)
+        trainer.train(minutes=minutes)
+    except RankZeroFailed:  # process 0 reports the error; give it the time to, before torchrun stops everyone
+        world.close()
+        time.sleep(10)
+        click.get_current_context().exit(2)
+    except DeepExposureError as exc:
+        if world.is_main or str(exc).startswith("process "):
+            raise
+        raise type(exc)(f"process {world.rank} of {world.size}: {exc}") from None
+    finally:
+        world.close()
+    if world.is_main:
+        click.echo(f"step {trainer.step}: policy written to {Path(out) / 'policy.pt'}"
+                   + (f" ({world.size} processes)" if world.size > 1 else ""), err=True)
+
+
+def _prepare(out_dir: Path, given: dict, *, resume: bool, config_path: str | None, inputs, synthetic_inputs, copies,
+             sice, sice_references, experts, fivek) -> tuple[TrainConfig, object]:
+    """Check the options against the run folder, and build the config and the training data (rank 0 only)."""
+    from deepexposure.training import TrainConfig, TrainingError, build_training_data
+    from deepexposure.training.checkpoint import CHECKPOINT_NAME
+
     if resume:
         if not (out_dir / CHECKPOINT_NAME).is_file():
             raise TrainingError(f"nothing to resume: {out_dir / CHECKPOINT_NAME} does not exist")
         cfg = TrainConfig.load(out_dir / "config.json")
-        # options and --config may repeat the run's settings but not change them (workers may: same results)
+        # options and --config may repeat the run's settings but not change them (threads may: same results)
         asked = _apply_options(TrainConfig.load(config_path) if config_path else TrainConfig.from_dict(cfg.to_dict()),
                                given)
-        asked.run.workers = cfg.run.workers
+        asked.run.threads = cfg.run.threads
         changed = _differences(asked.to_dict(), cfg.to_dict())
         if changed:
             raise TrainingError(f"--resume continues {out_dir} with its own config.json; these differ from it: "
@@ -144,12 +187,7 @@ def train(inputs, synthetic_inputs, copies, sice, sice_references, experts, five
                                copies=copies, seed=cfg.run.seed, segmentation=cfg.segmentation(), degrade=cfg.rl.degrade,
                                cache_dir=out_dir.parent / ".cache")
     click.echo(f"{len(data.inputs)} input previews, {len(data.experts)} expert previews", err=True)
-    if resume:
-        trainer = Trainer.resume(out_dir, data, workers=workers, device=device)
-    else:
-        trainer = Trainer(cfg, data, out_dir, device=device)
-    trainer.train(minutes=minutes)
-    click.echo(f"step {trainer.step}: policy written to {out_dir / 'policy.pt'}", err=True)
+    return cfg, data
 
 
 def _need_training_extra() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -43,7 +44,7 @@ class RLConfig:
     seg_min_size: int = SEGMENT_DEFAULTS["min_size"]
     gamma: float = 0.99  #: discount
     batch_size: int = 8  #: episodes whose gradients are gathered into one update (paper: 8)
-    episodes_per_task: int = 4  #: episodes one worker task runs (fixed so results do not depend on --workers)
+    episodes_per_task: int = 4  #: episodes per task (fixed, so results do not depend on the process count)
     ou_theta: float = 0.015  #: OU mean reversion (paper's zeta)
     ou_sigma: float = 0.03  #: OU increment std, EV
     ou_mu: float = 0.0  #: OU mean, EV
@@ -88,8 +89,8 @@ class RunConfig:
 
     steps: int = 5000  #: number of actor updates; the lr schedule spans exactly this many
     seed: int = 0  #: everything random derives from this (model init, batches, noise)
-    workers: int = 0  #: gradient worker processes (0 = in-process); results do not depend on it
-    threads: int = 2  #: torch intra-op threads of the learner (and of each worker when workers > 0: 1)
+    #: torch intra-op threads of each training process (several processes: torchrun, docs/scaling.md)
+    threads: int = 2
     log_every: int = 10  #: TensorBoard scalars every N steps
     image_every: int = 500  #: TensorBoard image grids every N steps
     checkpoint_every: int = 250  #: checkpoint (and policy.pt) every N steps
@@ -110,8 +111,13 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> TrainConfig:
+        run = dict(d.get("run", {}))
+        if run.pop("workers", 0):  # RunConfig.workers (a process pool) was replaced by torchrun
+            warnings.warn(f"run.workers = {d['run']['workers']} is ignored: gradient worker processes were "
+                          f"replaced by torchrun (torchrun --nproc-per-node N -m deepexposure train ...; "
+                          f"docs/scaling.md)", stacklevel=2)
         return cls(model=ModelConfig(**d.get("model", {})), rl=RLConfig(**d.get("rl", {})),
-                   optim=OptimConfig(**d.get("optim", {})), run=RunConfig(**d.get("run", {})))
+                   optim=OptimConfig(**d.get("optim", {})), run=RunConfig(**run))
 
     def save(self, path: str | Path) -> None:
         atomic_write_text(path, json.dumps(self.to_dict(), indent=2) + "\n")

@@ -3,11 +3,12 @@
 One step ``k`` (all randomness derived from (seed, k), so a resumed run repeats an uninterrupted one exactly):
 
 1. the batch's input previews (and flips) are drawn from ``numpy.random.default_rng([seed, k, 1])``;
-2. the episodes run in tasks of ``episodes_per_task`` (workers or in-process, :mod:`.workers`) with the current
-   actor/critic/value and OU noise seeded from (seed, k, episode); their gradients are summed in task order and
-   divided by the batch size;
-3. the critic gets ``n_critic`` WGAN-GP updates (``warmup_n_critic`` during the first ``critic_warmup`` steps):
-   the first on the episodes' final images, the next ones on fresh no-grad rollouts of the current actor;
+2. the episodes run in tasks of ``episodes_per_task`` (:mod:`.workers`; with N processes each runs a block of the
+   tasks, :mod:`.distributed`) with the current actor/critic/value and OU noise seeded from (seed, k, episode);
+   every task's gradients reach every process and are summed in task order and divided by the batch size;
+3. the critic gets ``n_critic`` WGAN-GP updates (``warmup_n_critic`` during the first ``critic_warmup`` steps),
+   each split into the same tasks and summed the same way: the first on the episodes' final images, the next
+   ones on fresh no-grad rollouts of the current actor;
 4. the gathered actor (and value) gradients are applied; every learning rate decays by one exponential step.
 """
 
@@ -23,7 +24,7 @@ import torch
 
 from deepexposure.env import apply_ev_torch, masks_tensor, run_episode
 from deepexposure.errors import DeepExposureError
-from deepexposure.models import Actor, Critic, ValueNet, gradient_penalty
+from deepexposure.models import Actor, Critic, ValueNet
 from deepexposure.policy import Policy, select_device
 from deepexposure.training.checkpoint import (
     CHECKPOINT_NAME,
@@ -34,14 +35,16 @@ from deepexposure.training.checkpoint import (
 )
 from deepexposure.training.config import TrainConfig
 from deepexposure.training.dataset import TrainData
+from deepexposure.training.distributed import SINGLE, World
 from deepexposure.training.noise import OUNoise
 from deepexposure.training.workers import (
     PAIRED_RENDERS,
-    GradientPool,
-    TaskResult,
     compute_gradients,
+    critic_gradients,
     episode_noise,
     episode_seed,
+    flat,
+    unflat,
 )
 
 __all__ = ["Trainer", "TrainingError"]
@@ -51,7 +54,10 @@ class TrainingError(DeepExposureError):
     """Training cannot go on (a non-finite loss, a run folder in the wrong state)."""
 
 
-_NOT_RESULT_KEYS = ("workers", "threads", "log_every", "image_every", "checkpoint_every", "keep_policies")
+_NOT_RESULT_KEYS = ("threads", "log_every", "image_every", "checkpoint_every", "keep_policies")
+#: Statistics summed over the tasks of a step (actor/value pass; critic update), in row order (workers.flat).
+_ACTOR_STATS = ("actor_loss", "value_loss", "reward", "abs_ev", "n_ev", "paired_mse", "ev_sum", "ev_count")
+_CRITIC_STATS = ("critic_loss", "gp", "wasserstein")
 
 
 def _result_config(d: dict) -> dict:
@@ -87,10 +93,13 @@ class Trainer:
     """Train DE I or DE II on ``data``; the run folder ``out`` gets config.json, checkpoint.pt, policy.pt, tb/."""
 
     def __init__(self, config: TrainConfig, data: TrainData, out: str | os.PathLike, *,
-                 device: str | None = None, tensorboard: bool = True, progress: bool = True) -> None:
+                 device: str | None = None, tensorboard: bool = True, progress: bool = True,
+                 world: World | None = None) -> None:
         self.cfg = config
         self.out = Path(out)
-        self.out.mkdir(parents=True, exist_ok=True)
+        self.world = world or SINGLE
+        if self.world.is_main:
+            self.out.mkdir(parents=True, exist_ok=True)
         self.device = select_device(device)
         self.progress = progress
         self.tensorboard = tensorboard
@@ -121,8 +130,9 @@ class Trainer:
         self.experts = _to_nchw(data.experts).to(self.device)
         self.targets = _to_nchw(data.targets).to(self.device)
         self.has_target = torch.from_numpy(np.asarray(data.has_target, np.float32)).to(self.device)
-        self._pool: GradientPool | None = None
         self._writer = None
+        if self.world.size > 1:  # every process starts from rank 0's parameters
+            self._sync_models()
 
     # ------------------------------------------------------------------ persistence
     def _payload(self) -> dict:
@@ -133,8 +143,10 @@ class Trainer:
                 "opt_value": self.opt_value.state_dict() if self.opt_value is not None else None,
                 "scheds": [s.state_dict() for s in self.scheds], "rng": rng_states(), "ou": self.ou.state_dict()}
 
-    def save(self) -> Path:
-        """Write checkpoint.pt (atomic) and policy.pt for the current step."""
+    def save(self) -> Path | None:
+        """Write checkpoint.pt (atomic) and policy.pt for the current step (rank 0 only; other processes: None)."""
+        if not self.world.is_main:
+            return None
         path = save_checkpoint(self.out / CHECKPOINT_NAME, self._payload())
         pol = self.policy()
         pol.save(self.out / "policy.pt")
@@ -143,8 +155,10 @@ class Trainer:
         return path
 
     def load(self, path: str | os.PathLike | None = None) -> None:
-        """Restore everything from a checkpoint (default: the run folder's)."""
-        d = load_checkpoint(path or self.out / CHECKPOINT_NAME)
+        """Restore everything from a checkpoint (default: the run folder's), read by rank 0 and sent to all."""
+        self._restore(self.world.from_rank0(lambda: load_checkpoint(path or self.out / CHECKPOINT_NAME)))
+
+    def _restore(self, d: dict) -> None:
         saved = TrainConfig.from_dict(d.get("config", {})).to_dict()  # fields added since then get their defaults
         if _result_config(saved) != _result_config(self.cfg.to_dict()):
             raise TrainingError("the checkpoint was written with a different configuration")
@@ -161,16 +175,42 @@ class Trainer:
         self.ou.load_state_dict(d["ou"])
         self.step = int(d["step"])
 
+    def _sync_models(self) -> None:
+        """Every process takes rank 0's network parameters (so a start is identical even on mixed hardware)."""
+        state = self.world.from_rank0(lambda: {name: {k: v.detach().cpu() for k, v in net.state_dict().items()}
+                                               for name, net in self._nets().items()})
+        if not self.world.is_main:
+            for name, net in self._nets().items():
+                net.load_state_dict(state[name])
+
+    def _nets(self) -> dict[str, torch.nn.Module]:
+        nets = {"actor": self.actor, "critic": self.critic}
+        return {**nets, "value": self.value} if self.value is not None else nets
+
+    def _check_in_step(self) -> None:
+        """Raise :class:`TrainingError` if the processes' parameters differ (one sum per tensor, compared exactly):
+        they must be identical at every step; a difference means different software or hardware on some process."""
+        if self.world.size == 1:
+            return
+        sums = torch.stack([p.detach().float().sum() for net in self._nets().values() for p in net.parameters()])
+        every = self.world.gather_rows(sums[None].to(self.device), self.world.size)
+        bad = [r for r in range(self.world.size) if not torch.equal(every[r], every[0])]
+        if bad:
+            raise TrainingError(f"the training processes diverged at step {self.step}: the parameters of process(es) "
+                                f"{', '.join(map(str, bad))} differ from process 0's (run the same deepexposure and "
+                                f"torch versions on the same kind of hardware everywhere)")
+
     @classmethod
-    def resume(cls, out: str | os.PathLike, data: TrainData, *, workers: int | None = None, **kw) -> Trainer:
-        """A trainer continuing the run in ``out`` from its last checkpoint (config taken from the checkpoint;
-        ``workers`` may differ, it does not change results)."""
-        d = load_checkpoint(Path(out) / CHECKPOINT_NAME)
+    def resume(cls, out: str | os.PathLike, data: TrainData, *, threads: int | None = None, **kw) -> Trainer:
+        """A trainer continuing the run in ``out`` from its last checkpoint (config taken from the checkpoint). The
+        process count (``world``) and ``threads`` may differ from the run's: they do not change results."""
+        world = kw.get("world") or SINGLE
+        d = world.from_rank0(lambda: load_checkpoint(Path(out) / CHECKPOINT_NAME))
         cfg = TrainConfig.from_dict(d["config"])
-        if workers is not None:
-            cfg.run.workers = workers
+        if threads is not None:
+            cfg.run.threads = threads
         t = cls(cfg, data, out, **kw)
-        t.load()
+        t._restore(d)
         return t
 
     def _arch(self) -> dict:
@@ -189,13 +229,6 @@ class Trainer:
         return Policy.from_actor(self.actor, arch, conf, device="cpu")
 
     # ------------------------------------------------------------------ one step
-    def _params(self) -> dict:
-        p = {"actor": {k: v.detach().cpu() for k, v in self.actor.state_dict().items()},
-             "critic": {k: v.detach().cpu() for k, v in self.critic.state_dict().items()}}
-        if self.value is not None:
-            p["value"] = {k: v.detach().cpu() for k, v in self.value.state_dict().items()}
-        return p
-
     def _inputs(self, idx: np.ndarray, flip: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         x, lab, _, _ = self._batch(idx, flip)
         return x, masks_tensor(lab, self.cfg.rl.segments)
@@ -217,36 +250,53 @@ class Trainer:
             x = torch.where(torch.from_numpy(flip).to(self.device)[:, None, None, None], x.flip(-1), x)
         return x
 
-    def _gather(self, s0: torch.Tensor, masks: torch.Tensor, seeds: list[int], targets: torch.Tensor,
-                target_w: torch.Tensor) -> list[TaskResult]:
-        rl = self.cfg.rl
-        kw = {"variant": rl.variant, "gamma": rl.gamma, "ou_theta": rl.ou_theta, "ou_sigma": rl.ou_sigma,
-              "ou_mu": rl.ou_mu, "paired_weight": rl.paired_weight, "paired_render": rl.paired_render}
-        per = max(1, rl.episodes_per_task)
-        tasks = [(s0[i : i + per], masks[i : i + per], seeds[i : i + per], targets[i : i + per],
-                  target_w[i : i + per]) for i in range(0, len(seeds), per)]
-        if self.cfg.run.workers > 0 and self.device.type == "cpu":
-            if self._pool is None:
-                self._pool = GradientPool(self.cfg.run.workers, self.cfg.model.__dict__, rl.variant, threads=1)
-            return self._pool.run(self._params(), tasks, kw)
-        return [compute_gradients(self.actor, self.critic, self.value, *t, **kw) for t in tasks]
+    def _task_slices(self, b: int) -> list[slice]:
+        """The batch's fixed tasks: ``episodes_per_task`` consecutive episodes each (the last may be shorter)."""
+        per = max(1, self.cfg.rl.episodes_per_task)
+        return [slice(i, min(i + per, b)) for i in range(0, b, per)]
 
-    def _critic_update(self, real: torch.Tensor, fake: torch.Tensor, gen: torch.Generator) -> dict:
-        d_real = self.critic(real)
-        d_fake = self.critic(fake)
-        gp = gradient_penalty(self.critic, real, fake, generator=gen)
-        loss = d_fake.mean() - d_real.mean() + self.cfg.rl.gp_lambda * gp
-        if not torch.isfinite(loss):
+    def _reduce(self, rows: list[torch.Tensor], n: int, like: list[torch.Tensor], n_stats: int
+                ) -> tuple[list[torch.Tensor], list[float]]:
+        """This process's task rows (:func:`.workers.flat` of gradients shaped like ``like`` and ``n_stats``
+        statistics) -> every task's, summed in task order on every process (the same sum for any process count):
+        (summed gradients, summed statistics)."""
+        width = sum(t.numel() for t in like) + n_stats
+        mine = torch.stack(rows).to(self.device) if rows else torch.zeros((0, width), device=self.device)
+        every = self.world.gather_rows(mine, n)
+        total = every[0].clone()
+        for row in every[1:]:  # task order: identical for any process count
+            total.add_(row)
+        tensors, stats = unflat(total, like)
+        return tensors, stats.tolist()
+
+    def _apply(self, net: torch.nn.Module, opt: torch.optim.Optimizer, total: list[torch.Tensor], b: int) -> None:
+        """Set the gradients to the task sum / batch size, clip (``grad_clip``) and step the optimiser."""
+        for p, g in zip(net.parameters(), total, strict=True):
+            p.grad = g / b
+        if self.cfg.optim.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(net.parameters(), self.cfg.optim.grad_clip)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    def _critic_step(self, tasks: list[slice], mine: range, real: torch.Tensor, fakes: dict, alpha: torch.Tensor,
+                     b: int) -> dict:
+        """One WGAN-GP update of the critic from this process's tasks (``fakes``: task index -> fake images)."""
+        params = list(self.critic.parameters())
+        rows = []
+        for i in mine:
+            sl = tasks[i]
+            grads, st = critic_gradients(self.critic, real[sl], fakes[i], alpha[sl], gp_lambda=self.cfg.rl.gp_lambda)
+            rows.append(flat(grads, [st[key] for key in _CRITIC_STATS]))
+        total, sums = self._reduce(rows, len(tasks), params, len(_CRITIC_STATS))
+        stats = {key: v / b for key, v in zip(_CRITIC_STATS, sums, strict=True)}
+        if not math.isfinite(stats["critic_loss"]):
             raise TrainingError(f"non-finite critic loss at step {self.step}; stopped, the last good checkpoint "
                                 f"is kept in {self.out}")
-        self.opt_critic.zero_grad(set_to_none=True)
-        loss.backward()
-        self.opt_critic.step()
-        return {"critic_loss": float(loss.detach()), "gp": float(gp.detach()),
-                "wasserstein": float((d_real.mean() - d_fake.mean()).detach())}
+        self._apply(self.critic, self.opt_critic, total, b)
+        return stats
 
     def train_step(self) -> dict:
-        """One update (see the module doc); returns the step's statistics."""
+        """One update (see the module doc); returns the step's statistics (the same on every process)."""
         cfg, rl = self.cfg, self.cfg.rl
         k, seed, b = self.step, cfg.run.seed, rl.batch_size
         n_in, n_ex = len(self.inputs), len(self.experts)
@@ -255,59 +305,62 @@ class Trainer:
         s0, lab, targets, target_w = self._batch(idx, flip)
         masks = masks_tensor(lab, rl.segments)
         seeds = [episode_seed(seed, k, e) for e in range(b)]
-        results = self._gather(s0, masks, seeds, targets, target_w)
-        stats = {key: sum(r.stats[key] for r in results) for key in results[0].stats}
+        tasks = self._task_slices(b)
+        mine = self.world.tasks(len(tasks))
+        kw = {"variant": rl.variant, "gamma": rl.gamma, "ou_theta": rl.ou_theta, "ou_sigma": rl.ou_sigma,
+              "ou_mu": rl.ou_mu, "paired_weight": rl.paired_weight, "paired_render": rl.paired_render}
+        rows, finals = [], {}
+        for i in mine:
+            sl = tasks[i]
+            r = compute_gradients(self.actor, self.critic, self.value, s0[sl], masks[sl], seeds[sl], targets[sl],
+                                  target_w[sl], **kw)
+            rows.append(flat(r.actor_grads + (r.value_grads or []), [r.stats[key] for key in _ACTOR_STATS]))
+            finals[i] = r.finals
+        like = list(self.actor.parameters()) + (list(self.value.parameters()) if self.value is not None else [])
+        total, sums = self._reduce(rows, len(tasks), like, len(_ACTOR_STATS))
+        stats = dict(zip(_ACTOR_STATS, sums, strict=True))
         for key in ("actor_loss", "value_loss"):
             if not math.isfinite(stats[key]):
                 raise TrainingError(f"non-finite {key.replace('_', ' ')} at step {k}; stopped, the last good "
                                     f"checkpoint is kept in {self.out}")
-        finals = torch.cat([r.finals for r in results]).to(self.device)
-        # critic
+        # critic: n_crit updates, each split into the same tasks
         n_crit = rl.warmup_n_critic if k < rl.critic_warmup else rl.n_critic
         gen = torch.Generator(device=self.device).manual_seed(episode_seed(seed, k, 0, stream=2))
-        cstats: list[dict] = []
+        cstats: dict = {}
         for j in range(n_crit):
             real = self._experts(rng.integers(n_ex, size=b), rng.random(b) < 0.5)
-            if j == 0:
-                fake = finals
-            else:
+            fakes = finals
+            if j > 0:  # fresh no-grad rollouts of the current actor, task by task
                 jdx, jflip = rng.integers(n_in, size=b), rng.random(b) < 0.5
-                x, mk = self._inputs(jdx, jflip)
                 js = [episode_seed(seed, k, e, stream=4 + j) for e in range(b)]
-                noise = episode_noise(js, rl.segments, theta=rl.ou_theta, sigma=rl.ou_sigma, mu=rl.ou_mu)
-                _, fake = run_episode(self.actor, x, mk, noise.to(self.device))
-            cstats.append(self._critic_update(real, fake, gen))
-        for key in cstats[0]:
-            stats[key] = cstats[-1][key]
+                fakes = {}
+                for i in mine:
+                    sl = tasks[i]
+                    x, mk = self._inputs(jdx[sl], jflip[sl])
+                    noise = episode_noise(js[sl], rl.segments, theta=rl.ou_theta, sigma=rl.ou_sigma, mu=rl.ou_mu)
+                    with torch.no_grad():
+                        fakes[i] = run_episode(self.actor, x, mk, noise.to(self.device))[1]
+            alpha = torch.rand(b, generator=gen, device=self.device)  # GP interpolation weights, whole batch
+            cstats = self._critic_step(tasks, mine, real, fakes, alpha, b)
+        stats.update(cstats)
         # actor / value
-        self._apply(self.actor, self.opt_actor, [r.actor_grads for r in results], b)
+        n_actor = len(list(self.actor.parameters()))
+        self._apply(self.actor, self.opt_actor, total[:n_actor], b)
         if self.value is not None:
-            self._apply(self.value, self.opt_value, [r.value_grads for r in results], b)
+            self._apply(self.value, self.opt_value, total[n_actor:], b)
         for s in self.scheds:
             s.step()
         self.step += 1
-        ne = max(stats.pop("n_ev"), 1.0)
-        stats["abs_ev"] /= ne
+        stats["abs_ev"] /= max(stats.pop("n_ev"), 1.0)
         for key in ("actor_loss", "value_loss", "reward"):
             stats[key] /= b
         stats["paired_mse"] /= max(float(target_w.sum()), 1.0)
-        stats["mean_ev"] = float(torch.cat([r.evs for r in results]).mean())
-        stats.pop("episodes", None)
-        self._last = (s0, finals, self.experts[torch.from_numpy(idx % n_ex).to(self.device)])
+        stats["mean_ev"] = stats.pop("ev_sum") / max(stats.pop("ev_count"), 1.0)
+        # TensorBoard images: this process's episodes (on rank 0, which logs, the batch's first ones)
+        shown = torch.cat([finals[i] for i in mine]) if mine else s0[:0]
+        n = len(shown)
+        self._last = (s0[:n], shown, self.experts[torch.from_numpy(idx[:n] % n_ex).to(self.device)])
         return stats
-
-    def _apply(self, net: torch.nn.Module, opt: torch.optim.Optimizer, grads: list[list[torch.Tensor]],
-               b: int) -> None:
-        total = [torch.zeros_like(p) for p in net.parameters()]
-        for g in grads:  # task order: identical for any worker count
-            for acc, gi in zip(total, g, strict=True):
-                acc.add_(gi.to(acc.device))
-        for p, g in zip(net.parameters(), total, strict=True):
-            p.grad = g / b
-        if self.cfg.optim.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(net.parameters(), self.cfg.optim.grad_clip)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
 
     # ------------------------------------------------------------------ global branch warm start
     def _known_global_evs(self) -> tuple[torch.Tensor, torch.Tensor] | None:
@@ -365,7 +418,7 @@ class Trainer:
 
     # ------------------------------------------------------------------ loop
     def _log(self, stats: dict) -> None:
-        if not self.tensorboard:
+        if not self.tensorboard or not self.world.is_main:
             return
         if self._writer is None:
             from torch.utils.tensorboard import SummaryWriter
@@ -383,21 +436,31 @@ class Trainer:
 
     def train(self, *, steps: int | None = None, minutes: float | None = None) -> dict:
         """Run until ``steps`` (default: config.run.steps) or ``minutes`` of wall time; checkpoints on the way and at
-        the end. The lr schedule always spans config.run.steps. Returns the last step's statistics."""
+        the end. The lr schedule always spans config.run.steps. Returns the last step's statistics.
+
+        With several processes (:mod:`.distributed`) every process calls this; rank 0 alone writes config.json,
+        checkpoints, policies, the baseline and TensorBoard logs and shows progress; all stop at the same step
+        (the first at which any process's clock passed ``minutes``)."""
+        main = self.world.is_main
         target = min(steps if steps is not None else self.cfg.run.steps, self.cfg.run.steps)
-        self.cfg.save(self.out / "config.json")
+        if main:
+            self.cfg.save(self.out / "config.json")
         deadline = None if minutes is None else time.monotonic() + 60.0 * minutes
         stats: dict = {}
         from tqdm.auto import tqdm
 
-
         if self.step == 0:
-            self.fit_baseline()
+            if main:
+                self.fit_baseline()
             if self.cfg.rl.global_pretrain_steps > 0 and self.cfg.model.global_branch:
                 st = self.pretrain_global()
-                tqdm.write(f"global branch warm start: mean |EV error| {st.get('pretrain_mae_ev', float('nan')):.3f}"
-                           " on the training inputs")
-        bar = tqdm(total=target, initial=self.step, disable=not self.progress, unit="step", dynamic_ncols=True)
+                if main:
+                    tqdm.write(f"global branch warm start: mean |EV error| {st.get('pretrain_mae_ev', float('nan')):.3f}"
+                               " on the training inputs")
+            if self.world.size > 1:
+                self._sync_models()
+        bar = tqdm(total=target, initial=self.step, disable=not (self.progress and main), unit="step",
+                   dynamic_ncols=True)
         try:
             while self.step < target:
                 stats = self.train_step()
@@ -406,9 +469,11 @@ class Trainer:
                 bar.set_postfix(W=f"{stats['wasserstein']:.3f}", actor=f"{stats['actor_loss']:.3f}",
                                 r=f"{stats['reward']:.3f}", ev=f"{stats['mean_ev']:+.2f}", refresh=False)
                 if self.step % self.cfg.run.checkpoint_every == 0:
+                    self._check_in_step()
                     self.save()
-                if deadline is not None and time.monotonic() > deadline:
+                if deadline is not None and self.world.any(time.monotonic() > deadline, self.device):
                     break
+            self._check_in_step()
             self.save()
         finally:
             bar.close()
@@ -416,9 +481,6 @@ class Trainer:
         return stats
 
     def close(self) -> None:
-        if self._pool is not None:
-            self._pool.close()
-            self._pool = None
         if self._writer is not None:
             self._writer.close()
             self._writer = None

@@ -1,12 +1,13 @@
-"""Synchronous gradient gathering (A3C-style workers, made reproducible).
+"""The work of one task: synchronous gradient gathering (A3C-style workers, made reproducible).
 
-Every update the learner splits the batch's episodes into fixed tasks of ``episodes_per_task`` episodes, sends
-the current parameters and one task to each worker, and sums the returned gradients in task order. A task's
+Every update the batch's episodes are split into fixed tasks of ``episodes_per_task`` episodes. Each training
+process (``torch.distributed``, :mod:`.distributed`; one process without torchrun) runs its block of tasks with
+the current parameters; every process then receives every task's gradients and sums them in task order. A task's
 result depends only on (parameters, its previews/masks, its episode seeds), with the seeds derived from
-(seed, step, episode index) and never from the worker rank, so any worker count gives the same update.
+(seed, step, episode index) and never from the process rank, so any process count gives the same update, bit for
+bit. The critic's WGAN-GP updates are split into the same tasks (:func:`critic_gradients`).
 
-:func:`compute_gradients` is the pure worker function (no multiprocessing in it): it could equally run inside
-``torch.distributed`` processes that all-gather the per-task gradients in task order.
+:func:`compute_gradients` and :func:`critic_gradients` are pure functions (nothing about processes in them).
 
 Actor gradient (documented exactly; states are detached, so each term is the deterministic policy gradient
 ``grad_theta mu(s_t) * grad_a A(s_t, a)`` of its own step, flowing through the differentiable transition):
@@ -34,18 +35,17 @@ executed action (straight-through for the noise).
 
 from __future__ import annotations
 
-import multiprocessing as _mp
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
 from deepexposure.env import fuse_evs_torch, state, step
-from deepexposure.models import Actor, Critic, ValueNet
+from deepexposure.models import Actor, Critic, ValueNet, gradient_penalty
 from deepexposure.training.noise import OUNoise
 
-__all__ = ["TaskResult", "compute_gradients", "episode_noise", "episode_seed", "GradientPool", "PAIRED_RENDERS",
-           "fused_paired_error"]
+__all__ = ["TaskResult", "compute_gradients", "critic_gradients", "episode_noise", "episode_seed", "PAIRED_RENDERS",
+           "fused_paired_error", "flat", "unflat"]
 
 PAIRED_RENDERS = ("local", "fusion", "both")
 
@@ -108,10 +108,11 @@ def compute_gradients(actor: Actor, critic: Critic, value: ValueNet | None, s0: 
     paired = s0.new_zeros(())
     use_pairs = paired_weight > 0 and targets is not None and target_w is not None
     acts = []  # executed actions, with their graph (the fused anchor needs them)
+    feats = actor.episode_features(s0)  # the global branch's statistics of the original, once per episode
     for t in range(n_steps):
         m = masks[:, t : t + 1]
         st = state(s0, m, cur, t, n_steps)
-        a = actor(st)
+        a = actor(st, feats)
         a_exec = a + (noise[:, t] + a.detach()).clamp(-actor.max_ev, actor.max_ev) - a.detach()
         nxt = step(s0, cur, m, a_exec)
         last = t == n_steps - 1
@@ -150,72 +151,41 @@ def compute_gradients(actor: Actor, critic: Critic, value: ValueNet | None, s0: 
     used = masks.flatten(2).amax(2) > 0  # (E,T) steps whose segment is non-empty
     stats = {"actor_loss": float(-actor_obj.detach()), "value_loss": float(value_loss.detach()),
              "reward": float(r.detach().sum()), "abs_ev": float((evs_t.abs() * used).sum()), "n_ev": float(used.sum()),
-             "episodes": float(s0.shape[0]), "paired_mse": float(paired.detach())}
+             "paired_mse": float(paired.detach()), "ev_sum": float(evs_t.sum()), "ev_count": float(evs_t.numel())}
     return TaskResult(actor_grads, value_grads, stats, cur.detach(), evs_t)
 
 
-# ----------------------------------------------------------------------------------------------- process pool
+# ----------------------------------------------------------------------------------------------- critic task
 
-def _build(model_cfg: dict, variant: str) -> tuple[Actor, Critic, ValueNet | None]:
-    a = Actor(width=model_cfg["width"], hidden=model_cfg["hidden"], size=model_cfg["size"], max_ev=model_cfg["max_ev"],
-              global_features=model_cfg.get("global_features", False))
-    c = Critic(width=model_cfg["critic_width"], hidden=model_cfg["hidden"], size=model_cfg["size"])
-    v = ValueNet(width=model_cfg["width"], hidden=model_cfg["hidden"], size=model_cfg["size"]) if variant == "I" else None
-    return a, c, v
+def critic_gradients(critic: Critic, real: torch.Tensor, fake: torch.Tensor, alpha: torch.Tensor, *,
+                     gp_lambda: float) -> tuple[list[torch.Tensor], dict]:
+    """Gradients of one task's share of the WGAN-GP critic loss, summed over its samples.
 
-
-def _worker_main(conn, model_cfg: dict, variant: str, threads: int) -> None:  # pragma: no cover - subprocess
-    torch.set_num_threads(threads)
-    actor, critic, value = _build(model_cfg, variant)
-    while True:
-        msg = conn.recv()
-        if msg is None:
-            break
-        params, task, kw = msg
-        actor.load_state_dict(params["actor"])
-        critic.load_state_dict(params["critic"])
-        if value is not None:
-            value.load_state_dict(params["value"])
-        conn.send(compute_gradients(actor, critic, value, *task, **kw))
-    conn.close()
+    ``sum_i D(fake_i) - D(real_i) + gp_lambda * (||grad D(x_i)|| - 1)^2`` with ``x_i = alpha_i real_i +
+    (1 - alpha_i) fake_i``; divided by the batch size (by the caller) this is the gradient of the usual mean loss.
+    ``real``, ``fake``: (E,3,H,W) sRGB [0,1]; ``alpha``: (E,) in [0,1). Parameters are not modified. Returns
+    (gradients, sums of critic_loss, gp and wasserstein over the task).
+    """
+    d_real = critic(real)
+    d_fake = critic(fake)
+    gp = gradient_penalty(critic, real, fake, alpha=alpha, reduction="sum")
+    loss = d_fake.sum() - d_real.sum() + gp_lambda * gp
+    grads = list(torch.autograd.grad(loss, list(critic.parameters())))
+    return grads, {"critic_loss": float(loss.detach()), "gp": float(gp.detach()),
+                   "wasserstein": float((d_real.sum() - d_fake.sum()).detach())}
 
 
-class GradientPool:
-    """``workers`` persistent processes (spawned) that run :func:`compute_gradients` on tasks; CPU only."""
+def flat(tensors: list[torch.Tensor], stats: list[float]) -> torch.Tensor:
+    """One row: the tensors flattened one after the other, then ``stats`` (float32, on the tensors' device)."""
+    dev = tensors[0].device
+    return torch.cat([*(t.reshape(-1).float() for t in tensors), torch.tensor(stats, dtype=torch.float32,
+                                                                               device=dev)])
 
-    def __init__(self, workers: int, model_cfg: dict, variant: str, *, threads: int = 1) -> None:
-        ctx = _mp.get_context("spawn")
-        self._conns = []
-        self._procs = []
-        for _ in range(workers):
-            parent, child = ctx.Pipe()
-            p = ctx.Process(target=_worker_main, args=(child, model_cfg, variant, threads), daemon=True)
-            p.start()
-            child.close()
-            self._conns.append(parent)
-            self._procs.append(p)
 
-    def run(self, params: dict, tasks: list[tuple], kw: dict) -> list[TaskResult]:
-        """Run tasks (positional arguments of compute_gradients after the models) round-robin over the workers; results in task order."""
-        results: list[TaskResult | None] = [None] * len(tasks)
-        w = len(self._conns)
-        for start in range(0, len(tasks), w):
-            chunk = list(enumerate(tasks))[start : start + w]
-            for (_i, task), conn in zip(chunk, self._conns, strict=False):
-                conn.send((params, task, kw))
-            for (i, _), conn in zip(chunk, self._conns, strict=False):
-                results[i] = conn.recv()
-        return results  # type: ignore[return-value]
-
-    def close(self) -> None:
-        for conn in self._conns:
-            try:
-                conn.send(None)
-                conn.close()
-            except (OSError, BrokenPipeError):
-                pass
-        for p in self._procs:
-            p.join(timeout=5)
-            if p.is_alive():
-                p.terminate()
-        self._conns, self._procs = [], []
+def unflat(row: torch.Tensor, like: list[torch.Tensor]) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """Inverse of :func:`flat`: tensors shaped like ``like`` (views of ``row``) and the remaining stats."""
+    out, i = [], 0
+    for t in like:
+        out.append(row[i : i + t.numel()].view_as(t))
+        i += t.numel()
+    return out, row[i:]
