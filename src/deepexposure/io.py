@@ -33,7 +33,7 @@ import cv2
 import numpy as np
 from PIL import Image, ImageFile, ImageOps
 
-from deepexposure.atomic import atomic_write
+from deepexposure.atomic import atomic_write, blocked_by
 from deepexposure.errors import PhotoError
 
 __all__ = [
@@ -499,16 +499,6 @@ def _encode(fh, suffix: str, arr: np.ndarray, exif: bytes | None, icc: bytes | N
     im.save(fh, **kw)
 
 
-def _blocked_by(folder: Path) -> str | None:
-    """Why ``folder`` cannot be created: the first ancestor that is a file or a broken / looping link, or None."""
-    for p in reversed([folder, *folder.parents]):
-        if p.is_symlink() and not p.exists():
-            return f"{p} is a broken or looping symbolic link"
-        if p.exists() and not p.is_dir():
-            return f"{p} is a file"
-    return None
-
-
 def _as_photo(photo: Photo | np.ndarray) -> Photo:
     if isinstance(photo, Photo):
         return photo
@@ -565,7 +555,7 @@ def write_photo(
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise PhotoError(f"{path.parent}: cannot create folder ({_blocked_by(path.parent) or exc.strerror})") from None
+        raise PhotoError(f"{path.parent}: cannot create folder ({blocked_by(path.parent) or exc.strerror})") from None
     # a hidden temporary name (skipped by iter_photo_paths; stale ones removed by later runs), see atomic.py
     try:
         atomic_write(path, lambda fh: _encode(fh, suffix, arr, exif, icc, depth, quality), overwrite=overwrite)
