@@ -138,6 +138,38 @@ def test_export_onnx_into_a_file_path(tmp_path):
     assert blocker.read_bytes() == b"a file, not a folder"
 
 
+# ---------------------------------------------------------------------------------------- RAW input
+
+
+def test_photos_with_the_wrong_suffix(shared_data, tmp_path, monkeypatch):
+    """A NEF named .tif used to be 'enhanced' as its 160x120 preview; a CRW named .png, a JPEG named .CR2 or .dng:
+    one line saying what the file is (the JPEG one without rawpy)."""
+    raw = shared_data / "raw"
+    cases = {"nef.tif": (raw / "RAW_NIKON_D1.NEF", "camera RAW file with a .tif suffix"),
+             "crw.png": (raw / "canon_powershot_s40_CRW_0119.CRW", "camera RAW file with a .png suffix"),
+             "jpeg.CR2": (SAMPLE, "a JPEG file, not a camera RAW"), "jpeg.dng": (SAMPLE, "name it .jpg")}
+    monkeypatch.setitem(sys.modules, "rawpy", None)  # needed for none of them
+    for name, (src, needle) in cases.items():
+        (tmp_path / name).symlink_to(src)
+        out = tmp_path / "out" / f"{name}.jpg"
+        _one_error(_cli("enhance", tmp_path / name, "-o", out), name, needle)
+        assert not out.parent.exists()
+
+
+def test_help_texts_name_only_options_the_command_has():
+    """edit --help (and segment's) spoke of a --jobs they do not have; edit's of torch devices and .pt models only."""
+    from deepexposure.cli import main as group
+
+    for name in group.list_commands(None):
+        cmd = group.get_command(None, name)
+        res = CliRunner().invoke(main, [name, "--help"])
+        assert res.exit_code == 0, (name, res.output)
+        if "--jobs" in res.output:
+            assert "--jobs" in {o for p in cmd.params for o in p.opts}, name
+    text = CliRunner().invoke(main, ["edit", "--help"]).output
+    assert ".onnx" in text and "Torch device" not in text
+
+
 # ---------------------------------------------------------------------------------------- render --recipe
 
 
