@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import IO
 
 __all__ = ["STALE_AFTER_S", "temp_path", "is_temp_name", "clean_stale", "atomic_write", "atomic_write_bytes",
-           "atomic_write_text", "fsync_dir"]
+           "atomic_write_text", "fsync_dir", "blocked_by"]
 
 #: A temporary file of another host (or of a live pid, which may be a reused one) is stale after this long.
 STALE_AFTER_S = 6 * 3600
@@ -107,6 +107,17 @@ def clean_stale(folder: str | os.PathLike, *, force: bool = False) -> list[Path]
         except OSError:
             pass
     return removed
+
+
+def blocked_by(folder: str | os.PathLike) -> str | None:
+    """Why ``folder`` cannot be created: the first ancestor that is a file or a broken / looping link, or None."""
+    folder = Path(folder)
+    for p in reversed([folder, *folder.parents]):
+        if p.is_symlink() and not p.exists():
+            return f"{p} is a broken or looping symbolic link"
+        if p.exists() and not p.is_dir():
+            return f"{p} is a file"
+    return None
 
 
 def fsync_dir(folder: str | os.PathLike) -> None:

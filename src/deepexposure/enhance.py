@@ -23,12 +23,12 @@ import numpy as np
 
 from deepexposure.errors import ModelError, need_extra
 from deepexposure.io import Photo, from_float, to_float
-from deepexposure.onnx_policy import PolicyBase, policy_segmentation
+from deepexposure.onnx_policy import PolicyBase, file_sha256, policy_segmentation
 from deepexposure.recipe import Recipe
 from deepexposure.render import ENHANCE_RENDERER, RENDERERS, render
 from deepexposure.segmentation import PREVIEW_SIZE, make_preview, segment
 
-__all__ = ["Enhancer", "default_model_path", "model_segmentation", "resolve_model", "load_policy"]
+__all__ = ["Enhancer", "default_model_path", "model_segmentation", "resolve_model", "load_policy", "load_model"]
 
 #: A float image above this is taken for 0..255 (or 0..65535) data, not [0, 1], and refused (a small overshoot
 #: above 1 from earlier processing is clipped).
@@ -45,8 +45,8 @@ def default_model_path(fmt: str = "onnx") -> Path:
 
 def resolve_model(model: str | os.PathLike | None) -> Path:
     """The policy file of ``model``: None = the shipped one; a training run folder = its ``policy.onnx`` if
-    present (warning when its ``policy.pt`` is newer), else its ``policy.pt``; a file as it is. Missing files raise
-    :class:`ModelError`."""
+    present, else its ``policy.pt``; a file as it is. Missing files raise :class:`ModelError`. (Whether a run
+    folder's ``policy.onnx`` is the export of its ``policy.pt`` is checked by :func:`load_model`.)"""
     if model is None:
         path = default_model_path()
         if not path.is_file():
@@ -56,33 +56,75 @@ def resolve_model(model: str | os.PathLike | None) -> Path:
     if path.is_dir():  # a training run folder
         onnx_file, pt_file = path / "policy.onnx", path / "policy.pt"
         if onnx_file.is_file():
-            if pt_file.is_file() and pt_file.stat().st_mtime > onnx_file.stat().st_mtime:
-                warnings.warn(f"{onnx_file} is older than {pt_file}; using it anyway (re-export with "
-                              f"deepexposure export-onnx {path} -o {onnx_file} --overwrite)", stacklevel=2)
             return onnx_file
+        if not pt_file.is_file():
+            raise ModelError(f"{path} is a folder without a policy.onnx or policy.pt (not a training run)")
         path = pt_file
     if not path.is_file():
         raise ModelError(f"model file not found: {path}")
     return path
 
 
+def _head(path: Path, n: int = 4) -> bytes:
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(n)
+    except OSError:
+        return b""
+
+
 def load_policy(path: str | os.PathLike, *, device: str | None = None) -> PolicyBase:
     """Load a policy file: ``.onnx`` through ONNX Runtime (no torch), anything else as a torch ``policy.pt``
-    (needs the training extra). ``device``: cpu, cuda, cuda:N (and mps for .pt); None = CUDA when present."""
+    (needs the training extra). ``device``: cpu, cuda, cuda:N (and mps for .pt); None = CUDA when present.
+    A file whose content is the other format than its suffix says (a renamed file) raises :class:`ModelError`
+    saying so, before torch is needed."""
     path = Path(path)
+    head = _head(path)
+    is_zip = head.startswith(b"PK\x03\x04")  # torch.save's zip archive
     if path.suffix.lower() == ".onnx":
+        if is_zip:
+            raise ModelError(f"{path} is a torch policy file (a zip archive), not an ONNX model: name it .pt, or "
+                             "export it with deepexposure export-onnx")
         from deepexposure.onnx_policy import OnnxPolicy
 
         return OnnxPolicy.load(path, device=device)
+    if head[:1] == b"\x08" and not is_zip:  # an ONNX ModelProto starts with its ir_version field (tag 0x08)
+        raise ModelError(f"{path} looks like an ONNX model, not a torch policy.pt: name it .onnx")
     need_extra("torch", f"the torch policy {path} (use its ONNX export, or install torch)")
     from deepexposure.policy import Policy
 
     return Policy.load(path, device=device)
 
 
+def _check_run_folder(folder: Path, onnx_file: Path, policy: PolicyBase) -> None:
+    """Warn when a run folder's ``policy.onnx`` is not the export of its ``policy.pt``: by the SHA-256 of the
+    ``policy.pt`` it was exported from (stored by export-onnx), else (older exports) when the ``.pt`` is newer."""
+    pt_file = folder / "policy.pt"
+    if not pt_file.is_file():
+        return
+    redo = f"re-export with deepexposure export-onnx {folder} -o {onnx_file} --overwrite"
+    source = getattr(policy, "source_sha256", None)
+    if source:
+        if file_sha256(pt_file) != source:
+            warnings.warn(f"{onnx_file} was not exported from {pt_file} (another or a changed file); using "
+                          f"{onnx_file.name} (model {policy.model_id}) anyway ({redo})", stacklevel=3)
+    elif pt_file.stat().st_mtime > onnx_file.stat().st_mtime:
+        warnings.warn(f"{onnx_file} is older than {pt_file}; using it anyway ({redo})", stacklevel=3)
+
+
+def load_model(model: str | os.PathLike | None, *, device: str | None = None) -> tuple[Path, PolicyBase]:
+    """(path, policy) of ``model`` (see :func:`resolve_model`); warns when a run folder's ``policy.onnx`` is not the
+    export of its ``policy.pt``."""
+    path = resolve_model(model)
+    policy = load_policy(path, device=device)
+    if model is not None and Path(model).is_dir() and path.suffix.lower() == ".onnx":
+        _check_run_folder(Path(model), path, policy)
+    return path, policy
+
+
 def model_segmentation(model: str | os.PathLike | None = None) -> dict:
     """The :func:`segment` parameters of a policy (None: the shipped one; a policy file or a run folder)."""
-    return policy_segmentation(load_policy(resolve_model(model), device="cpu"))
+    return policy_segmentation(load_model(model, device="cpu")[1])
 
 
 class Enhancer:
@@ -104,8 +146,7 @@ class Enhancer:
             raise ValueError(f"unknown renderer {renderer!r}; choose from {', '.join(RENDERERS)}")
         if not 0.0 <= strength <= 1.0:
             raise ValueError(f"strength must be in [0, 1], got {strength}")
-        self.model_path = resolve_model(model)
-        self.policy = load_policy(self.model_path, device=device)
+        self.model_path, self.policy = load_model(model, device=device)
         size = self.policy.arch.get("size", PREVIEW_SIZE)
         if size != PREVIEW_SIZE:
             raise ModelError(f"{self.model_path}: the policy was trained on {size}x{size} previews; enhance uses "

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from deepexposure.atomic import atomic_write_bytes
+from deepexposure.atomic import atomic_write_bytes, blocked_by
 from deepexposure.errors import ModelError, need_extra
 
 __all__ = ["export_onnx", "export_policy_file", "OPSET", "CHECK_TOLERANCE"]
@@ -60,10 +60,11 @@ def _example_inputs(policy, n: int, seed: int) -> tuple:
     return state, feats
 
 
-def export_onnx(policy, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
+def export_onnx(policy, path: str | os.PathLike, *, overwrite: bool = False, source_sha256: str | None = None) -> Path:
     """Write ``policy`` (a :class:`deepexposure.policy.Policy`) as an ONNX model to ``path`` (atomic; an existing
-    file is refused unless ``overwrite``); returns the path. Raises :class:`ModelError` if ONNX Runtime does not
-    reproduce the torch EVs within :data:`CHECK_TOLERANCE`."""
+    file is refused unless ``overwrite``); returns the path. ``source_sha256``: the SHA-256 of the policy.pt file
+    it was loaded from, stored in the metadata (a run folder's check). Raises :class:`ModelError` if ONNX Runtime
+    does not reproduce the torch EVs within :data:`CHECK_TOLERANCE`."""
     need_extra("torch", "exporting a policy to ONNX")
     need_extra("onnx", "exporting a policy to ONNX")
     import onnx
@@ -83,6 +84,8 @@ def export_onnx(policy, path: str | os.PathLike, *, overwrite: bool = False) -> 
     model = onnx.load_from_string(buf.getvalue())
     meta = {"format": "deepexposure-policy", "version": "1", "model_id": policy.model_id,
             "arch": json.dumps(policy.arch, sort_keys=True), "config": json.dumps(policy.config, sort_keys=True)}
+    if source_sha256:
+        meta["source_sha256"] = source_sha256
     del model.metadata_props[:]
     for key, value in meta.items():
         model.metadata_props.add(key=key, value=value)
@@ -130,11 +133,18 @@ def export_policy_file(src: str | os.PathLike, dst: str | os.PathLike, *, overwr
         out = out / "policy.onnx"
     if out.suffix.lower() != ".onnx":
         raise ModelError(f"-o {text}: the output must be a .onnx file (or a folder, for FOLDER/policy.onnx)")
+    blocked = blocked_by(out.parent)
+    if blocked:
+        raise ModelError(f"cannot write {out}: {blocked}")
+    if out.is_dir():
+        raise ModelError(f"cannot write {out}: it is a folder")
     if (out.exists() or out.is_symlink()) and not overwrite:
         raise ModelError(f"{out} exists (pass --overwrite to replace it)")
     policy = Policy.load(pt, device="cpu")
+    from deepexposure.onnx_policy import file_sha256
+
     try:
-        return export_onnx(policy, out, overwrite=overwrite)
+        return export_onnx(policy, out, overwrite=overwrite, source_sha256=file_sha256(pt))
     except FileExistsError:
         raise ModelError(f"{out} exists (pass --overwrite to replace it)") from None
     except OSError as exc:

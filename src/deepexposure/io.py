@@ -33,7 +33,7 @@ import cv2
 import numpy as np
 from PIL import Image, ImageFile, ImageOps
 
-from deepexposure.atomic import atomic_write
+from deepexposure.atomic import atomic_write, blocked_by
 from deepexposure.errors import PhotoError
 
 __all__ = [
@@ -196,6 +196,49 @@ def _too_big(path: Path, w: int, h: int, max_pixels: int, why: str | None = None
                       f"({why}; raise --max-pixels / max_pixels if this photo is trusted and fits in memory)")
 
 
+# Signatures of file formats (first bytes), to say what a file with the wrong suffix really is.
+_IMAGE_MAGIC = ((b"\xff\xd8\xff", "JPEG", ".jpg"), (b"\x89PNG\r\n\x1a\n", "PNG", ".png"),
+                (b"BM", "BMP", ".bmp"))
+_RAW_MAGIC = ((6, b"HEAPCCDR"), (0, b"FUJIFILMCCD-RAW"), (0, b"IIRO"), (0, b"IIRS"), (0, b"IIU\x00"), (4, b"ftypcrx "),
+              (8, b"CR\x02"))  # CRW, RAF, ORF, ORF, RW2, CR3, CR2
+
+
+def _head(path: Path, n: int = 16) -> bytes:
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(n)
+    except OSError:
+        return b""
+
+
+def _not_a_raw(path: Path) -> None:
+    """Raise :class:`PhotoError` when a file with a RAW suffix is in fact a JPEG, PNG, BMP or WebP photo."""
+    head = _head(path)
+    found = [(name, ext) for magic, name, ext in _IMAGE_MAGIC if head.startswith(magic)]
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        found = [("WebP", ".webp")]
+    if found:
+        name, ext = found[0]
+        raise PhotoError(f"{path}: a {name} file, not a camera RAW ({path.suffix} is a RAW suffix): name it {ext}")
+
+
+def _raw_in_disguise(path: Path, im: Image.Image | None) -> bool:
+    """Whether a file without a RAW suffix is a camera RAW: a RAW signature, or a TIFF whose first image is a
+    camera's (DNG, TIFF/EP, CR2) or a reduced preview with the full image in a sub-IFD (NEF, ...)."""
+    head = _head(path)
+    if any(head[i : i + len(m)] == m for i, m in _RAW_MAGIC):
+        return True
+    if im is None or im.format != "TIFF":
+        return False
+    tags = im.tag_v2
+    return 50706 in tags or 37398 in tags or (bool(int(tags.get(254, 0) or 0) & 1) and 330 in tags)
+
+
+def _raw_error(path: Path) -> PhotoError:
+    return PhotoError(f"{path}: a camera RAW file with a {path.suffix or 'missing'} suffix (read as such, only its "
+                      "preview or nothing would come out): give it its RAW suffix (.NEF, .CR2, .DNG, ...)")
+
+
 def _open(path: Path, max_pixels: int, why: str | None = None) -> Image.Image:
     """Open lazily (header only) and refuse photos above ``max_pixels`` before any pixel is decoded.
 
@@ -219,11 +262,16 @@ def _open(path: Path, max_pixels: int, why: str | None = None) -> Image.Image:
     except Image.DecompressionBombError as exc:
         raise PhotoError(f"{path}: refused as a decompression bomb ({exc})") from None
     except Image.UnidentifiedImageError:
+        if _raw_in_disguise(path, None):
+            raise _raw_error(path) from None
         raise PhotoError(f"{path}: not a readable image (unknown or corrupt format)") from None
     except OSError as exc:
         raise PhotoError(f"{path}: cannot read ({exc.strerror or exc})") from None
     except Exception as exc:  # malformed headers make Pillow raise many types (SyntaxError, struct.error, ...)
         raise PhotoError(f"{path}: corrupt image header ({type(exc).__name__}: {exc})") from None
+    if _raw_in_disguise(path, im):
+        im.close()
+        raise _raw_error(path)
     w, h = im.size
     if w * h > max_pixels:
         im.close()
@@ -344,6 +392,7 @@ def read_photo(path: str | os.PathLike, *, max_pixels: int = DEFAULT_MAX_PIXELS,
     path = Path(path)
     _check_readable(path)
     if path.suffix.lower() in RAW_EXTENSIONS:
+        _not_a_raw(path)  # before rawpy is needed
         from deepexposure.raw import read_raw
 
         return read_raw(path, max_pixels=max_pixels, max_pixels_why=max_pixels_why)
@@ -499,16 +548,6 @@ def _encode(fh, suffix: str, arr: np.ndarray, exif: bytes | None, icc: bytes | N
     im.save(fh, **kw)
 
 
-def _blocked_by(folder: Path) -> str | None:
-    """Why ``folder`` cannot be created: the first ancestor that is a file or a broken / looping link, or None."""
-    for p in reversed([folder, *folder.parents]):
-        if p.is_symlink() and not p.exists():
-            return f"{p} is a broken or looping symbolic link"
-        if p.exists() and not p.is_dir():
-            return f"{p} is a file"
-    return None
-
-
 def _as_photo(photo: Photo | np.ndarray) -> Photo:
     if isinstance(photo, Photo):
         return photo
@@ -565,7 +604,7 @@ def write_photo(
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise PhotoError(f"{path.parent}: cannot create folder ({_blocked_by(path.parent) or exc.strerror})") from None
+        raise PhotoError(f"{path.parent}: cannot create folder ({blocked_by(path.parent) or exc.strerror})") from None
     # a hidden temporary name (skipped by iter_photo_paths; stale ones removed by later runs), see atomic.py
     try:
         atomic_write(path, lambda fh: _encode(fh, suffix, arr, exif, icc, depth, quality), overwrite=overwrite)

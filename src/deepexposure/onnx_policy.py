@@ -10,6 +10,8 @@ of the original preview, computed here in numpy once per episode), output ``ev``
     model_id = "de-<12 hex>"             the id of the policy.pt it was exported from (recipes name it)
     arch     = JSON of the Actor arguments (width, hidden, size, max_ev, in_channels, global_*, residual_ev)
     config   = JSON of the training facts (segments, max_ev, segmentation, variant, ...)
+    source_sha256 = SHA-256 (hex) of the policy.pt file it was exported from (optional; exports since the
+                    editor release): a run folder whose policy.pt differs gets a warning
 
 The sequential episode (one actor call per segment) runs in numpy between session calls, exactly as
 :func:`deepexposure.env.run_episode` does in torch. This module imports no torch; ``onnxruntime`` is imported
@@ -29,7 +31,7 @@ from deepexposure import episode
 from deepexposure.errors import ModelError
 
 __all__ = ["OnnxPolicy", "PolicyBase", "POLICY_FORMAT", "ARCH_KEYS", "config_problem", "select_providers",
-           "policy_segmentation"]
+           "policy_segmentation", "file_sha256"]
 
 POLICY_FORMAT = "deepexposure-policy"
 #: The Actor constructor arguments a policy file stores (``arch``).
@@ -115,6 +117,17 @@ def config_problem(config) -> str | None:
     return None
 
 
+def file_sha256(path: str | os.PathLike) -> str:
+    """SHA-256 (hex) of a file's bytes (a policy.pt: which file an ONNX export came from)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
 def policy_segmentation(policy: PolicyBase) -> dict:
     """The :func:`~deepexposure.segmentation.segment` parameters a policy was trained with (its stored config;
     ``SEGMENT_DEFAULTS`` for keys an older file lacks, at most its T segments)."""
@@ -123,6 +136,9 @@ def policy_segmentation(policy: PolicyBase) -> dict:
     stored = dict(policy.config.get("segmentation") or {})
     stored.setdefault("max_segments", policy.segments)
     return segmentation_params(stored)
+
+
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 def _metadata(path: Path, meta: dict[str, str]) -> tuple[dict, dict, str]:
@@ -139,6 +155,9 @@ def _metadata(path: Path, meta: dict[str, str]) -> tuple[dict, dict, str]:
         raise ModelError(f"{path}: bad deepexposure metadata ({type(exc).__name__}: {exc})") from None
     if not isinstance(arch, dict) or not all(_is_int(arch.get(k)) and arch[k] >= 1 for k in ("size", "in_channels")):
         raise ModelError(f"{path}: bad deepexposure metadata: arch must give positive integers size and in_channels")
+    if "max_ev" in arch and not (_is_number(arch["max_ev"]) and 0 < arch["max_ev"] < float("inf")):
+        raise ModelError(f"{path}: bad deepexposure metadata: arch max_ev must be a positive number, got "
+                         f"{arch['max_ev']!r}")
     problem = config_problem(config)
     if problem:
         raise ModelError(f"policy file {path} has a bad config: {problem}")
@@ -151,11 +170,16 @@ def _metadata(path: Path, meta: dict[str, str]) -> tuple[dict, dict, str]:
 class OnnxPolicy(PolicyBase):
     """Deterministic exposure policy run by ONNX Runtime; load with :meth:`load`."""
 
-    def __init__(self, session, *, arch: dict, config: dict, model_id: str, path: Path | None = None) -> None:
+    def __init__(self, session, *, arch: dict, config: dict, model_id: str, path: Path | None = None,
+                 source_sha256: str | None = None) -> None:
         self.session = session
+        #: SHA-256 of the policy.pt this model was exported from (None: not recorded).
+        self.source_sha256 = source_sha256
         self.arch = dict(arch)
         self.config = dict(config)
         self.segments = int(self.config.get("segments", 6))
+        #: Largest |EV| (stops) the actor can return (``max_ev * tanh``, Actor's default 3); beyond: a broken model.
+        self.max_ev = float(self.arch.get("max_ev", 3.0))
         self.path = path
         self._model_id = model_id
         names = {i.name for i in session.get_inputs()}
@@ -198,7 +222,10 @@ class OnnxPolicy(PolicyBase):
                     raise ModelError(f"device {device!r}: ONNX Runtime cannot use it ({msg or type(exc).__name__}); "
                                      "use --device cpu") from None
             raise ModelError(f"cannot read ONNX model {path}: {type(exc).__name__}{': ' + msg if msg else ''}") from None
-        arch, config, model_id = _metadata(path, dict(session.get_modelmeta().custom_metadata_map))
+        meta = dict(session.get_modelmeta().custom_metadata_map)
+        arch, config, model_id = _metadata(path, meta)
+        source = meta.get("source_sha256", "")
+        source = source if _SHA256.fullmatch(source) else None
         size, channels = arch["size"], arch["in_channels"]
         inputs = {i.name: i for i in session.get_inputs()}
         outputs = {o.name for o in session.get_outputs()}
@@ -209,7 +236,7 @@ class OnnxPolicy(PolicyBase):
         if list(inputs["state"].shape)[1:] != [channels, size, size]:
             raise ModelError(f"{path}: the graph's state input {inputs['state'].shape} does not match the stored "
                              f"arch ({channels} channels, {size}x{size})")
-        return cls(session, arch=arch, config=config, model_id=model_id, path=path)
+        return cls(session, arch=arch, config=config, model_id=model_id, path=path, source_sha256=source)
 
     def predict_batch(self, previews: np.ndarray, labels: np.ndarray) -> np.ndarray:
         """EVs ``(B, T)`` float32 for previews ``(B,S,S,3)`` float32 sRGB [0,1] and labels ``(B,S,S)`` int."""
@@ -232,6 +259,10 @@ class OnnxPolicy(PolicyBase):
             e = np.asarray(out, dtype=np.float32).reshape(-1)
             if e.shape != (b,):
                 raise ModelError(f"{self.path}: the model returned {e.size} EVs for {b} states")
+            if not np.all(np.abs(e) <= self.max_ev * (1 + 1e-5) + 1e-6):  # NaN fails too
+                bad = float(e[~(np.abs(e) <= self.max_ev * (1 + 1e-5) + 1e-6)][0])
+                raise ModelError(f"{self.path}: the model returned the EV {bad:g}, outside the +-{self.max_ev:g} "
+                                 "stops of its metadata (not a working deepexposure actor)")
             cur = episode.step(s0, cur, m, e)
             evs[:, t] = e
         return evs

@@ -12,13 +12,39 @@ from pathlib import Path
 import numpy as np
 
 from deepexposure.batch import Job, recipe_path_for
+from deepexposure.errors import DataError
 from deepexposure.io import DEFAULT_MAX_PIXELS, Photo, read_photo, write_photo
 from deepexposure.raw import enhance_photo, render_photo
 from deepexposure.recipe import Recipe
 from deepexposure.render import ENHANCE_RENDERER
 from deepexposure.segmentation import make_preview, overlay, segment, segmentation_params
 
-__all__ = ["manual_recipe", "render_file", "segment_file", "enhance_file", "recipe_path_for", "cached_enhancer"]
+__all__ = ["manual_recipe", "render_file", "segment_file", "enhance_file", "recipe_path_for", "cached_enhancer",
+           "recipe_matches", "check_recipe_fits", "LABEL_AGREEMENT"]
+
+#: A recipe's 64x64 segment labels must agree with the photo's own segmentation on this share of the cells.
+LABEL_AGREEMENT = 0.9
+
+
+def recipe_matches(recipe: Recipe, photo: Photo) -> float | None:
+    """Share of the 64x64 cells where ``recipe.labels`` equal the photo's own segmentation with the recipe's
+    parameters (1.0 for the photo the recipe was made for); None for a recipe without labels."""
+    if recipe.labels is None:
+        return None
+    labels = segment(make_preview(photo.pixels), **dict(recipe.segmentation or {}))
+    if labels.shape != recipe.labels.shape:
+        return 0.0
+    return float(np.mean(labels == recipe.labels))
+
+
+def check_recipe_fits(recipe: Recipe, photo: Photo, recipe_name, photo_name, hint: str = "") -> None:
+    """Raise :class:`DataError` when ``recipe`` was made for another photo (:func:`recipe_matches` below
+    :data:`LABEL_AGREEMENT`): its segment labels would put its EVs on the wrong parts of ``photo``."""
+    agreement = recipe_matches(recipe, photo)
+    if agreement is not None and agreement < LABEL_AGREEMENT:
+        raise DataError(f"{recipe_name}: this recipe was not made for {photo_name} (its segments match the "
+                        f"photo's on {100 * agreement:.0f}% of the preview, below {100 * LABEL_AGREEMENT:.0f}%)"
+                        f"{hint}")
 
 
 def manual_recipe(srgb: np.ndarray, evs: list[float], renderer: str, *, segments: dict | None = None) -> Recipe:
@@ -80,6 +106,7 @@ def render_file(
     photo = read_photo(job.src, max_pixels=max_pixels, max_pixels_why=max_pixels_why)
     if recipe_file is not None:
         recipe = Recipe.load(recipe_file)
+        check_recipe_fits(recipe, photo, recipe_file, Path(job.src).name, "; give its EVs with --ev instead")
     else:
         recipe = manual_recipe(photo.pixels, list(evs or []), renderer or "fusion")
     pixels = render_photo(photo, recipe, renderer=renderer, strength=strength)  # RAW: on its linear data

@@ -99,7 +99,8 @@ class Policy(PolicyBase):
         try:
             d = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:  # noqa: BLE001 - any unpickling failure means a bad file
-            raise ModelError(f"cannot read policy file {path}: {type(exc).__name__}") from None
+            raise ModelError(f"cannot read policy file {path}: not a torch policy file, or a truncated one "
+                             f"({type(exc).__name__})") from None
         if not isinstance(d, dict) or d.get("format") != POLICY_FORMAT:
             raise ModelError(f"{path} is not a deepexposure policy file")
         try:

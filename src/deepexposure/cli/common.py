@@ -12,7 +12,7 @@ from deepexposure.errors import PhotoError
 from deepexposure.io import DEFAULT_MAX_PIXELS, default_max_pixels
 
 MAX_PIXELS_HELP = (f"Refuse photos larger than this many pixels, before decoding them (default: {DEFAULT_MAX_PIXELS:,}, "
-                   "or less when the free memory cannot hold such a photo per --jobs process).")
+                   "or less when the free memory cannot hold such a photo in each worker process).")
 
 
 def bit_depth_option(f):

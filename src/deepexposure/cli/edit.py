@@ -17,7 +17,8 @@ from deepexposure.render import ENHANCE_RENDERER, RENDERER_HELP, RENDERERS
               help="Start from this recipe (written by enhance --recipe, render --save-recipe or a previous edit) "
                    "instead of the policy's EVs; it must have been made for PHOTO.")
 @click.option("--model", type=click.Path(), default=None,
-              help="Policy that seeds the sliders: a policy.pt or training run folder (default: the shipped model).")
+              help="Policy that seeds the sliders: a .onnx or .pt policy file, or a training run folder (default: the "
+                   "shipped model).")
 @click.option("--renderer", type=click.Choice(RENDERERS), default=None,
               help=f"Renderer to start with (default: the recipe's, else {ENHANCE_RENDERER}). {RENDERER_HELP}")
 @click.option("--out-dir", type=click.Path(file_okay=False, path_type=str), default=None,
@@ -27,7 +28,8 @@ from deepexposure.render import ENHANCE_RENDERER, RENDERER_HELP, RENDERERS
               help="Address to listen on. Anything but a loopback address exposes the editor to the network.")
 @click.option("--port", type=click.IntRange(0, 65535), default=0, show_default=True, help="Port (0: a free one).")
 @click.option("--no-browser", is_flag=True, help="Print the URL only; do not open a browser.")
-@click.option("--device", default=None, help="Torch device for the policy (default: CUDA if present).")
+@click.option("--device", default=None,
+              help="Where the policy runs: cpu, cuda, cuda:N (mps for .pt policies; default: CUDA if present).")
 @max_pixels_option
 def edit(photo, recipe_file, model, renderer, out_dir, host, port, no_browser, device, max_pixels):
     """Edit the exposure of PHOTO in the browser: one EV slider per segment, seeded by the policy.
@@ -43,33 +45,39 @@ def edit(photo, recipe_file, model, renderer, out_dir, host, port, no_browser, d
       deepexposure edit photo.jpg --recipe out/photo.recipe.json --renderer local
       deepexposure edit IMG_0119.CRW --no-browser --port 8800
     """
-    from deepexposure.editor.app import require_web, serve
-    from deepexposure.editor.session import LABEL_AGREEMENT, EditSession, recipe_matches
+    from deepexposure.atomic import blocked_by
+    from deepexposure.editor.app import listen, require_web, serve
+    from deepexposure.editor.session import EditSession
     from deepexposure.io import read_photo
+    from deepexposure.pipeline import check_recipe_fits
     from deepexposure.recipe import Recipe
 
     require_web()  # before any slow work: say at once when the extra is missing
-    limit, why = max_pixels_limit(max_pixels)
-    img = read_photo(photo, max_pixels=limit, max_pixels_why=why)
-    if recipe_file is not None:
-        recipe = Recipe.load(recipe_file)
-        agreement = recipe_matches(recipe, img)
-        if agreement is not None and agreement < LABEL_AGREEMENT:
-            raise DataError(f"{recipe_file}: this recipe was not made for {photo} (its segments match the photo's "
-                            f"on {100 * agreement:.0f}% of the preview, below {100 * LABEL_AGREEMENT:.0f}%)")
-    else:
-        from deepexposure.enhance import Enhancer
+    out_dir = Path(out_dir) if out_dir is not None else Path(photo).parent
+    blocked = blocked_by(out_dir)
+    if blocked:
+        raise DataError(f"--out-dir {out_dir}: cannot save there ({blocked})")
+    sock = listen(host, port)  # a port in use is said at once too, not after reading the photo
+    try:
+        limit, why = max_pixels_limit(max_pixels)
+        img = read_photo(photo, max_pixels=limit, max_pixels_why=why)
+        if recipe_file is not None:
+            recipe = Recipe.load(recipe_file)
+            check_recipe_fits(recipe, img, recipe_file, photo)
+        else:
+            from deepexposure.enhance import Enhancer
 
-        enhancer = Enhancer(model, renderer=renderer or ENHANCE_RENDERER, device=device)
-        recipe = enhancer.recipe(img.pixels)
-    if renderer is not None and renderer != recipe.renderer:
-        import dataclasses
+            enhancer = Enhancer(model, renderer=renderer or ENHANCE_RENDERER, device=device)
+            recipe = enhancer.recipe(img.pixels)
+        if renderer is not None and renderer != recipe.renderer:
+            import dataclasses
 
-        recipe = dataclasses.replace(recipe, renderer=renderer)
-    session = EditSession(img, recipe, out_dir=out_dir or Path(photo).parent, source=photo, recipe_source=recipe_file)
-    if renderer is not None and renderer not in session.renderers():
-        raise DataError(f"--renderer {renderer}: this recipe has no segments; use one of {', '.join(session.renderers())}")
-    serve(session, host=host, port=port, open_browser=not no_browser,
+            recipe = dataclasses.replace(recipe, renderer=renderer)
+        session = EditSession(img, recipe, out_dir=out_dir, source=photo, recipe_source=recipe_file)
+    except BaseException:
+        sock.close()
+        raise
+    serve(session, host=host, port=port, open_browser=not no_browser, sock=sock,
           announce=lambda line: click.echo(line, err=line.startswith("warning:")))
 
 

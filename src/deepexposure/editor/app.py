@@ -19,6 +19,7 @@ Nothing else is served: no file path comes from the request except the output *n
 from __future__ import annotations
 
 import ipaddress
+import os
 import secrets
 import socket
 import sys
@@ -30,7 +31,7 @@ from urllib.parse import parse_qs
 from deepexposure.editor.session import EditorError, EditSession, OutputExists
 from deepexposure.errors import DeepExposureError
 
-__all__ = ["EDIT_EXTRA_HINT", "create_app", "new_token", "serve", "require_web"]
+__all__ = ["EDIT_EXTRA_HINT", "create_app", "new_token", "serve", "listen", "browser_url", "require_web"]
 
 #: How to get the editor's web dependencies, quoted when they are missing.
 EDIT_EXTRA_HINT = "the editor needs starlette and uvicorn: pip install 'deepexposure[edit]'"
@@ -184,26 +185,49 @@ def _is_loopback(host: str) -> bool:
         return host == "localhost"
 
 
+def browser_url(host: str, port: int, token: str) -> str:
+    """The URL to open for a server on ``host``: a wildcard address (0.0.0.0, ::), which no browser can open on
+    every system, becomes this machine's loopback address."""
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        ip = None
+    if ip is not None and ip.is_unspecified:
+        host = "::1" if ip.version == 6 else "127.0.0.1"
+    shown = f"[{host}]" if ":" in host else host
+    return f"http://{shown}:{port}/?token={token}"
+
+
+def listen(host: str = "127.0.0.1", port: int = 0) -> socket.socket:
+    """A listening TCP socket on ``host``:``port`` (0: a free port), or :class:`EditorError` (one line) when the
+    address cannot be used (in use, unknown host). Done first, before any slow work."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    if os.name == "nt":  # Windows' SO_REUSEADDR would let a second process take over a port in use
+        sock.setsockopt(socket.SOL_SOCKET, getattr(socket, "SO_EXCLUSIVEADDRUSE", -5), 1)
+    else:  # a restart right after Ctrl+C can reuse the port (TIME_WAIT); a port in use still fails
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+        sock.listen(128)  # before the URL is printed: a client that reads it can connect at once
+    except OSError as exc:
+        sock.close()
+        raise EditorError(f"cannot listen on {host}:{port} ({exc.strerror or exc})") from None
+    return sock
+
+
 def serve(session: EditSession, *, host: str = "127.0.0.1", port: int = 0, open_browser: bool = True,
-          token: str | None = None, announce=print) -> None:
-    """Serve ``session`` until interrupted (Ctrl+C). ``port`` 0 takes a free port. ``announce`` gets the URL line."""
+          token: str | None = None, announce=print, sock: socket.socket | None = None) -> None:
+    """Serve ``session`` until interrupted (Ctrl+C). ``port`` 0 takes a free port. ``announce`` gets the URL line.
+    ``sock``: a socket from :func:`listen` (bound on ``host`` already); default: listen on ``host``:``port`` now."""
     require_web()
     import uvicorn
 
     token = token or new_token()
     app = create_app(session, token)
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((host, port))
-    except OSError as exc:
-        sock.close()
-        raise EditorError(f"cannot listen on {host}:{port} ({exc.strerror or exc})") from None
-    sock.listen(128)  # before the URL is printed: a client that reads it can connect at once
+    sock = sock or listen(host, port)
     bound = sock.getsockname()[1]
-    shown = f"[{host}]" if ":" in host else host
-    url = f"http://{shown}:{bound}/?token={token}"
+    url = browser_url(host, bound, token)
     if not _is_loopback(host):
         announce(f"warning: listening on {host}, reachable from other machines; anyone with the URL can edit and "
                  "save")

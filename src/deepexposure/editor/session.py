@@ -25,13 +25,15 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from deepexposure.atomic import blocked_by
 from deepexposure.batch import recipe_path_for
 from deepexposure.errors import DataError, DeepExposureError
 from deepexposure.io import SUPPORTED_EXTENSIONS, Photo, from_float, write_photo
+from deepexposure.pipeline import LABEL_AGREEMENT, recipe_matches
 from deepexposure.raw import RawPhoto, render_photo
 from deepexposure.recipe import MAX_ABS_EV, Recipe
 from deepexposure.render import RENDERERS
-from deepexposure.segmentation import make_preview, overlay, segment
+from deepexposure.segmentation import overlay
 
 __all__ = ["EditorError", "OutputExists", "EditSession", "PreviewImage", "PREVIEW_LONG_EDGE", "DRAFT_LONG_EDGE",
            "HISTOGRAM_BINS", "recipe_matches", "LABEL_AGREEMENT"]
@@ -44,11 +46,15 @@ DRAFT_LONG_EDGE = 512
 _SLOW_RENDERERS = ("fusion", "balanced")
 #: Bins of the luminance histogram (Rec. 709 luma of the shown 8-bit sRGB image, 0-255).
 HISTOGRAM_BINS = 64
-#: A recipe's 64x64 segment labels must agree with the photo's own segmentation on this share of the cells.
-LABEL_AGREEMENT = 0.9
 _JPEG_QUALITY = 88
 _OVERLAY_TINT = 0.2  # weight of the segment colours over the edit in the "segments" view
 _NAME_RE = re.compile(r"^[^/\\\x00-\x1f]{1,200}$")
+# Names Windows cannot hold (or maps to devices or streams): refused everywhere, so a page behaves the same on
+# every system. Reserved device names count with any suffix (CON.jpg is the console).
+_WINDOWS_BAD = re.compile(r'[<>:"|?*]|[. ]$')
+_WINDOWS_DEVICES = {"con", "prn", "aux", "nul", *(f"com{i}" for i in range(1, 10)), *(f"lpt{i}" for i in range(1, 10))}
+#: Longest file name in bytes (UTF-8) most file systems accept.
+NAME_MAX_BYTES = 255
 
 
 class EditorError(DeepExposureError):
@@ -90,15 +96,13 @@ def _reduced(photo: Photo, long_edge: int) -> Photo:
     return Photo(pixels=_resize(photo.pixels, long_edge), bit_depth=photo.bit_depth)
 
 
-def recipe_matches(recipe: Recipe, photo: Photo) -> float | None:
-    """Share of the 64x64 cells where ``recipe.labels`` equal the photo's own segmentation with the recipe's
-    parameters (1.0 for the photo the recipe was made for); None for a recipe without labels."""
-    if recipe.labels is None:
-        return None
-    labels = segment(make_preview(photo.pixels), **dict(recipe.segmentation or {}))
-    if labels.shape != recipe.labels.shape:
-        return 0.0
-    return float(np.mean(labels == recipe.labels))
+def _same_file(a: Path, b: Path) -> bool:
+    """True when ``a`` and ``b`` exist and are one file (a hard link, or another spelling of the name on a
+    case-insensitive file system, where resolve() keeps the spelling given)."""
+    try:
+        return a.exists() and b.exists() and os.path.samefile(a, b)
+    except OSError:
+        return False
 
 
 class EditSession:
@@ -118,8 +122,11 @@ class EditSession:
         self.out_dir = Path(out_dir)
         self.preview = _reduced(photo, preview_long_edge)
         self.draft = _reduced(photo, DRAFT_LONG_EDGE)
-        self._lock = threading.Lock()  # one render at a time: the page sends one request after the other anyway
+        self._lock = threading.Lock()  # one render or save at a time: the page sends one request after the other
         self._before: PreviewImage | None = None
+        if recipe.renderer not in self.renderers():
+            raise EditorError(f"the {recipe.renderer} renderer needs segment labels and this recipe has none; use "
+                              f"--renderer {' or '.join(self.renderers())}")
 
     # --------------------------------------------------------------------------------------------- state
 
@@ -181,14 +188,21 @@ class EditSession:
         supported suffix; anything else (a path, '..', a hidden name, the photo being edited) is refused."""
         if not isinstance(name, str) or not _NAME_RE.match(name) or name in (".", "..") or name.startswith("."):
             raise EditorError("give a plain file name (no folder, not hidden), e.g. photo.edit.jpg")
+        if _WINDOWS_BAD.search(name) or name.split(".")[0].lower() in _WINDOWS_DEVICES:
+            raise EditorError(f"{name!r}: not a portable file name (no < > : \" | ? *, no trailing dot or space, not a "
+                              "device name such as CON or NUL)")
         if Path(name).suffix.lower() not in SUPPORTED_EXTENSIONS:
             raise EditorError(f"{name}: unsupported output format; use one of {', '.join(sorted(SUPPORTED_EXTENSIONS))}")
         dst = self.out_dir / name
         rec = recipe_path_for(dst)
+        longest = max(len(os.fsencode(p.name)) for p in (dst, rec))
+        if longest > NAME_MAX_BYTES:
+            raise EditorError(f"the name is too long: {rec.name if len(os.fsencode(rec.name)) == longest else name} "
+                              f"would be {longest} bytes (at most {NAME_MAX_BYTES})")
         if dst.parent.resolve() != self.out_dir.resolve():
             raise EditorError("the output must go into the editor's output folder")
         for p in (dst, rec):
-            if p.resolve() == self.source.resolve():
+            if p.resolve() == self.source.resolve() or _same_file(p, self.source):
                 raise EditorError(f"{p.name} is the photo being edited: choose another name")
         return dst, rec
 
@@ -245,13 +259,22 @@ class EditSession:
         ``overwrite`` nothing is written when either exists (:class:`OutputExists` naming them). Returns the paths."""
         recipe = self.recipe_for(evs, strength, renderer)
         dst, rec = self.output_paths(name)
-        existing = [p.name for p in (dst, rec) if p.exists() or p.is_symlink()]
-        if existing and not overwrite:
-            raise OutputExists(existing)
-        with self._lock:
+        blocked = blocked_by(self.out_dir)
+        if blocked:
+            raise EditorError(f"cannot save into {self.out_dir}: {blocked}")
+        with self._lock:  # checked and written under the lock: two saves of one name never both pass the check
+            existing = [p.name for p in (dst, rec) if p.exists() or p.is_symlink()]
+            if existing and not overwrite:
+                raise OutputExists(existing)
             pixels = render_photo(self.photo, recipe)
             out = dataclasses.replace(self.photo, pixels=pixels)
             self.out_dir.mkdir(parents=True, exist_ok=True)
+            had_photo = dst.exists()
             write_photo(dst, out, overwrite=overwrite)
-            recipe.save(rec, overwrite=overwrite)
+            try:
+                recipe.save(rec, overwrite=overwrite)
+            except BaseException:
+                if not had_photo:  # never leave a photo without its recipe (a replaced one cannot come back)
+                    dst.unlink(missing_ok=True)
+                raise
         return dst, rec

@@ -18,6 +18,17 @@ function api(path, body) {
   return fetch(path, opts);
 }
 
+// The message of a failed response: the JSON {"error"} of the API, else its text (a 403 after the server was
+// restarted with a new token is plain text), else the status.
+async function errorOf(r) {
+  const text = await r.text().catch(() => "");
+  try {
+    const data = JSON.parse(text);
+    if (data && data.error) return data.error;
+  } catch (err) { /* not JSON */ }
+  return text.trim() || `the server answered ${r.status}`;
+}
+
 function showError(msg) {
   const box = $("error");
   box.textContent = msg || "";
@@ -44,7 +55,7 @@ async function pump() {
   try {
     const r = await api("api/render", body);
     if (!r.ok) {
-      showError((await r.json()).error);
+      showError(await errorOf(r));
     } else {
       showError("");
       const blob = await r.blob();
@@ -129,22 +140,33 @@ function buildSliders() {
 
 async function save(overwrite) {
   const name = $("out-name").value.trim();
+  const button = $("save");
+  button.disabled = true;  // one save at a time: a second click would only meet the first one's files
   $("save-status").textContent = "saving at full resolution…";
-  const r = await api("api/save", { evs: state.evs, strength: state.strength, renderer: state.renderer, name,
-                                    overwrite: Boolean(overwrite) });
-  const data = await r.json();
-  if (r.status === 409) {
-    if (window.confirm(`${data.error}. Replace?`)) return save(true);
-    $("save-status").textContent = "not saved (the existing files are kept)";
-    return;
-  }
-  if (!r.ok) {
+  try {
+    const r = await api("api/save", { evs: state.evs, strength: state.strength, renderer: state.renderer, name,
+                                      overwrite: Boolean(overwrite) });
+    if (r.status === 409) {
+      const data = await r.json();
+      button.disabled = false;
+      if (window.confirm(`${data.error}. Replace?`)) return save(true);
+      $("save-status").textContent = "not saved (the existing files are kept)";
+      return;
+    }
+    if (!r.ok) {
+      $("save-status").textContent = "not saved";
+      showError(await errorOf(r));
+      return;
+    }
+    const data = await r.json();
+    showError("");
+    $("save-status").textContent = `saved ${data.photo} and ${data.recipe}`;
+  } catch (err) {
     $("save-status").textContent = "not saved";
-    showError(data.error);
-    return;
+    showError(`the editor server does not answer (${err})`);
+  } finally {
+    button.disabled = false;
   }
-  showError("");
-  $("save-status").textContent = `saved ${data.photo} and ${data.recipe}`;
 }
 
 async function init() {
