@@ -66,7 +66,7 @@ __all__ = ["mertens_fuse", "fuse_exposures"]
 Images = Sequence[np.ndarray] | Callable[[], Iterable[np.ndarray]]
 
 _CODE_ROWS = 128  # rows per block when a float photo is checked for 8-bit codes
-_STRIP = 64  # rows per strip (even): a strip's temporaries stay in the CPU cache
+_STRIP = 32  # rows per strip (even): a strip's temporaries stay in the CPU cache
 _HALO = 8  # spare rows in the strip buffers (halo rows of pyrDown/pyrUp/Laplacian)
 _ID8 = np.arange(256, dtype=np.float32) / np.float32(255)
 _ID16 = np.arange(65536, dtype=np.float32) / np.float32(65535)
@@ -78,17 +78,24 @@ class _Work:
     """Strip buffers of one worker thread, reused for every strip and level: a fresh multi-MB array costs more
     in page faults than the arithmetic done on it."""
 
-    _NAMES3 = ("x", "up", "w3")
-    _NAMES1 = ("grey", "lap", "r", "g", "b", "m")
+    _NAMES3 = ("x", "up", "w3", "g1")
+    _NAMES1 = ("grey", "lap", "r", "g", "b", "m", "wsum")
 
     def __init__(self, width: int) -> None:
         n = (_STRIP + _HALO) * width
         self.bufs = {k: np.empty(3 * n, _F32) for k in self._NAMES3}
         self.bufs.update({k: np.empty(n, _F32) for k in self._NAMES1})
+        self.wk = np.empty(0, _F32)
 
     def get(self, name: str, rows: int, width: int, channels: int = 1) -> np.ndarray:
         shape = (rows, width, channels) if channels > 1 else (rows, width)
         return self.bufs[name][:rows * width * channels].reshape(shape)
+
+    def weights(self, k: int, rows: int, width: int) -> np.ndarray:
+        """(k, rows, width) buffer for the weights of k exposures."""
+        if self.wk.size < k * rows * width:
+            self.wk = np.empty(k * (_STRIP + _HALO) * width, _F32)
+        return self.wk[:k * rows * width].reshape(k, rows, width)
 
 
 class _Pool:
@@ -267,23 +274,34 @@ def _pyrup_rows(src: np.ndarray, r0: int, r1: int, dst_h: int, dst_w: int,
                 out: np.ndarray | None = None) -> np.ndarray:
     """Rows [r0, r1) (r0 even) of ``cv2.pyrUp(src, dstsize=(dst_w, dst_h))``, computed from a strip of ``src``
     (one source row of halo each side; the rows next to a cut see a wrong border and are dropped)."""
-    hs = src.shape[0]
     ga = max(r0 // 2 - 1, 0)
-    gb = min((r1 - 1) // 2 + 2, hs)
-    dh = dst_h - 2 * ga if gb == hs else 2 * (gb - ga)  # at the bottom, keep the full image's parity
-    up = cv2.pyrUp(src[ga:gb], dst=None if out is None else out[:dh], dstsize=(dst_w, dh))
+    return _pyrup_local(src[ga:(r1 - 1) // 2 + 2], ga, r0, r1, dst_h, dst_w, out)
+
+
+def _pyrup_local(g: np.ndarray, ga: int, r0: int, r1: int, dst_h: int, dst_w: int,
+                 out: np.ndarray | None = None) -> np.ndarray:
+    """Rows [r0, r1) (r0 even) of ``cv2.pyrUp(src, dstsize=(dst_w, dst_h))`` from ``g`` = rows [ga, gb) of
+    ``src``, ga = max(r0/2 - 1, 0), gb = min((r1 - 1)//2 + 2, ceil(dst_h / 2))."""
+    gb = ga + g.shape[0]
+    dh = dst_h - 2 * ga if gb == (dst_h + 1) // 2 else 2 * (gb - ga)  # at the bottom, keep the image's parity
+    up = cv2.pyrUp(g, dst=None if out is None else out[:dh], dstsize=(dst_w, dh))
     return up[r0 - 2 * ga:r1 - 2 * ga]
 
 
-def _pyrdown_rows(x: np.ndarray, a: int, r0: int, r1: int, dst: np.ndarray, work: _Work | None = None) -> None:
-    """Write rows [r0/2, ceil(r1/2)) of ``cv2.pyrDown(image)`` into ``dst`` from image rows ``x`` = [a, b) with
-    a = max(r0-2, 0) and b = min(r1+2, H) (two halo rows each side; r0 even)."""
+def _pyrdown_rows(x: np.ndarray, a: int, r0: int, r1: int, dst: np.ndarray | None, work: _Work | None = None,
+                  buf: str = "up") -> np.ndarray:
+    """Rows [r0/2, ceil(r1/2)) of ``cv2.pyrDown(image)`` from image rows ``x`` = [a, b) with a = max(r0-2, 0) and
+    b = min(r1+2, H) (two halo rows each side; r0 even): written into ``dst`` (full-size rows) and returned, or,
+    with ``dst`` None, returned as a view into ``work``'s buffer ``buf``."""
     n, width = x.shape[:2]
     size = ((width + 1) // 2, (n + 1) // 2)
-    out = None if work is None else work.get("up", size[1], size[0], 3)
+    out = None if work is None else work.get(buf, size[1], size[0], x.shape[2] if x.ndim == 3 else 1)
     down = cv2.pyrDown(x, dst=out, dstsize=size)
     j0, g0, g1 = (r0 - a) // 2, r0 // 2, (r1 + 1) // 2
+    if dst is None:
+        return down[j0:j0 + g1 - g0]
     dst[g0:g1] = down[j0:j0 + g1 - g0]
+    return dst[g0:g1]
 
 
 def _laplacian_pyramid(img: np.ndarray, levels: int) -> list[np.ndarray]:
@@ -310,12 +328,12 @@ def _collapse_pyramid(pyr: Sequence[np.ndarray]) -> np.ndarray:
 # ----------------------------------------------------------------------------------------------- engine
 def _fuse_sources(sources: Callable[[], Iterable[_Source]], *, contrast: float, saturation: float,
                   exposedness: float, sigma: float, levels: int | None, threads: int | None = None,
-                  grey_zero: bool = False) -> np.ndarray:
-    """Two-pass streamed fusion of the exposures ``sources()`` yields (called twice) -> float32 (H, W, 3) [0,1].
+                  grey_zero: bool = False, resident: bool = False) -> np.ndarray:
+    """Streamed fusion of the exposures ``sources()`` yields -> float32 (H, W, 3) sRGB [0, 1].
 
-    Pass 1 sums the weights. Pass 2, per exposure: level 0 in strips (A: normalised weight rows and Gaussian
-    level 1 of the image; B: band 0 = image - pyrUp(level 1), times the weight, accumulated), then levels >= 1 on
-    preallocated Gaussian pyramids, their bands also formed and accumulated strip by strip.
+    ``resident``: the sources are random access and alive together anyway (a list of arrays, lookup tables of one
+    photo): level 0 is blended strip-major (:func:`_fuse_resident`, one weight computation per pixel). Otherwise
+    ``sources()`` is called twice and only one exposure is alive at a time (:func:`_fuse_streaming`).
     """
     if not sigma > 0:
         raise ValueError(f"sigma must be > 0, got {sigma}")
@@ -327,26 +345,166 @@ def _fuse_sources(sources: Callable[[], Iterable[_Source]], *, contrast: float, 
     if first is None:
         raise PhotoError("no images to fuse")
     H, W = first.shape
-    pool = _Pool(W, _n_threads() if threads is None else threads)
-    try:
-        return _fuse_two_pass(sources, first, it, H, W, params, levels, pool)
-    finally:
-        pool.close()
-
-
-def _fuse_two_pass(sources: Callable[[], Iterable[_Source]], first: _Source, rest: Iterator[_Source], H: int,
-                   W: int, params: tuple[float, float, float, float, bool], levels: int | None, pool: _Pool) -> np.ndarray:
-    strips = _strips(H)
+    max_levels = _n_levels(H, W)
+    nlev = max_levels if levels is None else int(levels)
+    if not 0 <= nlev <= max_levels:
+        raise ValueError(f"levels must be in 0..{max_levels} for a {W}x{H} image, got {levels}")
 
     def check(src: _Source) -> _Source:
         if src.shape != (H, W):
             raise PhotoError(f"all exposures must have the same size, got {src.shape[::-1]} and {(W, H)} (w, h)")
         return src
 
-    # pass 1: sum of the weights
+    pool = _Pool(W, _n_threads() if threads is None else threads)
+    try:
+        if resident:
+            return _fuse_resident([check(s) for s in _chain(first, it)], H, W, params, nlev, pool)
+        return _fuse_streaming(sources, _chain(first, it), check, H, W, params, nlev, pool)
+    finally:
+        pool.close()
+
+
+def _level0_strip(work: _Work, r0: int, r1: int, srcs: Sequence[_Source], params: tuple, H: int, W: int,
+                  nlev: int, out: np.ndarray, wdown: Sequence[np.ndarray], *, wsum_all: np.ndarray | None = None,
+                  xdown: np.ndarray | None = None) -> None:
+    """Level 0 of the pyramid blend for image rows [r0, r1) (r0 even) of the exposures ``srcs``.
+
+    Without ``wsum_all``: ``out[r0:r1]`` = (sum_k w_k * band_k) / sum_k w_k, band_k = x_k - pyrUp(pyrDown(x_k))
+    (x_k itself when ``nlev`` is 0), each exposure read once. With ``wsum_all`` (H, W) (one exposure at a time):
+    ``out[r0:r1]`` += (w / wsum_all) * band. When ``nlev`` > 0 also rows [r0/2, ceil(r1/2)) of pyrDown(w_k / sum)
+    into ``wdown[k]`` and, with ``xdown``, of pyrDown(x_0) into it. Every value equals the whole-image
+    computation: the strip is read with the halo rows its filters need (Laplacian: 1; weight pyrDown: 2; pyrUp
+    of pyrDown: 4) and only exact rows are kept.
+    """
+    if nlev:
+        wa, wb = max(r0 - 2, 0), min(r1 + 2, H)  # normalised-weight rows the weight pyrDown reads
+        ga, gb = max(r0 // 2 - 1, 0), min((r1 - 1) // 2 + 2, (H + 1) // 2)  # level-1 rows the pyrUp reads
+        xa, xb = max(2 * ga - 2, 0), min(2 * gb + 2, H)  # image rows those need
+    else:
+        wa, wb = r0, r1
+        xa, xb = max(r0 - 1, 0), min(r1 + 1, H)
+    ya, yb = max(wa - 1, 0), min(wb + 1, H)  # rows the weights of [wa, wb) read (Laplacian)
+    wk = work.weights(len(srcs), wb - wa, W)
+    x = work.get("x", xb - xa, W, 3)
+    o = out[r0:r1]
+    for k, src in enumerate(srcs):
+        src.rows(xa, xb, x)
+        w = wk[k]
+        w[...] = _weights(x[ya - xa:yb - xa], params, work)[wa - ya:wb - ya]
+        if wsum_all is not None:
+            w = np.divide(w, wsum_all[wa:wb], out=w)
+        band = x[r0 - xa:r1 - xa]
+        if nlev:
+            g = _pyrdown_rows(x, xa, 2 * ga, 2 * gb, None, work, buf="g1")  # level-1 rows [ga, gb)
+            if xdown is not None:
+                xdown[r0 // 2:(r1 + 1) // 2] = g[r0 // 2 - ga:(r1 + 1) // 2 - ga]
+            cv2.subtract(band, _pyrup_local(g, ga, r0, r1, H, W, work.get("up", r1 - r0 + _HALO, W, 3)), dst=band)
+        w3 = cv2.cvtColor(w[r0 - wa:r1 - wa], cv2.COLOR_GRAY2RGB, dst=work.get("w3", r1 - r0, W, 3))
+        if k or wsum_all is not None:
+            cv2.accumulateProduct(band, w3, o)
+        else:
+            cv2.multiply(band, w3, dst=o)
+    if wsum_all is None:
+        wsum = work.get("wsum", wb - wa, W)
+        np.copyto(wsum, wk[0])
+        for k in range(1, len(srcs)):
+            wsum += wk[k]
+        inv = cv2.divide(1.0, wsum[r0 - wa:r1 - wa], dtype=cv2.CV_32F)
+        cv2.multiply(o, cv2.cvtColor(inv, cv2.COLOR_GRAY2RGB, dst=work.get("w3", r1 - r0, W, 3)), dst=o)
+        if nlev:
+            for k in range(len(srcs)):
+                _pyrdown_rows(np.divide(wk[k], wsum, out=wk[k]), wa, r0, r1, wdown[k], work)
+    elif nlev:
+        _pyrdown_rows(wk[0], wa, r0, r1, wdown[0], work)
+
+
+def _upper_levels(gauss: list, wdown: np.ndarray, result: list, sizes: list[tuple[int, int]], pool: _Pool) -> None:
+    """Levels >= 1 of one exposure: result[l] += G_l(wn) * (gauss[l] - pyrUp(gauss[l + 1])) (the last level:
+    times gauss[l]), from its level-1 image ``gauss[1]`` and normalised weight ``wdown`` (gauss[2:] are
+    overwritten)."""
+    nlev = len(sizes) - 1
+    w = wdown
+    for lvl in range(1, nlev + 1):
+        h, wd = sizes[lvl]
+        if lvl > 1:
+            w = cv2.pyrDown(w, dstsize=(wd, h))
+        if lvl < nlev:
+            cv2.pyrDown(gauss[lvl], dst=gauss[lvl + 1], dstsize=sizes[lvl + 1][::-1])
+
+        def stage(work: _Work, s: tuple[int, int], lvl: int = lvl, h: int = h, wd: int = wd,
+                  w: np.ndarray = w) -> None:
+            r0, r1 = s
+            band = gauss[lvl][r0:r1]
+            if lvl < nlev:
+                up = _pyrup_rows(gauss[lvl + 1], r0, r1, h, wd, work.get("up", r1 - r0 + _HALO, wd, 3))
+                band = cv2.subtract(band, up, dst=work.get("x", r1 - r0, wd, 3))
+            w3 = cv2.cvtColor(w[r0:r1], cv2.COLOR_GRAY2RGB, dst=work.get("w3", r1 - r0, wd, 3))
+            cv2.accumulateProduct(band, w3, result[lvl][r0:r1])
+
+        pool.map(stage, _strips(h))
+
+
+def _collapse(result: list, pool: _Pool) -> np.ndarray:
+    """Collapse the blended Laplacian pyramid in place (the last step, to full resolution, strip by strip)."""
+    nlev = len(result) - 1
+    for lvl in range(nlev, 1, -1):
+        h, w = result[lvl - 1].shape[:2]
+        result[lvl - 1] += cv2.pyrUp(result[lvl], dstsize=(w, h))
+        result[lvl] = None
+    out = result[0]
+    if nlev:
+        H, W = out.shape[:2]
+
+        def collapse0(work: _Work, s: tuple[int, int]) -> None:
+            r0, r1 = s
+            out[r0:r1] += _pyrup_rows(result[1], r0, r1, H, W, work.get("up", r1 - r0 + _HALO, W, 3))
+
+        pool.map(collapse0, _strips(H))
+    return out
+
+
+def _finish(out: np.ndarray) -> np.ndarray:
+    np.clip(out, 0.0, 1.0, out=out)
+    H, W = out.shape[:2]
+    if not np.isfinite(out[::max(1, H // 64), ::max(1, W // 64)]).all():  # NaN input spreads everywhere
+        raise PhotoError("fusion produced non-finite values (NaN in the input?)")
+    return out
+
+
+def _fuse_resident(srcs: list[_Source], H: int, W: int, params: tuple, nlev: int, pool: _Pool) -> np.ndarray:
+    """Strip-major fusion of random-access sources: level 0 (3/4 of the pixels) strip by strip with every exposure
+    at once, so each weight is computed once and the output strip stays in cache; the level-1 weights are kept
+    (a quarter-size map per exposure) and levels >= 1 are blended exposure by exposure (their level-1 image is
+    re-read: a lookup and a pyrDown)."""
+    sizes = _level_sizes(H, W, nlev)
+    out = np.empty((H, W, 3), _F32)
+    wdown = [np.empty(sizes[1], _F32) for _ in srcs] if nlev else []
+    pool.map(lambda work, s: _level0_strip(work, *s, srcs, params, H, W, nlev, out, wdown), _strips(H))
+    if nlev:
+        result = [out] + [np.zeros((h, w, 3), _F32) for h, w in sizes[1:]]
+        gauss = [None] + [np.empty((h, w, 3), _F32) for h, w in sizes[1:]]
+        for k, src in enumerate(srcs):
+            def down(work: _Work, s: tuple[int, int], src: _Source = src) -> None:
+                r0, r1 = s
+                a, b = max(r0 - 2, 0), min(r1 + 2, H)
+                _pyrdown_rows(src.rows(a, b, work.get("x", b - a, W, 3)), a, r0, r1, gauss[1], work)
+
+            pool.map(down, _strips(H))
+            _upper_levels(gauss, wdown[k], result, sizes, pool)
+            wdown[k] = None  # type: ignore[call-overload]
+        _collapse(result, pool)
+    return _finish(out)
+
+
+def _fuse_streaming(sources: Callable[[], Iterable[_Source]], first_pass: Iterator[_Source],
+                    check: Callable[[_Source], _Source], H: int, W: int, params: tuple, nlev: int,
+                    pool: _Pool) -> np.ndarray:
+    """Two passes over ``sources()``: pass 1 sums the weights; pass 2 blends each exposure (level 0 strip by strip,
+    then levels >= 1). One exposure is alive at a time."""
+    strips = _strips(H)
     wsum = np.zeros((H, W), _F32)
     count = 0
-    for src in _chain(first, rest):
+    for src in first_pass:
         check(src)
 
         def p1(work: _Work, s: tuple[int, int], src: _Source = src) -> None:
@@ -358,78 +516,24 @@ def _fuse_two_pass(sources: Callable[[], Iterable[_Source]], first: _Source, res
         pool.map(p1, strips)
         count += 1
 
-    max_levels = _n_levels(H, W)
-    nlev = max_levels if levels is None else int(levels)
-    if not 0 <= nlev <= max_levels:
-        raise ValueError(f"levels must be in 0..{max_levels} for a {W}x{H} image, got {levels}")
     sizes = _level_sizes(H, W, nlev)
     result = [np.zeros((h, w, 3), _F32) for h, w in sizes]
-    gauss = [None] + [np.empty((h, w, 3), _F32) for h, w in sizes[1:]]  # Gaussian pyramid of one exposure
-    wpyr = [np.empty((H, W), _F32)] + [np.empty((h, w), _F32) for h, w in sizes[1:]]  # of its weight
-
-    def band_rows(work: _Work, lvl: int, r0: int, r1: int, x: np.ndarray) -> None:
-        """result[lvl] rows += weight * (x - pyrUp(gauss[lvl + 1])), x = image rows [r0, r1) (overwritten)."""
-        h, w = sizes[lvl]
-        if lvl < nlev:
-            cv2.subtract(x, _pyrup_rows(gauss[lvl + 1], r0, r1, h, w, work.get("up", r1 - r0 + _HALO, w, 3)), dst=x)
-        w3 = cv2.cvtColor(wpyr[lvl][r0:r1], cv2.COLOR_GRAY2RGB, dst=work.get("w3", r1 - r0, w, 3))
-        cv2.accumulateProduct(x, w3, result[lvl][r0:r1])
-
-    # pass 2
+    gauss = [None] + [np.empty((h, w, 3), _F32) for h, w in sizes[1:]]
+    wdown = [np.empty(sizes[1], _F32)] if nlev else []
     seen = 0
     for src in sources():
         check(src)
-
-        def stage_a(work: _Work, s: tuple[int, int], src: _Source = src) -> None:
-            r0, r1 = s
-            a, b = max(r0 - 2, 0), min(r1 + 2, H)
-            x = src.rows(a, b, work.get("x", b - a, W, 3))
-            w = _weights(x, params, work)
-            np.divide(w[r0 - a:r1 - a], wsum[r0:r1], out=wpyr[0][r0:r1])
-            if nlev:
-                _pyrdown_rows(x, a, r0, r1, gauss[1], work)
-
-        def stage_b(work: _Work, s: tuple[int, int], src: _Source = src) -> None:
-            r0, r1 = s
-            band_rows(work, 0, r0, r1, src.rows(r0, r1, work.get("x", r1 - r0, W, 3)))
-
-        pool.map(stage_a, strips)
-        pool.map(stage_b, strips)
-        for lvl in range(1, nlev + 1):
-            h, w = sizes[lvl]
-            cv2.pyrDown(wpyr[lvl - 1], dst=wpyr[lvl], dstsize=(w, h))
-            if lvl < nlev:
-                cv2.pyrDown(gauss[lvl], dst=gauss[lvl + 1], dstsize=sizes[lvl + 1][::-1])
-
-            def stage_l(work: _Work, s: tuple[int, int], lvl: int = lvl, w: int = w) -> None:
-                r0, r1 = s
-                x = work.get("x", r1 - r0, w, 3)
-                x[...] = gauss[lvl][r0:r1]
-                band_rows(work, lvl, r0, r1, x)
-
-            pool.map(stage_l, _strips(h))
+        pool.map(lambda work, s, src=src: _level0_strip(
+            work, *s, [src], params, H, W, nlev, result[0], wdown, wsum_all=wsum,
+            xdown=gauss[1] if nlev else None), strips)
+        if nlev:
+            _upper_levels(gauss, wdown[0], result, sizes, pool)
         seen += 1
     if seen != count:
         raise ValueError("the image source gave a different number of images on its second pass; pass a "
                          "sequence or a callable that returns a fresh iterator")
-
-
-    # collapse; the last step (to full resolution) strip by strip, in place
-    for lvl in range(nlev, 1, -1):
-        h, w = sizes[lvl - 1]
-        result[lvl - 1] += cv2.pyrUp(result[lvl], dstsize=(w, h))
-        result[lvl] = None  # type: ignore[call-overload]
-    out = result[0]
-    if nlev:
-        def collapse0(work: _Work, s: tuple[int, int]) -> None:
-            r0, r1 = s
-            out[r0:r1] += _pyrup_rows(result[1], r0, r1, H, W, work.get("up", r1 - r0 + _HALO, W, 3))
-
-        pool.map(collapse0, strips)
-    np.clip(out, 0.0, 1.0, out=out)
-    if not np.isfinite(out[::max(1, H // 64), ::max(1, W // 64)]).all():  # NaN input spreads everywhere
-        raise PhotoError("fusion produced non-finite values (NaN in the input?)")
-    return out
+    wsum = gauss = wdown = None  # free before the collapse  # type: ignore[assignment]
+    return _finish(_collapse(result, pool))
 
 
 def _chain(first: _Source, rest: Iterator[_Source]) -> Iterator[_Source]:
@@ -457,6 +561,7 @@ def mertens_fuse(images: Images, *, contrast: float = 1.0, saturation: float = 1
     ``grey_zero``: give grey pixels a saturation of exactly 0 (stable weights, as :func:`fuse_exposures` does)
     instead of OpenCV's rounding noise. With the default False it matches ``cv2.createMergeMertens(contrast, saturation, exposedness).process`` on 8-bit input (see module doc).
     """
+    resident = not callable(images)
     if callable(images):
         factory: Callable[[], Iterable[np.ndarray]] = images
     elif isinstance(images, Sequence):
@@ -473,7 +578,7 @@ def mertens_fuse(images: Images, *, contrast: float = 1.0, saturation: float = 1
             yield _source(img)
 
     return _fuse_sources(sources, contrast=contrast, saturation=saturation, exposedness=exposedness,
-                         sigma=sigma, levels=levels, grey_zero=grey_zero)
+                         sigma=sigma, levels=levels, grey_zero=grey_zero, resident=resident)
 
 
 def _codes(srgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -550,7 +655,7 @@ def fuse_exposures(srgb: np.ndarray, evs: Sequence[float], *, fast: bool = False
         for t in tables:
             yield _LutSource(codes, t)
 
-    return _fuse_sources(sources, grey_zero=True, **kw)
+    return _fuse_sources(sources, grey_zero=True, resident=True, **kw)
 
 
 # ----------------------------------------------------------------------------------------------- fast mode
