@@ -53,6 +53,7 @@ import os
 import queue
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from typing import NamedTuple
 
 import cv2
 import numpy as np
@@ -66,7 +67,8 @@ __all__ = ["mertens_fuse", "fuse_exposures"]
 Images = Sequence[np.ndarray] | Callable[[], Iterable[np.ndarray]]
 
 _CODE_ROWS = 128  # rows per block when a float photo is checked for 8-bit codes
-_STRIP = 32  # rows per strip (even): a strip's temporaries stay in the CPU cache
+_STRIP = 64  # rows per strip (even)
+_TILE_W = 768  # columns per tile at level 0 (about; even): a tile's temporaries stay in the CPU cache
 _HALO = 8  # spare rows in the strip buffers (halo rows of pyrDown/pyrUp/Laplacian)
 _ID8 = np.arange(256, dtype=np.float32) / np.float32(255)
 _ID16 = np.arange(65536, dtype=np.float32) / np.float32(65535)
@@ -135,11 +137,12 @@ def _n_threads() -> int:
 
 # ----------------------------------------------------------------------------------------------- sources
 class _Source:
-    """One exposure, read by row ranges as float32 sRGB [0,1] (r1-r0, W, 3) into a given buffer."""
+    """One exposure, read by row (and column) ranges as float32 sRGB [0,1] (r1-r0, c1-c0, 3) into a given buffer."""
 
     shape: tuple[int, int]
 
-    def rows(self, r0: int, r1: int, out: np.ndarray) -> np.ndarray:  # pragma: no cover - interface
+    def rows(self, r0: int, r1: int, out: np.ndarray, c0: int = 0,
+             c1: int | None = None) -> np.ndarray:  # pragma: no cover - interface
         raise NotImplementedError
 
 
@@ -151,8 +154,8 @@ class _LutSource(_Source):
         self.table = table
         self.shape = codes.shape[:2]
 
-    def rows(self, r0: int, r1: int, out: np.ndarray) -> np.ndarray:
-        c = self.codes[r0:r1]
+    def rows(self, r0: int, r1: int, out: np.ndarray, c0: int = 0, c1: int | None = None) -> np.ndarray:
+        c = self.codes[r0:r1, c0:c1]
         if c.dtype == np.uint8:
             return cv2.LUT(c, self.table, dst=out)
         return np.take(self.table, c, out=out)
@@ -165,8 +168,8 @@ class _FloatSource(_Source):
         self.img = img
         self.shape = img.shape[:2]
 
-    def rows(self, r0: int, r1: int, out: np.ndarray) -> np.ndarray:
-        return np.clip(self.img[r0:r1], 0.0, 1.0, out=out, casting="unsafe")
+    def rows(self, r0: int, r1: int, out: np.ndarray, c0: int = 0, c1: int | None = None) -> np.ndarray:
+        return np.clip(self.img[r0:r1, c0:c1], 0.0, 1.0, out=out, casting="unsafe")
 
 
 def _check_image(img: np.ndarray) -> np.ndarray:
@@ -270,22 +273,33 @@ def _strips(h: int, step: int = _STRIP) -> list[tuple[int, int]]:
     return [(r0, min(h, r0 + step)) for r0 in range(0, h, step)]
 
 
+def _halo(r0: int, r1: int, n: int) -> tuple[int, int, int, int]:
+    """For output rows [r0, r1) (r0 even) of a Laplacian band of an n-row image: the rows [ga, gb) of its
+    pyrDown that the pyrUp reads, and the rows [xa, xb) of the image those need (the same for columns)."""
+    ga, gb = max(r0 // 2 - 1, 0), min((r1 - 1) // 2 + 2, (n + 1) // 2)
+    return ga, gb, max(2 * ga - 2, 0), min(2 * gb + 2, n)
+
+
 def _pyrup_rows(src: np.ndarray, r0: int, r1: int, dst_h: int, dst_w: int,
                 out: np.ndarray | None = None) -> np.ndarray:
     """Rows [r0, r1) (r0 even) of ``cv2.pyrUp(src, dstsize=(dst_w, dst_h))``, computed from a strip of ``src``
     (one source row of halo each side; the rows next to a cut see a wrong border and are dropped)."""
     ga = max(r0 // 2 - 1, 0)
-    return _pyrup_local(src[ga:(r1 - 1) // 2 + 2], ga, r0, r1, dst_h, dst_w, out)
+    return _pyrup_tile(src[ga:(r1 - 1) // 2 + 2], ga, 0, r0, r1, 0, dst_w, dst_h, dst_w, out)
 
 
-def _pyrup_local(g: np.ndarray, ga: int, r0: int, r1: int, dst_h: int, dst_w: int,
-                 out: np.ndarray | None = None) -> np.ndarray:
-    """Rows [r0, r1) (r0 even) of ``cv2.pyrUp(src, dstsize=(dst_w, dst_h))`` from ``g`` = rows [ga, gb) of
-    ``src``, ga = max(r0/2 - 1, 0), gb = min((r1 - 1)//2 + 2, ceil(dst_h / 2))."""
-    gb = ga + g.shape[0]
-    dh = dst_h - 2 * ga if gb == (dst_h + 1) // 2 else 2 * (gb - ga)  # at the bottom, keep the image's parity
-    up = cv2.pyrUp(g, dst=None if out is None else out[:dh], dstsize=(dst_w, dh))
-    return up[r0 - 2 * ga:r1 - 2 * ga]
+def _pyrup_tile(g: np.ndarray, ga: int, gc: int, r0: int, r1: int, c0: int, c1: int, dst_h: int, dst_w: int,
+                out: np.ndarray | None = None) -> np.ndarray:
+    """Rows [r0, r1) x columns [c0, c1) (r0, c0 even) of ``cv2.pyrUp(src, dstsize=(dst_w, dst_h))`` from the
+    tile ``g`` of ``src`` starting at row ``ga`` and column ``gc`` and reaching the rows and columns
+    :func:`_halo` gives; ``out``: a buffer of at least the pyrUp's size."""
+    gb, gd = ga + g.shape[0], gc + g.shape[1]
+    dh = dst_h - 2 * ga if gb == (dst_h + 1) // 2 else 2 * (gb - ga)  # at the image's edge, keep its parity
+    dw = dst_w - 2 * gc if gd == (dst_w + 1) // 2 else 2 * (gd - gc)
+    if out is not None:
+        out = out.reshape(-1)[:dh * dw * (g.shape[2] if g.ndim == 3 else 1)].reshape((dh, dw) + g.shape[2:])
+    up = cv2.pyrUp(g, dst=out, dstsize=(dw, dh))
+    return up[r0 - 2 * ga:r1 - 2 * ga, c0 - 2 * gc:c1 - 2 * gc]
 
 
 def _pyrdown_rows(x: np.ndarray, a: int, r0: int, r1: int, dst: np.ndarray | None, work: _Work | None = None,
@@ -293,15 +307,26 @@ def _pyrdown_rows(x: np.ndarray, a: int, r0: int, r1: int, dst: np.ndarray | Non
     """Rows [r0/2, ceil(r1/2)) of ``cv2.pyrDown(image)`` from image rows ``x`` = [a, b) with a = max(r0-2, 0) and
     b = min(r1+2, H) (two halo rows each side; r0 even): written into ``dst`` (full-size rows) and returned, or,
     with ``dst`` None, returned as a view into ``work``'s buffer ``buf``."""
+    return _pyrdown_tile(x, a, 0, r0, r1, 0, x.shape[1], dst, work, buf)
+
+
+def _pyrdown_tile(x: np.ndarray, a: int, ac: int, r0: int, r1: int, c0: int, c1: int, dst: np.ndarray | None,
+                  work: _Work | None = None, buf: str = "up") -> np.ndarray:
+    """Rows [r0/2, ceil(r1/2)) x columns [c0/2, ceil(c1/2)) of ``cv2.pyrDown(image)`` from the image tile ``x``
+    starting at row ``a`` = max(r0-2, 0) and column ``ac`` = max(c0-2, 0) and reaching two rows/columns past
+    r1/c1 (or the image's edge); r0, c0 even. Written into ``dst`` (full-size) and returned, or, with ``dst``
+    None, returned as a view into ``work``'s buffer ``buf``."""
     n, width = x.shape[:2]
     size = ((width + 1) // 2, (n + 1) // 2)
     out = None if work is None else work.get(buf, size[1], size[0], x.shape[2] if x.ndim == 3 else 1)
     down = cv2.pyrDown(x, dst=out, dstsize=size)
     j0, g0, g1 = (r0 - a) // 2, r0 // 2, (r1 + 1) // 2
+    i0, h0, h1 = (c0 - ac) // 2, c0 // 2, (c1 + 1) // 2
+    part = down[j0:j0 + g1 - g0, i0:i0 + h1 - h0]
     if dst is None:
-        return down[j0:j0 + g1 - g0]
-    dst[g0:g1] = down[j0:j0 + g1 - g0]
-    return dst[g0:g1]
+        return part
+    dst[g0:g1, h0:h1] = part
+    return dst[g0:g1, h0:h1]
 
 
 def _laplacian_pyramid(img: np.ndarray, levels: int) -> list[np.ndarray]:
@@ -364,58 +389,117 @@ def _fuse_sources(sources: Callable[[], Iterable[_Source]], *, contrast: float, 
         pool.close()
 
 
-def _level0_strip(work: _Work, r0: int, r1: int, srcs: Sequence[_Source], params: tuple, H: int, W: int,
-                  nlev: int, out: np.ndarray, wdown: Sequence[np.ndarray], *, wsum_all: np.ndarray | None = None,
-                  xdown: np.ndarray | None = None) -> None:
-    """Level 0 of the pyramid blend for image rows [r0, r1) (r0 even) of the exposures ``srcs``.
+class _Geometry(NamedTuple):
+    """Row/column ranges of one level-0 tile rows [r0, r1) x columns [c0, c1) (r0, c0 even): ``w*`` the normalised
+    weights it needs (two more each side for their pyrDown), ``g*`` the level-1 tile the pyrUp of its band reads,
+    ``x*`` the image tile read (everything above, plus one guard row below the weights' Laplacian)."""
 
-    Without ``wsum_all``: ``out[r0:r1]`` = (sum_k w_k * band_k) / sum_k w_k, band_k = x_k - pyrUp(pyrDown(x_k))
-    (x_k itself when ``nlev`` is 0), each exposure read once. With ``wsum_all`` (H, W) (one exposure at a time):
-    ``out[r0:r1]`` += (w / wsum_all) * band. When ``nlev`` > 0 also rows [r0/2, ceil(r1/2)) of pyrDown(w_k / sum)
-    into ``wdown[k]`` and, with ``xdown``, of pyrDown(x_0) into it. Every value equals the whole-image
-    computation: the strip is read with the halo rows its filters need (Laplacian: 1; weight pyrDown: 2; pyrUp
-    of pyrDown: 4) and only exact rows are kept.
-    """
+    wa: int
+    wb: int
+    wc: int
+    wd: int
+    ga: int
+    gb: int
+    gc: int
+    gd: int
+    xa: int
+    xb: int
+    xc: int
+    xd: int
+
+
+def _geometry(tile: tuple[int, int, int, int], H: int, W: int, nlev: int) -> _Geometry:
+    r0, r1, c0, c1 = tile
     if nlev:
-        wa, wb = max(r0 - 2, 0), min(r1 + 2, H)  # normalised-weight rows the weight pyrDown reads
-        ga, gb = max(r0 // 2 - 1, 0), min((r1 - 1) // 2 + 2, (H + 1) // 2)  # level-1 rows the pyrUp reads
-        xa, xb = max(2 * ga - 2, 0), min(2 * gb + 2, H)  # image rows those need
-    else:
-        wa, wb = r0, r1
-        xa, xb = max(r0 - 1, 0), min(r1 + 1, H)
-    ya, yb = max(wa - 1, 0), min(wb + 1, H)  # rows the weights of [wa, wb) read (Laplacian)
-    wk = work.weights(len(srcs), wb - wa, W)
-    x = work.get("x", xb - xa, W, 3)
-    o = out[r0:r1]
+        ga, gb, xa, xb = _halo(r0, r1, H)
+        gc, gd, xc, xd = _halo(c0, c1, W)
+        return _Geometry(max(r0 - 2, 0), min(r1 + 2, H), max(c0 - 2, 0), min(c1 + 2, W), ga, gb, gc, gd, xa, xb,
+                         xc, xd)
+    # two columns each side (one would do): even widths, which _tiles can make multiples of 64
+    return _Geometry(r0, r1, c0, c1, 0, 0, 0, 0, max(r0 - 1, 0), min(r1 + 2, H), max(c0 - 2, 0), min(c1 + 2, W))
+
+
+def _tile_weights(work: _Work, x: np.ndarray, geo: _Geometry, params: tuple, H: int) -> np.ndarray:
+    """Weights of the tile rows [wa, wb) x columns [wc, wd) from its image tile ``x`` (a view into ``work``).
+
+    Computed on a row slice of the whole tile (contiguous) that ends one row below the last row the Laplacian
+    reads: OpenCV's vector loops then leave their scalar remainder (which rounds cvtColor and magnitude
+    differently) in that unused row or, at the image's bottom edge, where the whole image has it, so every weight
+    is the same whatever the tiling (weights of grey and flat pixels are decided by rounding noise).
+    """
+    ya, yb = max(geo.wa - 1, 0), min(geo.wb + 2, H)
+    w = _weights(x[ya - geo.xa:yb - geo.xa], params, work)
+    return w[geo.wa - ya:geo.wb - ya, geo.wc - geo.xc:geo.wd - geo.xc]
+
+
+def _level0_tile(work: _Work, tile: tuple[int, int, int, int], srcs: Sequence[_Source], params: tuple, H: int,
+                 W: int, nlev: int, out: np.ndarray, wdown: Sequence[np.ndarray], *,
+                 wsum_all: np.ndarray | None = None, xdown: np.ndarray | None = None) -> None:
+    """Level 0 of the pyramid blend for the image tile rows [r0, r1) x columns [c0, c1) (r0, c0 even) of the
+    exposures ``srcs``.
+
+    Without ``wsum_all``: ``out`` there = (sum_k w_k * band_k) / sum_k w_k, band_k = x_k - pyrUp(pyrDown(x_k))
+    (x_k itself when ``nlev`` is 0), each exposure read once. With ``wsum_all`` (H, W) (one exposure at a time):
+    ``out`` += (w / wsum_all) * band. When ``nlev`` > 0 also the tile's part of pyrDown(w_k / sum) into
+    ``wdown[k]`` and, with ``xdown``, of pyrDown(x_0) into it. Every value equals the whole-image computation:
+    the tile is read with the halo its filters need (Laplacian: 1; weight pyrDown: 2; pyrUp of pyrDown: 4 rows
+    and columns) and only exact values are kept.
+    """
+    r0, r1, c0, c1 = tile
+    geo = _geometry(tile, H, W, nlev)
+    wa, wb, wc, wd, ga, gb, gc, gd, xa, xb, xc, xd = geo
+    wk = work.weights(len(srcs), wb - wa, wd - wc)
+    x = work.get("x", xb - xa, xd - xc, 3)
+    o = out[r0:r1, c0:c1]
+    inner = (slice(r0 - xa, r1 - xa), slice(c0 - xc, c1 - xc))
     for k, src in enumerate(srcs):
-        src.rows(xa, xb, x)
+        src.rows(xa, xb, x, xc, xd)
         w = wk[k]
-        w[...] = _weights(x[ya - xa:yb - xa], params, work)[wa - ya:wb - ya]
+        w[...] = _tile_weights(work, x, geo, params, H)
         if wsum_all is not None:
-            w = np.divide(w, wsum_all[wa:wb], out=w)
-        band = x[r0 - xa:r1 - xa]
+            w = np.divide(w, wsum_all[wa:wb, wc:wd], out=w)
+        band = x[inner]
         if nlev:
-            g = _pyrdown_rows(x, xa, 2 * ga, 2 * gb, None, work, buf="g1")  # level-1 rows [ga, gb)
+            g = _pyrdown_tile(x, xa, xc, 2 * ga, 2 * gb, 2 * gc, 2 * gd, None, work, buf="g1")  # level-1 tile
             if xdown is not None:
-                xdown[r0 // 2:(r1 + 1) // 2] = g[r0 // 2 - ga:(r1 + 1) // 2 - ga]
-            cv2.subtract(band, _pyrup_local(g, ga, r0, r1, H, W, work.get("up", r1 - r0 + _HALO, W, 3)), dst=band)
-        w3 = cv2.cvtColor(w[r0 - wa:r1 - wa], cv2.COLOR_GRAY2RGB, dst=work.get("w3", r1 - r0, W, 3))
+                xdown[r0 // 2:(r1 + 1) // 2, c0 // 2:(c1 + 1) // 2] = \
+                    g[r0 // 2 - ga:(r1 + 1) // 2 - ga, c0 // 2 - gc:(c1 + 1) // 2 - gc]
+            cv2.subtract(band, _pyrup_tile(g, ga, gc, r0, r1, c0, c1, H, W, work.bufs["up"]), dst=band)
+        w3 = cv2.cvtColor(w[r0 - wa:r1 - wa, c0 - wc:c1 - wc], cv2.COLOR_GRAY2RGB,
+                          dst=work.get("w3", r1 - r0, c1 - c0, 3))
         if k or wsum_all is not None:
             cv2.accumulateProduct(band, w3, o)
         else:
             cv2.multiply(band, w3, dst=o)
     if wsum_all is None:
-        wsum = work.get("wsum", wb - wa, W)
+        wsum = work.get("wsum", wb - wa, wd - wc)
         np.copyto(wsum, wk[0])
         for k in range(1, len(srcs)):
             wsum += wk[k]
-        inv = cv2.divide(1.0, wsum[r0 - wa:r1 - wa], dtype=cv2.CV_32F)
-        cv2.multiply(o, cv2.cvtColor(inv, cv2.COLOR_GRAY2RGB, dst=work.get("w3", r1 - r0, W, 3)), dst=o)
+        inv = cv2.divide(1.0, wsum[r0 - wa:r1 - wa, c0 - wc:c1 - wc], dtype=cv2.CV_32F)
+        cv2.multiply(o, cv2.cvtColor(inv, cv2.COLOR_GRAY2RGB, dst=work.get("w3", r1 - r0, c1 - c0, 3)), dst=o)
         if nlev:
             for k in range(len(srcs)):
-                _pyrdown_rows(np.divide(wk[k], wsum, out=wk[k]), wa, r0, r1, wdown[k], work)
+                _pyrdown_tile(np.divide(wk[k], wsum, out=wk[k]), wa, wc, r0, r1, c0, c1, wdown[k], work)
     elif nlev:
-        _pyrdown_rows(wk[0], wa, r0, r1, wdown[0], work)
+        _pyrdown_tile(wk[0], wa, wc, r0, r1, c0, c1, wdown[0], work)
+
+
+def _tiles(H: int, W: int, nlev: int) -> list[tuple[int, int, int, int]]:
+    """Level-0 tiles (r0, r1, c0, c1): strips of :data:`_STRIP` rows cut into tiles of about :data:`_TILE_W`
+    columns (even) whose image tiles (halo included) are a multiple of 64 pixels wide, so that OpenCV's vector
+    loops have no remainder there (see :func:`_tile_weights`); the last tile takes what is left."""
+    cols, c0 = [], 0
+    while c0 < W:
+        c1 = W
+        if W - c0 > _TILE_W + _TILE_W // 2:
+            for c1 in range(c0 + _TILE_W, c0 + _TILE_W - 66, -2):
+                g = _geometry((0, 2, c0, c1), 2, W, nlev)
+                if (g.xd - g.xc) % 64 == 0:
+                    break
+        cols.append((c0, c1))
+        c0 = c1
+    return [(r0, r1, c0, c1) for r0, r1 in _strips(H) for c0, c1 in cols]
 
 
 def _upper_levels(gauss: list, wdown: np.ndarray, result: list, sizes: list[tuple[int, int]], pool: _Pool) -> None:
@@ -479,7 +563,7 @@ def _fuse_resident(srcs: list[_Source], H: int, W: int, params: tuple, nlev: int
     sizes = _level_sizes(H, W, nlev)
     out = np.empty((H, W, 3), _F32)
     wdown = [np.empty(sizes[1], _F32) for _ in srcs] if nlev else []
-    pool.map(lambda work, s: _level0_strip(work, *s, srcs, params, H, W, nlev, out, wdown), _strips(H))
+    pool.map(lambda work, t: _level0_tile(work, t, srcs, params, H, W, nlev, out, wdown), _tiles(H, W, nlev))
     if nlev:
         result = [out] + [np.zeros((h, w, 3), _F32) for h, w in sizes[1:]]
         gauss = [None] + [np.empty((h, w, 3), _F32) for h, w in sizes[1:]]
@@ -501,19 +585,20 @@ def _fuse_streaming(sources: Callable[[], Iterable[_Source]], first_pass: Iterat
                     pool: _Pool) -> np.ndarray:
     """Two passes over ``sources()``: pass 1 sums the weights; pass 2 blends each exposure (level 0 strip by strip,
     then levels >= 1). One exposure is alive at a time."""
-    strips = _strips(H)
+    tiles = _tiles(H, W, nlev)
     wsum = np.zeros((H, W), _F32)
     count = 0
     for src in first_pass:
         check(src)
 
-        def p1(work: _Work, s: tuple[int, int], src: _Source = src) -> None:
-            r0, r1 = s
-            a, b = max(r0 - 1, 0), min(r1 + 1, H)
-            w = _weights(src.rows(a, b, work.get("x", b - a, W, 3)), params, work)
-            wsum[r0:r1] += w[r0 - a:r1 - a]
+        def p1(work: _Work, t: tuple[int, int, int, int], src: _Source = src) -> None:
+            r0, r1, c0, c1 = t
+            geo = _geometry(t, H, W, nlev)  # the same weights as pass 2 computes (see _tile_weights)
+            x = src.rows(geo.xa, geo.xb, work.get("x", geo.xb - geo.xa, geo.xd - geo.xc, 3), geo.xc, geo.xd)
+            w = _tile_weights(work, x, geo, params, H)
+            wsum[r0:r1, c0:c1] += w[r0 - geo.wa:r1 - geo.wa, c0 - geo.wc:c1 - geo.wc]
 
-        pool.map(p1, strips)
+        pool.map(p1, tiles)
         count += 1
 
     sizes = _level_sizes(H, W, nlev)
@@ -523,9 +608,9 @@ def _fuse_streaming(sources: Callable[[], Iterable[_Source]], first_pass: Iterat
     seen = 0
     for src in sources():
         check(src)
-        pool.map(lambda work, s, src=src: _level0_strip(
-            work, *s, [src], params, H, W, nlev, result[0], wdown, wsum_all=wsum,
-            xdown=gauss[1] if nlev else None), strips)
+        pool.map(lambda work, t, src=src: _level0_tile(
+            work, t, [src], params, H, W, nlev, result[0], wdown, wsum_all=wsum,
+            xdown=gauss[1] if nlev else None), tiles)
         if nlev:
             _upper_levels(gauss, wdown[0], result, sizes, pool)
         seen += 1
