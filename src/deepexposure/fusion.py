@@ -96,7 +96,7 @@ class _Work:
     def weights(self, k: int, rows: int, width: int) -> np.ndarray:
         """(k, rows, width) buffer for the weights of k exposures."""
         if self.wk.size < k * rows * width:
-            self.wk = np.empty(k * (_STRIP + _HALO) * width, _F32)
+            self.wk = np.empty(k * max(rows, _STRIP + _HALO) * width, _F32)
         return self.wk[:k * rows * width].reshape(k, rows, width)
 
 
@@ -269,7 +269,8 @@ def _level_sizes(h: int, w: int, levels: int) -> list[tuple[int, int]]:
     return sizes
 
 
-def _strips(h: int, step: int = _STRIP) -> list[tuple[int, int]]:
+def _strips(h: int, step: int | None = None) -> list[tuple[int, int]]:
+    step = step or _STRIP
     return [(r0, min(h, r0 + step)) for r0 in range(0, h, step)]
 
 
