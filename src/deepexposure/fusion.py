@@ -1,4 +1,4 @@
-"""Mertens exposure fusion, streamed over exposures and over rows, for 8-bit, 16-bit and float photos.
+"""Mertens exposure fusion in cache-sized tiles, streamed over exposures, for 8-bit, 16-bit and float photos.
 
 The paper's test-time renderer: the photo exposed by each EV (:func:`deepexposure.color.apply_ev`) and the
 original are merged by Mertens et al.'s exposure fusion. Weights are computed on the gamma-encoded (sRGB)
@@ -22,29 +22,51 @@ Differences from ``cv2.createMergeMertens(wc, ws, we).process`` (why this is han
 * OpenCV divides every input by 255 (uint16 or float input comes out wrong) and its no-argument constructor
   switches the well-exposedness term off (defaults 1, 1, 0); here any bit depth is accepted and (1, 1, 1) is
   the default; ``sigma`` is a parameter.
-* OpenCV keeps every exposure as float plus all its pyramids in memory (about 1.8 GB for six 12 MP exposures).
-  Here memory does not grow with the number of exposures: pass 1 sums the weights (one H x W map), pass 2
-  re-generates each exposure, normalises its weight and accumulates its pyramid bands into one result pyramid.
-  Level 0 (3/4 of all pixels) is processed in strips of rows, so no full-resolution copy of an exposure (nor
-  its Laplacian band) is ever held: peak memory is about 2.5 float32 RGB images (result pyramid, weight sum,
-  current weight and Gaussian pyramids, strip buffers).
+* OpenCV keeps every exposure as float plus all its pyramids in memory (about 1.9 GB for six 12 MP exposures).
+  Here no full-resolution copy of an exposure, of its weight or of its Laplacian band is ever made. Two engines
+  compute the same values (tested against a whole-image reference, 147-158 dB):
+
+  - resident (a list of arrays; :func:`fuse_exposures`, whose exposures are lookup tables of one photo): level 0
+    (3/4 of all pixels) is blended tile by tile (64 rows x about 768 columns, every exposure at once), so each
+    weight is computed once, the output tile stays in the CPU cache and each exposure is read once per tile:
+    out = (sum_k w_k band_k) / sum_k w_k there. Each exposure's normalised weight at level 1 is kept (a
+    quarter-size float32 map, i.e. memory grows by 1 byte per pixel per exposure); levels >= 1 are then blended
+    exposure by exposure (their level-1 image re-read from the lookup table).
+  - streaming (a zero-argument callable yielding the exposures): pass 1 sums the weights (one H x W map),
+    pass 2 blends one exposure at a time on the same tiles; memory does not grow with the number of exposures.
+
+  Peak memory: the output, the result pyramid's coarser levels and one exposure's Gaussian pyramid (a third
+  of an image each), the quarter-size weight maps and per-thread tile buffers (279 MB above the input for six
+  12 MP exposures, with the 8-bit input itself as the codes).
 * :func:`fuse_exposures` never materialises an exposed copy either: for 8/16-bit photos (and float photos, which
-  are quantised to 16-bit codes first; exactly k/255 floats are recognised as 8-bit) each exposure is a lookup
-  table of ``apply_ev`` over all codes (256 / 65,536 entries), read strip by strip.
+  are quantised to 16-bit codes first; exactly k/255 floats, as :func:`deepexposure.io.read_photo` returns for
+  8-bit files, are recognised as 8-bit) each exposure is a lookup table of ``apply_ev`` over all codes (256 /
+  65,536 entries), read tile by tile.
+
+Tiles and float rounding: OpenCV's vector loops leave a scalar remainder at the end of each buffer, and
+``cvtColor`` and ``magnitude`` round it differently (by one unit in the last place). That is harmless for the
+blend but not for the weights of grey or flat pixels, which that rounding decides (saturation or Laplacian ~1e-8
+instead of 0): so weights are computed on contiguous rows of a tile whose width is a multiple of 64 pixels,
+ending one unused row below what the tile needs (:func:`_tile_weights`), which puts every remainder where the
+whole image has it or where no kept value depends on it (without this, tiles cost up to 60 dB of agreement).
 
 Measured (tests/test_fusion.py, benchmarks/fusion.py): 66-78 dB PSNR against OpenCV on the same 8-bit
 exposures (140 dB with the contrast term alone; the rest is float32 rounding of weights at grey pixels). On a
-12 MP photo with 6 exposures (2 shared cores): 1.96 s vs OpenCV's 6.37 s (3.2x), peak memory 364 MB vs 1953 MB
-above the inputs. Strips run on ``cv2.getNumThreads()`` threads (max 8); how OpenCV splits its calls between
-threads (vector vs scalar tails) may change the last float32 bit of a few outputs from run to run.
+12 MP photo with 6 exposures, 2 cores shared with another job: 1.48 s (1.48 s of CPU) vs OpenCV's 6.10 s (3.9x
+faster, median of 3 interleaved rounds), 279 MB vs 1879 MB above the inputs (0.15). Tiles run on
+``cv2.getNumThreads()`` threads (max 8); how OpenCV splits its calls between threads may still change the last
+float32 bit of a few outputs from run to run.
 
 ``fuse_exposures(..., fast=True)`` is an approximation: the photo is reduced to ``fast_long_edge``, fused
 exactly, and the result is transferred to full resolution by a guided filter (He et al.), i.e. a per-channel
 local affine map fused ~= a * original + b fitted at low resolution and applied to the full-resolution original
-(guided upsampling). 13x faster than OpenCV, but only 29-38 dB from the exact fusion on 12 MP photos (30.5 dB in
-the benchmark): Mertens fusion is not scale invariant (the contrast weights and the finest bands make the
-low-resolution fusion itself differ from the downsampled exact one by 32-39 dB, even with exact weights), so it
-is a preview mode, not a substitute for the exact renderer.
+(guided upsampling). 12x faster than OpenCV, 3x faster than exact, but only 29-38 dB from the exact fusion on
+12 MP photos (30.6 dB in the benchmark), below the 38 dB asked of it, for two reasons measured on that photo:
+Mertens fusion is not scale invariant (the contrast weights and the pyramid depth depend on the size: the fusion
+at long edge 1024 is 31.3 dB from the downsampled exact fusion, at 2000 35.7 dB), and even given the exact result
+downsampled as its target the guided transfer reaches only 36.5 dB from 1024 (39.6 dB from 2000). Reaching 38 dB
+needs full-resolution weights (the larger part of the exact cost) and a transfer from about half size, i.e. no
+longer a fast mode; it stays a preview, not a substitute for the exact renderer.
 """
 
 from __future__ import annotations
@@ -635,7 +657,8 @@ def mertens_fuse(images: Images, *, contrast: float = 1.0, saturation: float = 1
     ``images``: (H, W, 3) RGB arrays, uint8 (/255), uint16 (/65535) or float (sRGB [0, 1], clipped to it),
     all the same size; weights are computed on these gamma-encoded values. Either
 
-    * a sequence (list, tuple): read twice, never copied as a whole; or
+    * a sequence (list, tuple): never copied as a whole; blended tile by tile with all images at once (each
+      weight computed once; memory grows by a quarter-size float32 map per image); or
     * a zero-argument callable returning a fresh iterator (e.g. a generator function): it is called twice (pass 1:
       weight sum; pass 2: blending) and must yield the same images both times. Only one exposure is alive at a
       time, so memory does not grow with their number.
