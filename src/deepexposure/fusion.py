@@ -99,27 +99,24 @@ _F32 = np.float32
 
 # ----------------------------------------------------------------------------------------------- workspace
 class _Work:
-    """Strip buffers of one worker thread, reused for every strip and level: a fresh multi-MB array costs more
-    in page faults than the arithmetic done on it."""
-
-    _NAMES3 = ("x", "up", "w3", "g1")
-    _NAMES1 = ("grey", "lap", "r", "g", "b", "m", "wsum")
+    """Named tile/strip buffers of one worker thread, reused for every tile and level (grown when a larger one is
+    asked for): a fresh multi-MB array costs more in page faults than the arithmetic done on it."""
 
     def __init__(self, width: int) -> None:
-        n = (_STRIP + _HALO) * width
-        self.bufs = {k: np.empty(3 * n, _F32) for k in self._NAMES3}
-        self.bufs.update({k: np.empty(n, _F32) for k in self._NAMES1})
-        self.wk = np.empty(0, _F32)
+        self.width = width
+        self.bufs: dict[str, np.ndarray] = {}
 
     def get(self, name: str, rows: int, width: int, channels: int = 1) -> np.ndarray:
-        shape = (rows, width, channels) if channels > 1 else (rows, width)
-        return self.bufs[name][:rows * width * channels].reshape(shape)
+        """A (rows, width[, channels]) float32 view of buffer ``name`` (valid until ``name`` is asked for again)."""
+        n = rows * width * channels
+        buf = self.bufs.get(name)
+        if buf is None or buf.size < n:
+            buf = self.bufs[name] = np.empty(max(n, 3 * (_STRIP + _HALO) * min(self.width, _TILE_W + 64)), _F32)
+        return buf[:n].reshape((rows, width, channels) if channels > 1 else (rows, width))
 
     def weights(self, k: int, rows: int, width: int) -> np.ndarray:
         """(k, rows, width) buffer for the weights of k exposures."""
-        if self.wk.size < k * rows * width:
-            self.wk = np.empty(k * max(rows, _STRIP + _HALO) * width, _F32)
-        return self.wk[:k * rows * width].reshape(k, rows, width)
+        return self.get("wk", k * rows, width).reshape(k, rows, width)
 
 
 class _Pool:
@@ -303,24 +300,22 @@ def _halo(r0: int, r1: int, n: int) -> tuple[int, int, int, int]:
     return ga, gb, max(2 * ga - 2, 0), min(2 * gb + 2, n)
 
 
-def _pyrup_rows(src: np.ndarray, r0: int, r1: int, dst_h: int, dst_w: int,
-                out: np.ndarray | None = None) -> np.ndarray:
+def _pyrup_rows(src: np.ndarray, r0: int, r1: int, dst_h: int, dst_w: int, work: _Work | None = None) -> np.ndarray:
     """Rows [r0, r1) (r0 even) of ``cv2.pyrUp(src, dstsize=(dst_w, dst_h))``, computed from a strip of ``src``
     (one source row of halo each side; the rows next to a cut see a wrong border and are dropped)."""
     ga = max(r0 // 2 - 1, 0)
-    return _pyrup_tile(src[ga:(r1 - 1) // 2 + 2], ga, 0, r0, r1, 0, dst_w, dst_h, dst_w, out)
+    return _pyrup_tile(src[ga:(r1 - 1) // 2 + 2], ga, 0, r0, r1, 0, dst_w, dst_h, dst_w, work)
 
 
 def _pyrup_tile(g: np.ndarray, ga: int, gc: int, r0: int, r1: int, c0: int, c1: int, dst_h: int, dst_w: int,
-                out: np.ndarray | None = None) -> np.ndarray:
+                work: _Work | None = None) -> np.ndarray:
     """Rows [r0, r1) x columns [c0, c1) (r0, c0 even) of ``cv2.pyrUp(src, dstsize=(dst_w, dst_h))`` from the
     tile ``g`` of ``src`` starting at row ``ga`` and column ``gc`` and reaching the rows and columns
-    :func:`_halo` gives; ``out``: a buffer of at least the pyrUp's size."""
+    :func:`_halo` gives; computed in ``work``'s buffer "up" when given."""
     gb, gd = ga + g.shape[0], gc + g.shape[1]
     dh = dst_h - 2 * ga if gb == (dst_h + 1) // 2 else 2 * (gb - ga)  # at the image's edge, keep its parity
     dw = dst_w - 2 * gc if gd == (dst_w + 1) // 2 else 2 * (gd - gc)
-    if out is not None:
-        out = out.reshape(-1)[:dh * dw * (g.shape[2] if g.ndim == 3 else 1)].reshape((dh, dw) + g.shape[2:])
+    out = None if work is None else work.get("up", dh, dw, g.shape[2] if g.ndim == 3 else 1)
     up = cv2.pyrUp(g, dst=out, dstsize=(dw, dh))
     return up[r0 - 2 * ga:r1 - 2 * ga, c0 - 2 * gc:c1 - 2 * gc]
 
@@ -487,7 +482,7 @@ def _level0_tile(work: _Work, tile: tuple[int, int, int, int], srcs: Sequence[_S
             if xdown is not None:
                 xdown[r0 // 2:(r1 + 1) // 2, c0 // 2:(c1 + 1) // 2] = \
                     g[r0 // 2 - ga:(r1 + 1) // 2 - ga, c0 // 2 - gc:(c1 + 1) // 2 - gc]
-            cv2.subtract(band, _pyrup_tile(g, ga, gc, r0, r1, c0, c1, H, W, work.bufs["up"]), dst=band)
+            cv2.subtract(band, _pyrup_tile(g, ga, gc, r0, r1, c0, c1, H, W, work), dst=band)
         w3 = cv2.cvtColor(w[r0 - wa:r1 - wa, c0 - wc:c1 - wc], cv2.COLOR_GRAY2RGB,
                           dst=work.get("w3", r1 - r0, c1 - c0, 3))
         if k or wsum_all is not None:
@@ -508,6 +503,15 @@ def _level0_tile(work: _Work, tile: tuple[int, int, int, int], srcs: Sequence[_S
         _pyrdown_tile(wk[0], wa, wc, r0, r1, c0, c1, wdown[0], work)
 
 
+def _grid(h: int, w: int, rows: int, cols: int) -> list[tuple[int, int, int, int]]:
+    """Tiles (r0, r1, c0, c1) of an h x w level: strips of ``rows`` rows (even) cut at even columns about
+    ``cols`` apart."""
+    n = max(1, round(w / cols))
+    step = -(-w // n)
+    step += step % 2
+    return [(r0, r1, c0, min(w, c0 + step)) for r0, r1 in _strips(h, rows) for c0 in range(0, w, step)]
+
+
 def _tiles(H: int, W: int, nlev: int) -> list[tuple[int, int, int, int]]:
     """Level-0 tiles (r0, r1, c0, c1): strips of :data:`_STRIP` rows cut into tiles of about :data:`_TILE_W`
     columns (even) whose image tiles (halo included) are a multiple of 64 pixels wide, so that OpenCV's vector
@@ -525,15 +529,48 @@ def _tiles(H: int, W: int, nlev: int) -> list[tuple[int, int, int, int]]:
     return [(r0, r1, c0, c1) for r0, r1 in _strips(H) for c0, c1 in cols]
 
 
-def _upper_levels(gauss: list, wdown: np.ndarray, result: list, sizes: list[tuple[int, int]], pool: _Pool) -> None:
-    """Levels >= 1 of one exposure: result[l] += G_l(wn) * (gauss[l] - pyrUp(gauss[l + 1])) (the last level:
-    times gauss[l]), from its level-1 image ``gauss[1]`` and normalised weight ``wdown`` (gauss[2:] are
-    overwritten)."""
+def _level1_tile(work: _Work, tile: tuple[int, int, int, int], src: _Source, H: int, W: int, last: bool,
+                 wdown: np.ndarray, result1: np.ndarray, gauss2: np.ndarray | None) -> None:
+    """Level 1 of one exposure for the level-1 tile rows [g0, g1) x columns [c0, c1) (g0, c0 even), straight
+    from the image: ``result1`` += wdown * (G1 - pyrUp(G2)) there (times G1 alone when level 1 is the ``last``),
+    G1 = pyrDown(image) and G2 = pyrDown(G1) computed on the tile with the halos they need (:func:`_halo`), and
+    the tile's part of G2 written into ``gauss2``. So the level-1 image is never stored or re-read (at 24 MP it
+    no longer fits in the CPU cache, and those passes cost twice as much per pixel as at 12 MP)."""
+    g0, g1, c0, c1 = tile
+    h1, w1 = (H + 1) // 2, (W + 1) // 2
+    if last:
+        ga = gb = gc = gd = 0
+        pa, pb, pc, pd = g0, g1, c0, c1
+    else:
+        ga, gb, pa, pb = _halo(g0, g1, h1)  # level-2 rows the pyrUp reads; level-1 rows those need
+        gc, gd, pc, pd = _halo(c0, c1, w1)
+    xa, xb, xc, xd = max(2 * pa - 2, 0), min(2 * pb + 2, H), max(2 * pc - 2, 0), min(2 * pd + 2, W)
+    x = src.rows(xa, xb, work.get("x", xb - xa, xd - xc, 3), xc, xd)
+    g = _pyrdown_tile(x, xa, xc, 2 * pa, 2 * pb, 2 * pc, 2 * pd, None, work, buf="g1")  # level 1, [pa, pb)
+    band = g[g0 - pa:g1 - pa, c0 - pc:c1 - pc]
+    if not last:
+        g2 = _pyrdown_tile(g, pa, pc, 2 * ga, 2 * gb, 2 * gc, 2 * gd, None, work, buf="g2")  # level 2, [ga, gb)
+        if gauss2 is not None:
+            gauss2[g0 // 2:(g1 + 1) // 2, c0 // 2:(c1 + 1) // 2] = \
+                g2[g0 // 2 - ga:(g1 + 1) // 2 - ga, c0 // 2 - gc:(c1 + 1) // 2 - gc]
+        band = cv2.subtract(band, _pyrup_tile(g2, ga, gc, g0, g1, c0, c1, h1, w1, work),
+                            dst=work.get("x", g1 - g0, c1 - c0, 3))
+    w3 = cv2.cvtColor(wdown[g0:g1, c0:c1], cv2.COLOR_GRAY2RGB, dst=work.get("w3", g1 - g0, c1 - c0, 3))
+    cv2.accumulateProduct(band, w3, result1[g0:g1, c0:c1])
+
+
+def _upper_levels(gauss: list, wdown: np.ndarray, result: list, sizes: list[tuple[int, int]], pool: _Pool,
+                  start: int = 1) -> None:
+    """Levels >= ``start`` (1 or 2) of one exposure: result[l] += G_l(wn) * (gauss[l] - pyrUp(gauss[l + 1]))
+    (the last level: times gauss[l]), from its image at level ``start`` (``gauss[start]``) and normalised
+    weight at level 1 ``wdown`` (gauss[start + 1:] are overwritten)."""
     nlev = len(sizes) - 1
     w = wdown
-    for lvl in range(1, nlev + 1):
+    for lvl in range(2, start + 1):
+        w = cv2.pyrDown(w, dstsize=sizes[lvl][::-1])
+    for lvl in range(start, nlev + 1):
         h, wd = sizes[lvl]
-        if lvl > 1:
+        if lvl > start:
             w = cv2.pyrDown(w, dstsize=(wd, h))
         if lvl < nlev:
             cv2.pyrDown(gauss[lvl], dst=gauss[lvl + 1], dstsize=sizes[lvl + 1][::-1])
@@ -543,7 +580,7 @@ def _upper_levels(gauss: list, wdown: np.ndarray, result: list, sizes: list[tupl
             r0, r1 = s
             band = gauss[lvl][r0:r1]
             if lvl < nlev:
-                up = _pyrup_rows(gauss[lvl + 1], r0, r1, h, wd, work.get("up", r1 - r0 + _HALO, wd, 3))
+                up = _pyrup_rows(gauss[lvl + 1], r0, r1, h, wd, work)
                 band = cv2.subtract(band, up, dst=work.get("x", r1 - r0, wd, 3))
             w3 = cv2.cvtColor(w[r0:r1], cv2.COLOR_GRAY2RGB, dst=work.get("w3", r1 - r0, wd, 3))
             cv2.accumulateProduct(band, w3, result[lvl][r0:r1])
@@ -564,7 +601,7 @@ def _collapse(result: list, pool: _Pool) -> np.ndarray:
 
         def collapse0(work: _Work, s: tuple[int, int]) -> None:
             r0, r1 = s
-            out[r0:r1] += _pyrup_rows(result[1], r0, r1, H, W, work.get("up", r1 - r0 + _HALO, W, 3))
+            out[r0:r1] += _pyrup_rows(result[1], r0, r1, H, W, work)
 
         pool.map(collapse0, _strips(H))
     return out
@@ -579,25 +616,23 @@ def _finish(out: np.ndarray) -> np.ndarray:
 
 
 def _fuse_resident(srcs: list[_Source], H: int, W: int, params: tuple, nlev: int, pool: _Pool) -> np.ndarray:
-    """Strip-major fusion of random-access sources: level 0 (3/4 of the pixels) strip by strip with every exposure
-    at once, so each weight is computed once and the output strip stays in cache; the level-1 weights are kept
-    (a quarter-size map per exposure) and levels >= 1 are blended exposure by exposure (their level-1 image is
-    re-read: a lookup and a pyrDown)."""
+    """Tiled fusion of random-access sources: level 0 (3/4 of the pixels) tile by tile with every exposure at
+    once, so each weight is computed once and the output tile stays in cache; the level-1 weights are kept (a
+    quarter-size map per exposure) and levels >= 1 are blended exposure by exposure, level 1 tile by tile
+    straight from the exposure (:func:`_level1_tile`)."""
     sizes = _level_sizes(H, W, nlev)
     out = np.empty((H, W, 3), _F32)
     wdown = [np.empty(sizes[1], _F32) for _ in srcs] if nlev else []
     pool.map(lambda work, t: _level0_tile(work, t, srcs, params, H, W, nlev, out, wdown), _tiles(H, W, nlev))
     if nlev:
         result = [out] + [np.zeros((h, w, 3), _F32) for h, w in sizes[1:]]
-        gauss = [None] + [np.empty((h, w, 3), _F32) for h, w in sizes[1:]]
+        gauss = [None, None] + [np.empty((h, w, 3), _F32) for h, w in sizes[2:]]
+        tiles1 = _grid(*sizes[1], rows=_STRIP, cols=_TILE_W)
         for k, src in enumerate(srcs):
-            def down(work: _Work, s: tuple[int, int], src: _Source = src) -> None:
-                r0, r1 = s
-                a, b = max(r0 - 2, 0), min(r1 + 2, H)
-                _pyrdown_rows(src.rows(a, b, work.get("x", b - a, W, 3)), a, r0, r1, gauss[1], work)
-
-            pool.map(down, _strips(H))
-            _upper_levels(gauss, wdown[k], result, sizes, pool)
+            pool.map(lambda work, t, src=src, k=k: _level1_tile(
+                work, t, src, H, W, nlev == 1, wdown[k], result[1], gauss[2] if nlev > 1 else None), tiles1)
+            if nlev > 1:
+                _upper_levels(gauss, wdown[k], result, sizes, pool, start=2)
             wdown[k] = None  # type: ignore[call-overload]
         _collapse(result, pool)
     return _finish(out)
