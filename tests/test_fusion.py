@@ -148,6 +148,22 @@ def test_tile_pyramid_steps_equal_whole_image(h, w):
                                        rtol=0, atol=2e-7)
 
 
+@pytest.mark.parametrize("nlev", [0, 3])
+@pytest.mark.parametrize("width", [5, 700, 1100, 4000, 5657])
+def test_tiles_partition_the_image_with_aligned_widths(width, nlev):
+    """Level-0 tiles cover every pixel once, start at even rows and columns, and (but the last column of tiles)
+    read image tiles a multiple of 64 pixels wide (OpenCV's vector loops then have no remainder there)."""
+    tiles = fusion._tiles(150, width, nlev)
+    cover = np.zeros((150, width), np.int32)
+    for r0, r1, c0, c1 in tiles:
+        assert r0 % 2 == 0 and c0 % 2 == 0 and r1 > r0 and c1 > c0
+        cover[r0:r1, c0:c1] += 1
+        geo = fusion._geometry((r0, r1, c0, c1), 150, width, nlev)
+        if c1 < width:
+            assert (geo.xd - geo.xc) % 64 == 0, (c0, c1, geo)
+    assert (cover == 1).all()
+
+
 def _whole_image_fusion(exps: list[np.ndarray], grey_zero: bool) -> np.ndarray:
     """Slow, clear reference of the same formula: whole-image weights, normalised, Gaussian pyramid of each weight
     times Laplacian pyramid of each exposure, summed and collapsed (no strips, tiles or streaming)."""

@@ -31,13 +31,14 @@ Differences from ``cv2.createMergeMertens(wc, ws, we).process`` (why this is han
     weight is computed once, the output tile stays in the CPU cache and each exposure is read once per tile:
     out = (sum_k w_k band_k) / sum_k w_k there. Each exposure's normalised weight at level 1 is kept (a
     quarter-size float32 map, i.e. memory grows by 1 byte per pixel per exposure); levels >= 1 are then blended
-    exposure by exposure (their level-1 image re-read from the lookup table).
+    exposure by exposure, level 1 tile by tile straight from the lookup table (its level-1 image is never
+    stored), levels >= 2 from its level-2 image.
   - streaming (a zero-argument callable yielding the exposures): pass 1 sums the weights (one H x W map),
     pass 2 blends one exposure at a time on the same tiles; memory does not grow with the number of exposures.
 
-  Peak memory: the output, the result pyramid's coarser levels and one exposure's Gaussian pyramid (a third
-  of an image each), the quarter-size weight maps and per-thread tile buffers (279 MB above the input for six
-  12 MP exposures, with the 8-bit input itself as the codes).
+  Peak memory: the output, the result pyramid's coarser levels (a third of an image), one exposure's Gaussian
+  pyramid from level 2 (a twelfth), the quarter-size weight maps and per-thread tile buffers (253 MB above the
+  input for six 12 MP exposures, with the 8-bit input itself as the codes).
 * :func:`fuse_exposures` never materialises an exposed copy either: for 8/16-bit photos (and float photos, which
   are quantised to 16-bit codes first; exactly k/255 floats, as :func:`deepexposure.io.read_photo` returns for
   8-bit files, are recognised as 8-bit) each exposure is a lookup table of ``apply_ev`` over all codes (256 /
