@@ -53,8 +53,8 @@ whole image has it or where no kept value depends on it (without this, tiles cos
 
 Measured (tests/test_fusion.py, benchmarks/fusion.py): 66-78 dB PSNR against OpenCV on the same 8-bit
 exposures (140 dB with the contrast term alone; the rest is float32 rounding of weights at grey pixels). On a
-12 MP photo with 6 exposures, 2 cores shared with another job: 1.48 s (1.48 s of CPU) vs OpenCV's 6.10 s (3.9x
-faster, median of 3 interleaved rounds), 279 MB vs 1879 MB above the inputs (0.15). Tiles run on
+12 MP photo with 6 exposures, 2 cores shared with other jobs: 1.69 s (1.96 s of CPU) vs OpenCV's 7.09 s (4.2x
+faster, median of 3 interleaved rounds), 253 MB vs 1879 MB above the inputs (0.13). Tiles run on
 ``cv2.getNumThreads()`` threads (max 8); how OpenCV splits its calls between threads may still change the last
 float32 bit of a few outputs from run to run.
 
