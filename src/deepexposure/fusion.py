@@ -92,7 +92,7 @@ Images = Sequence[np.ndarray] | Callable[[], Iterable[np.ndarray]]
 _CODE_ROWS = 128  # rows per block when a float photo is checked for 8-bit codes
 _STRIP = 64  # rows per strip (even)
 _TILE_W = 768  # columns per tile at level 0 (about; even): a tile's temporaries stay in the CPU cache
-_HALO = 8  # spare rows in the strip buffers (halo rows of pyrDown/pyrUp/Laplacian)
+_HALO = 8  # spare rows in the default buffer size (halo rows of pyrDown/pyrUp/Laplacian)
 _ID8 = np.arange(256, dtype=np.float32) / np.float32(255)
 _ID16 = np.arange(65536, dtype=np.float32) / np.float32(65535)
 _F32 = np.float32
@@ -224,7 +224,7 @@ def _weights(x: np.ndarray, params: tuple[float, float, float, float, bool], wor
     """
     wc, ws, we, sigma, grey_zero = params
     n, width = x.shape[:2]
-    work = work if work is not None else _Work(width) if n <= _STRIP + _HALO else None
+    work = work if work is not None else _Work(width)
 
     def buf(name: str) -> np.ndarray | None:
         return work.get(name, n, width) if work is not None else None
@@ -376,8 +376,9 @@ def _fuse_sources(sources: Callable[[], Iterable[_Source]], *, contrast: float, 
     """Streamed fusion of the exposures ``sources()`` yields -> float32 (H, W, 3) sRGB [0, 1].
 
     ``resident``: the sources are random access and alive together anyway (a list of arrays, lookup tables of one
-    photo): level 0 is blended strip-major (:func:`_fuse_resident`, one weight computation per pixel). Otherwise
-    ``sources()`` is called twice and only one exposure is alive at a time (:func:`_fuse_streaming`).
+    photo): level 0 is blended tile by tile with all of them (:func:`_fuse_resident`, one weight computation per
+    pixel). Otherwise ``sources()`` is called twice and only one exposure is alive at a time
+    (:func:`_fuse_streaming`).
     """
     if not sigma > 0:
         raise ValueError(f"sigma must be > 0, got {sigma}")
