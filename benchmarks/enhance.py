@@ -9,12 +9,15 @@ the model etc. is included in memory but not in time) of
 * ``opencv`` — the reference: the same read/write around ``cv2.createMergeMertens(1, 1, 1).process`` on the
   original plus the same EVs (exposures made with the same LUT), i.e. the paper's test stage done with OpenCV.
 
+Also times the ``render()`` call alone (wall and CPU, medians) with its own peak memory, and prints whether the
+default renderer meets issue 12's targets (< 1.5 s and < 1 GB at 12 MP; 24 MP within 2x of 12 MP).
+
 Then :func:`startup_and_throughput` (issue 12, part 3): fresh ``deepexposure enhance`` processes on 0.3 MP
 photos (640x480, made from ``samples/``): one photo end to end (target < 1.0 s) and a folder of 100 with ``-j 2``
 (target >= 4 photos/s), with the shipped ONNX model; references measured in the same run: the interpreter's own
 start-up (``python -c pass``) and the same commands with the torch ``policy.pt`` (the default before 0.2).
 
-Usage: ``python benchmarks/enhance.py [--photo PATH] [--sizes 12 24] [--repeat 2] [--only renderers|startup]``
+Usage: ``python benchmarks/enhance.py [--photo PATH] [--sizes 12 24] [--repeat 3] [--only renderers|startup]``
 """
 
 from __future__ import annotations
@@ -33,41 +36,68 @@ REPO = Path(__file__).resolve().parents[1]
 DEFAULT_PHOTO = REPO / "samples" / "dicm_34.jpg"
 
 
+def _vm(key: str) -> float:
+    """A /proc/self/status memory line (VmRSS, VmHWM) in MB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def _reset_peak() -> bool:
+    """Reset VmHWM to the current RSS (Linux >= 4.0), so that the next reading is the peak of what follows."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
 def _child(method: str, src: str, dst: str, repeat: int) -> None:
-    """Runs in a fresh process: time `repeat` runs, report the best wall time and the peak RSS."""
+    """Runs in a fresh process: `repeat` runs of read -> recipe -> render -> write. Reports medians of the whole
+    (``time``) and of the render step alone (``render``, wall and CPU s), the process's peak RSS and the render's
+    own peak above the RSS it started from."""
     import numpy as np
 
     from deepexposure.enhance import Enhancer
     from deepexposure.io import read_photo, write_photo
+    from deepexposure.render import render
 
     enhancer = Enhancer(renderer=method if method in ("local", "rolloff", "balanced") else "fusion")
-    times = []
+    times, renders, cpus, render_peaks, peak = [], [], [], [], 0.0
     for _ in range(repeat):
         t0 = time.perf_counter()
         photo = read_photo(src)
+        recipe = enhancer.recipe(photo.pixels)
+        peak = max(peak, _vm("VmHWM"))
+        start = _vm("VmRSS") if _reset_peak() else float("nan")
+        t1, c1 = time.perf_counter(), time.process_time()
         if method in ("deepexposure", "local", "rolloff", "balanced"):
-            out, recipe = enhancer.enhance_photo(photo)
+            pixels = render(photo.pixels, recipe, renderer=enhancer.renderer)
         else:
             import cv2
 
             from deepexposure.color import apply_ev
             from deepexposure.io import from_float
 
-            recipe = enhancer.recipe(photo.pixels)
             imgs = [from_float(photo.pixels, 8)]
             lut_in = np.arange(256, dtype=np.float32) / 255.0
             for ev in recipe.evs:
                 lut = from_float(apply_ev(lut_in[:, None], ev)[:, 0], 8)
                 imgs.append(lut[imgs[0]])
-            fused = cv2.createMergeMertens(1.0, 1.0, 1.0).process(imgs)
-            out = photo.__class__(**{**photo.__dict__, "pixels": np.clip(fused, 0, 1).astype(np.float32)})
+            pixels = np.clip(cv2.createMergeMertens(1.0, 1.0, 1.0).process(imgs), 0, 1).astype(np.float32)
+            del imgs
+        renders.append(time.perf_counter() - t1)
+        cpus.append(time.process_time() - c1)
+        render_peaks.append(_vm("VmHWM") - start)
+        out = photo.__class__(**{**photo.__dict__, "pixels": pixels})
         write_photo(dst, out, overwrite=True)
         times.append(time.perf_counter() - t0)
-    peak_kb = 0
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            peak_kb = int(line.split()[1])
-    print(json.dumps({"time": min(times), "peak_mb": peak_kb / 1024, "evs": len(recipe.evs)}))
+        peak = max(peak, _vm("VmHWM"))
+        del photo, pixels, out
+    print(json.dumps({"time": float(np.median(times)), "render": float(np.median(renders)),
+                      "render_cpu": float(np.median(cpus)), "render_peak_mb": max(render_peaks),
+                      "renders": renders, "peak_mb": peak, "evs": len(recipe.evs)}))
 
 
 def _run(method: str, src: Path, dst: Path, repeat: int) -> dict:
@@ -88,7 +118,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--photo", type=Path, default=DEFAULT_PHOTO)
     ap.add_argument("--sizes", type=float, nargs="+", default=[12, 24], help="megapixels")
-    ap.add_argument("--repeat", type=int, default=2)
+    ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
     ap.add_argument("--only", choices=["renderers", "startup"], default=None, help="run one section only")
     ap.add_argument("--photos", type=int, default=100, help="folder size of the throughput test")
@@ -120,18 +150,37 @@ def renderer_table(args) -> None:
                    for m in ("deepexposure", "local", "rolloff", "balanced", "opencv")}
             rows.append((f"{w}x{h} ({w * h / 1e6:.1f} MP)", res))
     print(f"photo: {args.photo.name}; peak memory includes {base:.0f} MB of interpreter+model "
-          f"(measured alone); best of {args.repeat}")
-    print("| size | renderer | EVs | wall s | OpenCV reference s | speed-up | peak MB | OpenCV peak MB | memory ratio |")
-    print("|---|---|---|---|---|---|---|---|---|")
+          f"(measured alone); medians of {args.repeat} runs in one process per renderer; render = the render() "
+          f"call alone (OpenCV: exposures + createMergeMertens(1,1,1)); {os.cpu_count()} CPUs, load average "
+          f"{', '.join(f'{v:.1f}' for v in os.getloadavg())}")
+    print("| size | renderer | EVs | wall s | OpenCV reference s | speed-up | render s (runs) | render CPU s | "
+          "OpenCV render s | render speed-up | render peak MB above start | peak MB | OpenCV peak MB | memory ratio |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for name, r in rows:
         o = r["opencv"]
         for label, key in (("fusion (default)", "deepexposure"), ("local", "local"), ("rolloff", "rolloff"),
                            ("balanced", "balanced")):
             d = r[key]
+            runs = " ".join(f"{t:.2f}" for t in d["renders"])
             print(f"| {name} | {label} | {d['evs']} | {d['time']:.2f} | {o['time']:.2f} | {o['time'] / d['time']:.1f}x | "
+                  f"{d['render']:.2f} ({runs}) | {d['render_cpu']:.2f} | {o['render']:.2f} | "
+                  f"{o['render'] / d['render']:.1f}x | {d['render_peak_mb']:.0f} | "
                   f"{d['peak_mb']:.0f} (+{d['peak_mb'] - base:.0f}) | {o['peak_mb']:.0f} (+{o['peak_mb'] - base:.0f}) | "
                   f"{(d['peak_mb'] - base) / max(o['peak_mb'] - base, 1):.2f} |")
-
+    # issue 12 targets for the default renderer: < 1.5 s and < 1 GB at 12 MP on 2 cores; 24 MP within 2x of 12 MP
+    by_mp = {mp: r["deepexposure"] for mp, (_, r) in zip(args.sizes, rows, strict=True)}
+    print()
+    if 12 in by_mp:
+        d = by_mp[12]
+        for ok, what, miss in ((d["render"] < 1.5, f"fusion render at 12 MP < 1.5 s: {d['render']:.2f} s",
+                                f"{d['render'] / 1.5:.2f}x the target"),
+                               (d["peak_mb"] < 1024, f"enhance peak memory at 12 MP < 1 GB: {d['peak_mb']:.0f} MB",
+                                f"{d['peak_mb'] / 1024:.2f}x the target")):
+            print(f"target {what}: " + ("met" if ok else f"MISSED ({miss})"))
+    if 12 in by_mp and 24 in by_mp:
+        f = by_mp[24]["render"] / by_mp[12]["render"]
+        print(f"target fusion render at 24 MP within 2x of 12 MP: {f:.2f}x: "
+              + ("met" if f <= 2.0 else f"MISSED ({f / 2:.2f}x the target)"))
 
 # ------------------------------------------------------------------ start-up and throughput (issue 12, part 3)
 #: Targets of issue 12: one 0.3 MP photo end to end in a fresh process, and a folder of them with -j 2.

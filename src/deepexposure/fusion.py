@@ -1,4 +1,4 @@
-"""Mertens exposure fusion, streamed over exposures and over rows, for 8-bit, 16-bit and float photos.
+"""Mertens exposure fusion in cache-sized tiles, streamed over exposures, for 8-bit, 16-bit and float photos.
 
 The paper's test-time renderer: the photo exposed by each EV (:func:`deepexposure.color.apply_ev`) and the
 original are merged by Mertens et al.'s exposure fusion. Weights are computed on the gamma-encoded (sRGB)
@@ -22,29 +22,52 @@ Differences from ``cv2.createMergeMertens(wc, ws, we).process`` (why this is han
 * OpenCV divides every input by 255 (uint16 or float input comes out wrong) and its no-argument constructor
   switches the well-exposedness term off (defaults 1, 1, 0); here any bit depth is accepted and (1, 1, 1) is
   the default; ``sigma`` is a parameter.
-* OpenCV keeps every exposure as float plus all its pyramids in memory (about 1.8 GB for six 12 MP exposures).
-  Here memory does not grow with the number of exposures: pass 1 sums the weights (one H x W map), pass 2
-  re-generates each exposure, normalises its weight and accumulates its pyramid bands into one result pyramid.
-  Level 0 (3/4 of all pixels) is processed in strips of rows, so no full-resolution copy of an exposure (nor
-  its Laplacian band) is ever held: peak memory is about 2.5 float32 RGB images (result pyramid, weight sum,
-  current weight and Gaussian pyramids, strip buffers).
+* OpenCV keeps every exposure as float plus all its pyramids in memory (about 1.9 GB for six 12 MP exposures).
+  Here no full-resolution copy of an exposure, of its weight or of its Laplacian band is ever made. Two engines
+  compute the same values (tested against a whole-image reference, 147-158 dB):
+
+  - resident (a list of arrays; :func:`fuse_exposures`, whose exposures are lookup tables of one photo): level 0
+    (3/4 of all pixels) is blended tile by tile (64 rows x about 768 columns, every exposure at once), so each
+    weight is computed once, the output tile stays in the CPU cache and each exposure is read once per tile:
+    out = (sum_k w_k band_k) / sum_k w_k there. Each exposure's normalised weight at level 1 is kept (a
+    quarter-size float32 map, i.e. memory grows by 1 byte per pixel per exposure); levels >= 1 are then blended
+    exposure by exposure, level 1 tile by tile straight from the lookup table (its level-1 image is never
+    stored), levels >= 2 from its level-2 image.
+  - streaming (a zero-argument callable yielding the exposures): pass 1 sums the weights (one H x W map),
+    pass 2 blends one exposure at a time on the same tiles; memory does not grow with the number of exposures.
+
+  Peak memory: the output, the result pyramid's coarser levels (a third of an image), one exposure's Gaussian
+  pyramid from level 2 (a twelfth), the quarter-size weight maps and per-thread tile buffers (253 MB above the
+  input for six 12 MP exposures, with the 8-bit input itself as the codes).
 * :func:`fuse_exposures` never materialises an exposed copy either: for 8/16-bit photos (and float photos, which
-  are quantised to 16-bit codes first; exactly k/255 floats are recognised as 8-bit) each exposure is a lookup
-  table of ``apply_ev`` over all codes (256 / 65,536 entries), read strip by strip.
+  are quantised to 16-bit codes first; exactly k/255 floats, as :func:`deepexposure.io.read_photo` returns for
+  8-bit files, are recognised as 8-bit) each exposure is a lookup table of ``apply_ev`` over all codes (256 /
+  65,536 entries), read tile by tile.
+
+Tiles and float rounding: OpenCV's vector loops leave a scalar remainder at the end of each buffer, and
+``cvtColor`` and ``magnitude`` round it differently (by one unit in the last place). That is harmless for the
+blend but not for the weights of grey or flat pixels, which that rounding decides (saturation or Laplacian ~1e-8
+instead of 0): so weights are computed on contiguous rows of a tile whose width is a multiple of 64 pixels,
+ending one unused row below what the tile needs (:func:`_tile_weights`), which puts every remainder where the
+whole image has it or where no kept value depends on it (without this, tiles cost up to 60 dB of agreement).
 
 Measured (tests/test_fusion.py, benchmarks/fusion.py): 66-78 dB PSNR against OpenCV on the same 8-bit
 exposures (140 dB with the contrast term alone; the rest is float32 rounding of weights at grey pixels). On a
-12 MP photo with 6 exposures (2 shared cores): 1.96 s vs OpenCV's 6.37 s (3.2x), peak memory 364 MB vs 1953 MB
-above the inputs. Strips run on ``cv2.getNumThreads()`` threads (max 8); how OpenCV splits its calls between
-threads (vector vs scalar tails) may change the last float32 bit of a few outputs from run to run.
+12 MP photo with 6 exposures, 2 cores shared with other jobs: 1.69 s (1.96 s of CPU) vs OpenCV's 7.09 s (4.2x
+faster, median of 3 interleaved rounds), 253 MB vs 1879 MB above the inputs (0.13). Tiles run on
+``cv2.getNumThreads()`` threads (max 8); how OpenCV splits its calls between threads may still change the last
+float32 bit of a few outputs from run to run.
 
 ``fuse_exposures(..., fast=True)`` is an approximation: the photo is reduced to ``fast_long_edge``, fused
 exactly, and the result is transferred to full resolution by a guided filter (He et al.), i.e. a per-channel
 local affine map fused ~= a * original + b fitted at low resolution and applied to the full-resolution original
-(guided upsampling). 13x faster than OpenCV, but only 29-38 dB from the exact fusion on 12 MP photos (30.5 dB in
-the benchmark): Mertens fusion is not scale invariant (the contrast weights and the finest bands make the
-low-resolution fusion itself differ from the downsampled exact one by 32-39 dB, even with exact weights), so it
-is a preview mode, not a substitute for the exact renderer.
+(guided upsampling). 12x faster than OpenCV, 3x faster than exact, but only 29-38 dB from the exact fusion on
+12 MP photos (30.6 dB in the benchmark), below the 38 dB asked of it, for two reasons measured on that photo:
+Mertens fusion is not scale invariant (the contrast weights and the pyramid depth depend on the size: the fusion
+at long edge 1024 is 31.3 dB from the downsampled exact fusion, at 2000 35.7 dB), and even given the exact result
+downsampled as its target the guided transfer reaches only 36.5 dB from 1024 (39.6 dB from 2000). Reaching 38 dB
+needs full-resolution weights (the larger part of the exact cost) and a transfer from about half size, i.e. no
+longer a fast mode; it stays a preview, not a substitute for the exact renderer.
 """
 
 from __future__ import annotations
@@ -53,6 +76,7 @@ import os
 import queue
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from typing import NamedTuple
 
 import cv2
 import numpy as np
@@ -66,8 +90,9 @@ __all__ = ["mertens_fuse", "fuse_exposures"]
 Images = Sequence[np.ndarray] | Callable[[], Iterable[np.ndarray]]
 
 _CODE_ROWS = 128  # rows per block when a float photo is checked for 8-bit codes
-_STRIP = 64  # rows per strip (even): a strip's temporaries stay in the CPU cache
-_HALO = 8  # spare rows in the strip buffers (halo rows of pyrDown/pyrUp/Laplacian)
+_STRIP = 64  # rows per strip (even)
+_TILE_W = 768  # columns per tile at level 0 (about; even): a tile's temporaries stay in the CPU cache
+_HALO = 8  # spare rows in the default buffer size (halo rows of pyrDown/pyrUp/Laplacian)
 _ID8 = np.arange(256, dtype=np.float32) / np.float32(255)
 _ID16 = np.arange(65536, dtype=np.float32) / np.float32(65535)
 _F32 = np.float32
@@ -75,20 +100,24 @@ _F32 = np.float32
 
 # ----------------------------------------------------------------------------------------------- workspace
 class _Work:
-    """Strip buffers of one worker thread, reused for every strip and level: a fresh multi-MB array costs more
-    in page faults than the arithmetic done on it."""
-
-    _NAMES3 = ("x", "up", "w3")
-    _NAMES1 = ("grey", "lap", "r", "g", "b", "m")
+    """Named tile/strip buffers of one worker thread, reused for every tile and level (grown when a larger one is
+    asked for): a fresh multi-MB array costs more in page faults than the arithmetic done on it."""
 
     def __init__(self, width: int) -> None:
-        n = (_STRIP + _HALO) * width
-        self.bufs = {k: np.empty(3 * n, _F32) for k in self._NAMES3}
-        self.bufs.update({k: np.empty(n, _F32) for k in self._NAMES1})
+        self.width = width
+        self.bufs: dict[str, np.ndarray] = {}
 
     def get(self, name: str, rows: int, width: int, channels: int = 1) -> np.ndarray:
-        shape = (rows, width, channels) if channels > 1 else (rows, width)
-        return self.bufs[name][:rows * width * channels].reshape(shape)
+        """A (rows, width[, channels]) float32 view of buffer ``name`` (valid until ``name`` is asked for again)."""
+        n = rows * width * channels
+        buf = self.bufs.get(name)
+        if buf is None or buf.size < n:
+            buf = self.bufs[name] = np.empty(max(n, 3 * (_STRIP + _HALO) * min(self.width, _TILE_W + 64)), _F32)
+        return buf[:n].reshape((rows, width, channels) if channels > 1 else (rows, width))
+
+    def weights(self, k: int, rows: int, width: int) -> np.ndarray:
+        """(k, rows, width) buffer for the weights of k exposures."""
+        return self.get("wk", k * rows, width).reshape(k, rows, width)
 
 
 class _Pool:
@@ -128,11 +157,12 @@ def _n_threads() -> int:
 
 # ----------------------------------------------------------------------------------------------- sources
 class _Source:
-    """One exposure, read by row ranges as float32 sRGB [0,1] (r1-r0, W, 3) into a given buffer."""
+    """One exposure, read by row (and column) ranges as float32 sRGB [0,1] (r1-r0, c1-c0, 3) into a given buffer."""
 
     shape: tuple[int, int]
 
-    def rows(self, r0: int, r1: int, out: np.ndarray) -> np.ndarray:  # pragma: no cover - interface
+    def rows(self, r0: int, r1: int, out: np.ndarray, c0: int = 0,
+             c1: int | None = None) -> np.ndarray:  # pragma: no cover - interface
         raise NotImplementedError
 
 
@@ -144,8 +174,8 @@ class _LutSource(_Source):
         self.table = table
         self.shape = codes.shape[:2]
 
-    def rows(self, r0: int, r1: int, out: np.ndarray) -> np.ndarray:
-        c = self.codes[r0:r1]
+    def rows(self, r0: int, r1: int, out: np.ndarray, c0: int = 0, c1: int | None = None) -> np.ndarray:
+        c = self.codes[r0:r1, c0:c1]
         if c.dtype == np.uint8:
             return cv2.LUT(c, self.table, dst=out)
         return np.take(self.table, c, out=out)
@@ -158,8 +188,8 @@ class _FloatSource(_Source):
         self.img = img
         self.shape = img.shape[:2]
 
-    def rows(self, r0: int, r1: int, out: np.ndarray) -> np.ndarray:
-        return np.clip(self.img[r0:r1], 0.0, 1.0, out=out, casting="unsafe")
+    def rows(self, r0: int, r1: int, out: np.ndarray, c0: int = 0, c1: int | None = None) -> np.ndarray:
+        return np.clip(self.img[r0:r1, c0:c1], 0.0, 1.0, out=out, casting="unsafe")
 
 
 def _check_image(img: np.ndarray) -> np.ndarray:
@@ -194,7 +224,7 @@ def _weights(x: np.ndarray, params: tuple[float, float, float, float, bool], wor
     """
     wc, ws, we, sigma, grey_zero = params
     n, width = x.shape[:2]
-    work = work if work is not None else _Work(width) if n <= _STRIP + _HALO else None
+    work = work if work is not None else _Work(width)
 
     def buf(name: str) -> np.ndarray | None:
         return work.get(name, n, width) if work is not None else None
@@ -259,31 +289,63 @@ def _level_sizes(h: int, w: int, levels: int) -> list[tuple[int, int]]:
     return sizes
 
 
-def _strips(h: int, step: int = _STRIP) -> list[tuple[int, int]]:
+def _strips(h: int, step: int | None = None) -> list[tuple[int, int]]:
+    step = step or _STRIP
     return [(r0, min(h, r0 + step)) for r0 in range(0, h, step)]
 
 
-def _pyrup_rows(src: np.ndarray, r0: int, r1: int, dst_h: int, dst_w: int,
-                out: np.ndarray | None = None) -> np.ndarray:
+def _halo(r0: int, r1: int, n: int) -> tuple[int, int, int, int]:
+    """For output rows [r0, r1) (r0 even) of a Laplacian band of an n-row image: the rows [ga, gb) of its
+    pyrDown that the pyrUp reads, and the rows [xa, xb) of the image those need (the same for columns)."""
+    ga, gb = max(r0 // 2 - 1, 0), min((r1 - 1) // 2 + 2, (n + 1) // 2)
+    return ga, gb, max(2 * ga - 2, 0), min(2 * gb + 2, n)
+
+
+def _pyrup_rows(src: np.ndarray, r0: int, r1: int, dst_h: int, dst_w: int, work: _Work | None = None) -> np.ndarray:
     """Rows [r0, r1) (r0 even) of ``cv2.pyrUp(src, dstsize=(dst_w, dst_h))``, computed from a strip of ``src``
     (one source row of halo each side; the rows next to a cut see a wrong border and are dropped)."""
-    hs = src.shape[0]
     ga = max(r0 // 2 - 1, 0)
-    gb = min((r1 - 1) // 2 + 2, hs)
-    dh = dst_h - 2 * ga if gb == hs else 2 * (gb - ga)  # at the bottom, keep the full image's parity
-    up = cv2.pyrUp(src[ga:gb], dst=None if out is None else out[:dh], dstsize=(dst_w, dh))
-    return up[r0 - 2 * ga:r1 - 2 * ga]
+    return _pyrup_tile(src[ga:(r1 - 1) // 2 + 2], ga, 0, r0, r1, 0, dst_w, dst_h, dst_w, work)
 
 
-def _pyrdown_rows(x: np.ndarray, a: int, r0: int, r1: int, dst: np.ndarray, work: _Work | None = None) -> None:
-    """Write rows [r0/2, ceil(r1/2)) of ``cv2.pyrDown(image)`` into ``dst`` from image rows ``x`` = [a, b) with
-    a = max(r0-2, 0) and b = min(r1+2, H) (two halo rows each side; r0 even)."""
+def _pyrup_tile(g: np.ndarray, ga: int, gc: int, r0: int, r1: int, c0: int, c1: int, dst_h: int, dst_w: int,
+                work: _Work | None = None) -> np.ndarray:
+    """Rows [r0, r1) x columns [c0, c1) (r0, c0 even) of ``cv2.pyrUp(src, dstsize=(dst_w, dst_h))`` from the
+    tile ``g`` of ``src`` starting at row ``ga`` and column ``gc`` and reaching the rows and columns
+    :func:`_halo` gives; computed in ``work``'s buffer "up" when given."""
+    gb, gd = ga + g.shape[0], gc + g.shape[1]
+    dh = dst_h - 2 * ga if gb == (dst_h + 1) // 2 else 2 * (gb - ga)  # at the image's edge, keep its parity
+    dw = dst_w - 2 * gc if gd == (dst_w + 1) // 2 else 2 * (gd - gc)
+    out = None if work is None else work.get("up", dh, dw, g.shape[2] if g.ndim == 3 else 1)
+    up = cv2.pyrUp(g, dst=out, dstsize=(dw, dh))
+    return up[r0 - 2 * ga:r1 - 2 * ga, c0 - 2 * gc:c1 - 2 * gc]
+
+
+def _pyrdown_rows(x: np.ndarray, a: int, r0: int, r1: int, dst: np.ndarray | None, work: _Work | None = None,
+                  buf: str = "up") -> np.ndarray:
+    """Rows [r0/2, ceil(r1/2)) of ``cv2.pyrDown(image)`` from image rows ``x`` = [a, b) with a = max(r0-2, 0) and
+    b = min(r1+2, H) (two halo rows each side; r0 even): written into ``dst`` (full-size rows) and returned, or,
+    with ``dst`` None, returned as a view into ``work``'s buffer ``buf``."""
+    return _pyrdown_tile(x, a, 0, r0, r1, 0, x.shape[1], dst, work, buf)
+
+
+def _pyrdown_tile(x: np.ndarray, a: int, ac: int, r0: int, r1: int, c0: int, c1: int, dst: np.ndarray | None,
+                  work: _Work | None = None, buf: str = "up") -> np.ndarray:
+    """Rows [r0/2, ceil(r1/2)) x columns [c0/2, ceil(c1/2)) of ``cv2.pyrDown(image)`` from the image tile ``x``
+    starting at row ``a`` = max(r0-2, 0) and column ``ac`` = max(c0-2, 0) and reaching two rows/columns past
+    r1/c1 (or the image's edge); r0, c0 even. Written into ``dst`` (full-size) and returned, or, with ``dst``
+    None, returned as a view into ``work``'s buffer ``buf``."""
     n, width = x.shape[:2]
     size = ((width + 1) // 2, (n + 1) // 2)
-    out = None if work is None else work.get("up", size[1], size[0], 3)
+    out = None if work is None else work.get(buf, size[1], size[0], x.shape[2] if x.ndim == 3 else 1)
     down = cv2.pyrDown(x, dst=out, dstsize=size)
     j0, g0, g1 = (r0 - a) // 2, r0 // 2, (r1 + 1) // 2
-    dst[g0:g1] = down[j0:j0 + g1 - g0]
+    i0, h0, h1 = (c0 - ac) // 2, c0 // 2, (c1 + 1) // 2
+    part = down[j0:j0 + g1 - g0, i0:i0 + h1 - h0]
+    if dst is None:
+        return part
+    dst[g0:g1, h0:h1] = part
+    return dst[g0:g1, h0:h1]
 
 
 def _laplacian_pyramid(img: np.ndarray, levels: int) -> list[np.ndarray]:
@@ -310,12 +372,13 @@ def _collapse_pyramid(pyr: Sequence[np.ndarray]) -> np.ndarray:
 # ----------------------------------------------------------------------------------------------- engine
 def _fuse_sources(sources: Callable[[], Iterable[_Source]], *, contrast: float, saturation: float,
                   exposedness: float, sigma: float, levels: int | None, threads: int | None = None,
-                  grey_zero: bool = False) -> np.ndarray:
-    """Two-pass streamed fusion of the exposures ``sources()`` yields (called twice) -> float32 (H, W, 3) [0,1].
+                  grey_zero: bool = False, resident: bool = False) -> np.ndarray:
+    """Streamed fusion of the exposures ``sources()`` yields -> float32 (H, W, 3) sRGB [0, 1].
 
-    Pass 1 sums the weights. Pass 2, per exposure: level 0 in strips (A: normalised weight rows and Gaussian
-    level 1 of the image; B: band 0 = image - pyrUp(level 1), times the weight, accumulated), then levels >= 1 on
-    preallocated Gaussian pyramids, their bands also formed and accumulated strip by strip.
+    ``resident``: the sources are random access and alive together anyway (a list of arrays, lookup tables of one
+    photo): level 0 is blended tile by tile with all of them (:func:`_fuse_resident`, one weight computation per
+    pixel). Otherwise ``sources()`` is called twice and only one exposure is alive at a time
+    (:func:`_fuse_streaming`).
     """
     if not sigma > 0:
         raise ValueError(f"sigma must be > 0, got {sigma}")
@@ -327,109 +390,295 @@ def _fuse_sources(sources: Callable[[], Iterable[_Source]], *, contrast: float, 
     if first is None:
         raise PhotoError("no images to fuse")
     H, W = first.shape
-    pool = _Pool(W, _n_threads() if threads is None else threads)
-    try:
-        return _fuse_two_pass(sources, first, it, H, W, params, levels, pool)
-    finally:
-        pool.close()
-
-
-def _fuse_two_pass(sources: Callable[[], Iterable[_Source]], first: _Source, rest: Iterator[_Source], H: int,
-                   W: int, params: tuple[float, float, float, float, bool], levels: int | None, pool: _Pool) -> np.ndarray:
-    strips = _strips(H)
+    max_levels = _n_levels(H, W)
+    nlev = max_levels if levels is None else int(levels)
+    if not 0 <= nlev <= max_levels:
+        raise ValueError(f"levels must be in 0..{max_levels} for a {W}x{H} image, got {levels}")
 
     def check(src: _Source) -> _Source:
         if src.shape != (H, W):
             raise PhotoError(f"all exposures must have the same size, got {src.shape[::-1]} and {(W, H)} (w, h)")
         return src
 
-    # pass 1: sum of the weights
+    pool = _Pool(W, _n_threads() if threads is None else threads)
+    try:
+        if resident:
+            return _fuse_resident([check(s) for s in _chain(first, it)], H, W, params, nlev, pool)
+        return _fuse_streaming(sources, _chain(first, it), check, H, W, params, nlev, pool)
+    finally:
+        pool.close()
+
+
+class _Geometry(NamedTuple):
+    """Row/column ranges of one level-0 tile rows [r0, r1) x columns [c0, c1) (r0, c0 even): ``w*`` the normalised
+    weights it needs (two more each side for their pyrDown), ``g*`` the level-1 tile the pyrUp of its band reads,
+    ``x*`` the image tile read (everything above, plus one guard row below the weights' Laplacian)."""
+
+    wa: int
+    wb: int
+    wc: int
+    wd: int
+    ga: int
+    gb: int
+    gc: int
+    gd: int
+    xa: int
+    xb: int
+    xc: int
+    xd: int
+
+
+def _geometry(tile: tuple[int, int, int, int], H: int, W: int, nlev: int) -> _Geometry:
+    r0, r1, c0, c1 = tile
+    if nlev:
+        ga, gb, xa, xb = _halo(r0, r1, H)
+        gc, gd, xc, xd = _halo(c0, c1, W)
+        return _Geometry(max(r0 - 2, 0), min(r1 + 2, H), max(c0 - 2, 0), min(c1 + 2, W), ga, gb, gc, gd, xa, xb,
+                         xc, xd)
+    # two columns each side (one would do): even widths, which _tiles can make multiples of 64
+    return _Geometry(r0, r1, c0, c1, 0, 0, 0, 0, max(r0 - 1, 0), min(r1 + 2, H), max(c0 - 2, 0), min(c1 + 2, W))
+
+
+def _tile_weights(work: _Work, x: np.ndarray, geo: _Geometry, params: tuple, H: int) -> np.ndarray:
+    """Weights of the tile rows [wa, wb) x columns [wc, wd) from its image tile ``x`` (a view into ``work``).
+
+    Computed on a row slice of the whole tile (contiguous) that ends one row below the last row the Laplacian
+    reads: OpenCV's vector loops then leave their scalar remainder (which rounds cvtColor and magnitude
+    differently) in that unused row or, at the image's bottom edge, where the whole image has it, so every weight
+    is the same whatever the tiling (weights of grey and flat pixels are decided by rounding noise).
+    """
+    ya, yb = max(geo.wa - 1, 0), min(geo.wb + 2, H)
+    w = _weights(x[ya - geo.xa:yb - geo.xa], params, work)
+    return w[geo.wa - ya:geo.wb - ya, geo.wc - geo.xc:geo.wd - geo.xc]
+
+
+def _level0_tile(work: _Work, tile: tuple[int, int, int, int], srcs: Sequence[_Source], params: tuple, H: int,
+                 W: int, nlev: int, out: np.ndarray, wdown: Sequence[np.ndarray], *,
+                 wsum_all: np.ndarray | None = None, xdown: np.ndarray | None = None) -> None:
+    """Level 0 of the pyramid blend for the image tile rows [r0, r1) x columns [c0, c1) (r0, c0 even) of the
+    exposures ``srcs``.
+
+    Without ``wsum_all``: ``out`` there = (sum_k w_k * band_k) / sum_k w_k, band_k = x_k - pyrUp(pyrDown(x_k))
+    (x_k itself when ``nlev`` is 0), each exposure read once. With ``wsum_all`` (H, W) (one exposure at a time):
+    ``out`` += (w / wsum_all) * band. When ``nlev`` > 0 also the tile's part of pyrDown(w_k / sum) into
+    ``wdown[k]`` and, with ``xdown``, of pyrDown(x_0) into it. Every value equals the whole-image computation:
+    the tile is read with the halo its filters need (Laplacian: 1; weight pyrDown: 2; pyrUp of pyrDown: 4 rows
+    and columns) and only exact values are kept.
+    """
+    r0, r1, c0, c1 = tile
+    geo = _geometry(tile, H, W, nlev)
+    wa, wb, wc, wd, ga, gb, gc, gd, xa, xb, xc, xd = geo
+    wk = work.weights(len(srcs), wb - wa, wd - wc)
+    x = work.get("x", xb - xa, xd - xc, 3)
+    o = out[r0:r1, c0:c1]
+    inner = (slice(r0 - xa, r1 - xa), slice(c0 - xc, c1 - xc))
+    for k, src in enumerate(srcs):
+        src.rows(xa, xb, x, xc, xd)
+        w = wk[k]
+        w[...] = _tile_weights(work, x, geo, params, H)
+        if wsum_all is not None:
+            w = np.divide(w, wsum_all[wa:wb, wc:wd], out=w)
+        band = x[inner]
+        if nlev:
+            g = _pyrdown_tile(x, xa, xc, 2 * ga, 2 * gb, 2 * gc, 2 * gd, None, work, buf="g1")  # level-1 tile
+            if xdown is not None:
+                xdown[r0 // 2:(r1 + 1) // 2, c0 // 2:(c1 + 1) // 2] = \
+                    g[r0 // 2 - ga:(r1 + 1) // 2 - ga, c0 // 2 - gc:(c1 + 1) // 2 - gc]
+            cv2.subtract(band, _pyrup_tile(g, ga, gc, r0, r1, c0, c1, H, W, work), dst=band)
+        w3 = cv2.cvtColor(w[r0 - wa:r1 - wa, c0 - wc:c1 - wc], cv2.COLOR_GRAY2RGB,
+                          dst=work.get("w3", r1 - r0, c1 - c0, 3))
+        if k or wsum_all is not None:
+            cv2.accumulateProduct(band, w3, o)
+        else:
+            cv2.multiply(band, w3, dst=o)
+    if wsum_all is None:
+        wsum = work.get("wsum", wb - wa, wd - wc)
+        np.copyto(wsum, wk[0])
+        for k in range(1, len(srcs)):
+            wsum += wk[k]
+        inv = cv2.divide(1.0, wsum[r0 - wa:r1 - wa, c0 - wc:c1 - wc], dtype=cv2.CV_32F)
+        cv2.multiply(o, cv2.cvtColor(inv, cv2.COLOR_GRAY2RGB, dst=work.get("w3", r1 - r0, c1 - c0, 3)), dst=o)
+        if nlev:
+            for k in range(len(srcs)):
+                _pyrdown_tile(np.divide(wk[k], wsum, out=wk[k]), wa, wc, r0, r1, c0, c1, wdown[k], work)
+    elif nlev:
+        _pyrdown_tile(wk[0], wa, wc, r0, r1, c0, c1, wdown[0], work)
+
+
+def _grid(h: int, w: int, rows: int, cols: int) -> list[tuple[int, int, int, int]]:
+    """Tiles (r0, r1, c0, c1) of an h x w level: strips of ``rows`` rows (even) cut at even columns about
+    ``cols`` apart."""
+    n = max(1, round(w / cols))
+    step = -(-w // n)
+    step += step % 2
+    return [(r0, r1, c0, min(w, c0 + step)) for r0, r1 in _strips(h, rows) for c0 in range(0, w, step)]
+
+
+def _tiles(H: int, W: int, nlev: int) -> list[tuple[int, int, int, int]]:
+    """Level-0 tiles (r0, r1, c0, c1): strips of :data:`_STRIP` rows cut into tiles of about :data:`_TILE_W`
+    columns (even) whose image tiles (halo included) are a multiple of 64 pixels wide, so that OpenCV's vector
+    loops have no remainder there (see :func:`_tile_weights`); the last tile takes what is left."""
+    cols, c0 = [], 0
+    while c0 < W:
+        c1 = W
+        if W - c0 > _TILE_W + _TILE_W // 2:
+            for c1 in range(c0 + _TILE_W, c0 + _TILE_W - 66, -2):
+                g = _geometry((0, 2, c0, c1), 2, W, nlev)
+                if (g.xd - g.xc) % 64 == 0:
+                    break
+        cols.append((c0, c1))
+        c0 = c1
+    return [(r0, r1, c0, c1) for r0, r1 in _strips(H) for c0, c1 in cols]
+
+
+def _level1_tile(work: _Work, tile: tuple[int, int, int, int], src: _Source, H: int, W: int, last: bool,
+                 wdown: np.ndarray, result1: np.ndarray, gauss2: np.ndarray | None) -> None:
+    """Level 1 of one exposure for the level-1 tile rows [g0, g1) x columns [c0, c1) (g0, c0 even), straight
+    from the image: ``result1`` += wdown * (G1 - pyrUp(G2)) there (times G1 alone when level 1 is the ``last``),
+    G1 = pyrDown(image) and G2 = pyrDown(G1) computed on the tile with the halos they need (:func:`_halo`), and
+    the tile's part of G2 written into ``gauss2``. So the level-1 image is never stored or re-read (at 24 MP it
+    no longer fits in the CPU cache, and those passes cost twice as much per pixel as at 12 MP)."""
+    g0, g1, c0, c1 = tile
+    h1, w1 = (H + 1) // 2, (W + 1) // 2
+    if last:
+        ga = gb = gc = gd = 0
+        pa, pb, pc, pd = g0, g1, c0, c1
+    else:
+        ga, gb, pa, pb = _halo(g0, g1, h1)  # level-2 rows the pyrUp reads; level-1 rows those need
+        gc, gd, pc, pd = _halo(c0, c1, w1)
+    xa, xb, xc, xd = max(2 * pa - 2, 0), min(2 * pb + 2, H), max(2 * pc - 2, 0), min(2 * pd + 2, W)
+    x = src.rows(xa, xb, work.get("x", xb - xa, xd - xc, 3), xc, xd)
+    g = _pyrdown_tile(x, xa, xc, 2 * pa, 2 * pb, 2 * pc, 2 * pd, None, work, buf="g1")  # level 1, [pa, pb)
+    band = g[g0 - pa:g1 - pa, c0 - pc:c1 - pc]
+    if not last:
+        g2 = _pyrdown_tile(g, pa, pc, 2 * ga, 2 * gb, 2 * gc, 2 * gd, None, work, buf="g2")  # level 2, [ga, gb)
+        if gauss2 is not None:
+            gauss2[g0 // 2:(g1 + 1) // 2, c0 // 2:(c1 + 1) // 2] = \
+                g2[g0 // 2 - ga:(g1 + 1) // 2 - ga, c0 // 2 - gc:(c1 + 1) // 2 - gc]
+        band = cv2.subtract(band, _pyrup_tile(g2, ga, gc, g0, g1, c0, c1, h1, w1, work),
+                            dst=work.get("x", g1 - g0, c1 - c0, 3))
+    w3 = cv2.cvtColor(wdown[g0:g1, c0:c1], cv2.COLOR_GRAY2RGB, dst=work.get("w3", g1 - g0, c1 - c0, 3))
+    cv2.accumulateProduct(band, w3, result1[g0:g1, c0:c1])
+
+
+def _upper_levels(gauss: list, wdown: np.ndarray, result: list, sizes: list[tuple[int, int]], pool: _Pool,
+                  start: int = 1) -> None:
+    """Levels >= ``start`` (1 or 2) of one exposure: result[l] += G_l(wn) * (gauss[l] - pyrUp(gauss[l + 1]))
+    (the last level: times gauss[l]), from its image at level ``start`` (``gauss[start]``) and normalised
+    weight at level 1 ``wdown`` (gauss[start + 1:] are overwritten)."""
+    nlev = len(sizes) - 1
+    w = wdown
+    for lvl in range(2, start + 1):
+        w = cv2.pyrDown(w, dstsize=sizes[lvl][::-1])
+    for lvl in range(start, nlev + 1):
+        h, wd = sizes[lvl]
+        if lvl > start:
+            w = cv2.pyrDown(w, dstsize=(wd, h))
+        if lvl < nlev:
+            cv2.pyrDown(gauss[lvl], dst=gauss[lvl + 1], dstsize=sizes[lvl + 1][::-1])
+
+        def stage(work: _Work, s: tuple[int, int], lvl: int = lvl, h: int = h, wd: int = wd,
+                  w: np.ndarray = w) -> None:
+            r0, r1 = s
+            band = gauss[lvl][r0:r1]
+            if lvl < nlev:
+                up = _pyrup_rows(gauss[lvl + 1], r0, r1, h, wd, work)
+                band = cv2.subtract(band, up, dst=work.get("x", r1 - r0, wd, 3))
+            w3 = cv2.cvtColor(w[r0:r1], cv2.COLOR_GRAY2RGB, dst=work.get("w3", r1 - r0, wd, 3))
+            cv2.accumulateProduct(band, w3, result[lvl][r0:r1])
+
+        pool.map(stage, _strips(h))
+
+
+def _collapse(result: list, pool: _Pool) -> np.ndarray:
+    """Collapse the blended Laplacian pyramid in place (the last step, to full resolution, strip by strip)."""
+    nlev = len(result) - 1
+    for lvl in range(nlev, 1, -1):
+        h, w = result[lvl - 1].shape[:2]
+        result[lvl - 1] += cv2.pyrUp(result[lvl], dstsize=(w, h))
+        result[lvl] = None
+    out = result[0]
+    if nlev:
+        H, W = out.shape[:2]
+
+        def collapse0(work: _Work, s: tuple[int, int]) -> None:
+            r0, r1 = s
+            out[r0:r1] += _pyrup_rows(result[1], r0, r1, H, W, work)
+
+        pool.map(collapse0, _strips(H))
+    return out
+
+
+def _finish(out: np.ndarray) -> np.ndarray:
+    np.clip(out, 0.0, 1.0, out=out)
+    H, W = out.shape[:2]
+    if not np.isfinite(out[::max(1, H // 64), ::max(1, W // 64)]).all():  # NaN input spreads everywhere
+        raise PhotoError("fusion produced non-finite values (NaN in the input?)")
+    return out
+
+
+def _fuse_resident(srcs: list[_Source], H: int, W: int, params: tuple, nlev: int, pool: _Pool) -> np.ndarray:
+    """Tiled fusion of random-access sources: level 0 (3/4 of the pixels) tile by tile with every exposure at
+    once, so each weight is computed once and the output tile stays in cache; the level-1 weights are kept (a
+    quarter-size map per exposure) and levels >= 1 are blended exposure by exposure, level 1 tile by tile
+    straight from the exposure (:func:`_level1_tile`)."""
+    sizes = _level_sizes(H, W, nlev)
+    out = np.empty((H, W, 3), _F32)
+    wdown = [np.empty(sizes[1], _F32) for _ in srcs] if nlev else []
+    pool.map(lambda work, t: _level0_tile(work, t, srcs, params, H, W, nlev, out, wdown), _tiles(H, W, nlev))
+    if nlev:
+        result = [out] + [np.zeros((h, w, 3), _F32) for h, w in sizes[1:]]
+        gauss = [None, None] + [np.empty((h, w, 3), _F32) for h, w in sizes[2:]]
+        tiles1 = _grid(*sizes[1], rows=_STRIP, cols=_TILE_W)
+        for k, src in enumerate(srcs):
+            pool.map(lambda work, t, src=src, k=k: _level1_tile(
+                work, t, src, H, W, nlev == 1, wdown[k], result[1], gauss[2] if nlev > 1 else None), tiles1)
+            if nlev > 1:
+                _upper_levels(gauss, wdown[k], result, sizes, pool, start=2)
+            wdown[k] = None  # type: ignore[call-overload]
+        _collapse(result, pool)
+    return _finish(out)
+
+
+def _fuse_streaming(sources: Callable[[], Iterable[_Source]], first_pass: Iterator[_Source],
+                    check: Callable[[_Source], _Source], H: int, W: int, params: tuple, nlev: int,
+                    pool: _Pool) -> np.ndarray:
+    """Two passes over ``sources()``: pass 1 sums the weights; pass 2 blends each exposure (level 0 strip by strip,
+    then levels >= 1). One exposure is alive at a time."""
+    tiles = _tiles(H, W, nlev)
     wsum = np.zeros((H, W), _F32)
     count = 0
-    for src in _chain(first, rest):
+    for src in first_pass:
         check(src)
 
-        def p1(work: _Work, s: tuple[int, int], src: _Source = src) -> None:
-            r0, r1 = s
-            a, b = max(r0 - 1, 0), min(r1 + 1, H)
-            w = _weights(src.rows(a, b, work.get("x", b - a, W, 3)), params, work)
-            wsum[r0:r1] += w[r0 - a:r1 - a]
+        def p1(work: _Work, t: tuple[int, int, int, int], src: _Source = src) -> None:
+            r0, r1, c0, c1 = t
+            geo = _geometry(t, H, W, nlev)  # the same weights as pass 2 computes (see _tile_weights)
+            x = src.rows(geo.xa, geo.xb, work.get("x", geo.xb - geo.xa, geo.xd - geo.xc, 3), geo.xc, geo.xd)
+            w = _tile_weights(work, x, geo, params, H)
+            wsum[r0:r1, c0:c1] += w[r0 - geo.wa:r1 - geo.wa, c0 - geo.wc:c1 - geo.wc]
 
-        pool.map(p1, strips)
+        pool.map(p1, tiles)
         count += 1
 
-    max_levels = _n_levels(H, W)
-    nlev = max_levels if levels is None else int(levels)
-    if not 0 <= nlev <= max_levels:
-        raise ValueError(f"levels must be in 0..{max_levels} for a {W}x{H} image, got {levels}")
     sizes = _level_sizes(H, W, nlev)
     result = [np.zeros((h, w, 3), _F32) for h, w in sizes]
-    gauss = [None] + [np.empty((h, w, 3), _F32) for h, w in sizes[1:]]  # Gaussian pyramid of one exposure
-    wpyr = [np.empty((H, W), _F32)] + [np.empty((h, w), _F32) for h, w in sizes[1:]]  # of its weight
-
-    def band_rows(work: _Work, lvl: int, r0: int, r1: int, x: np.ndarray) -> None:
-        """result[lvl] rows += weight * (x - pyrUp(gauss[lvl + 1])), x = image rows [r0, r1) (overwritten)."""
-        h, w = sizes[lvl]
-        if lvl < nlev:
-            cv2.subtract(x, _pyrup_rows(gauss[lvl + 1], r0, r1, h, w, work.get("up", r1 - r0 + _HALO, w, 3)), dst=x)
-        w3 = cv2.cvtColor(wpyr[lvl][r0:r1], cv2.COLOR_GRAY2RGB, dst=work.get("w3", r1 - r0, w, 3))
-        cv2.accumulateProduct(x, w3, result[lvl][r0:r1])
-
-    # pass 2
+    gauss = [None] + [np.empty((h, w, 3), _F32) for h, w in sizes[1:]]
+    wdown = [np.empty(sizes[1], _F32)] if nlev else []
     seen = 0
     for src in sources():
         check(src)
-
-        def stage_a(work: _Work, s: tuple[int, int], src: _Source = src) -> None:
-            r0, r1 = s
-            a, b = max(r0 - 2, 0), min(r1 + 2, H)
-            x = src.rows(a, b, work.get("x", b - a, W, 3))
-            w = _weights(x, params, work)
-            np.divide(w[r0 - a:r1 - a], wsum[r0:r1], out=wpyr[0][r0:r1])
-            if nlev:
-                _pyrdown_rows(x, a, r0, r1, gauss[1], work)
-
-        def stage_b(work: _Work, s: tuple[int, int], src: _Source = src) -> None:
-            r0, r1 = s
-            band_rows(work, 0, r0, r1, src.rows(r0, r1, work.get("x", r1 - r0, W, 3)))
-
-        pool.map(stage_a, strips)
-        pool.map(stage_b, strips)
-        for lvl in range(1, nlev + 1):
-            h, w = sizes[lvl]
-            cv2.pyrDown(wpyr[lvl - 1], dst=wpyr[lvl], dstsize=(w, h))
-            if lvl < nlev:
-                cv2.pyrDown(gauss[lvl], dst=gauss[lvl + 1], dstsize=sizes[lvl + 1][::-1])
-
-            def stage_l(work: _Work, s: tuple[int, int], lvl: int = lvl, w: int = w) -> None:
-                r0, r1 = s
-                x = work.get("x", r1 - r0, w, 3)
-                x[...] = gauss[lvl][r0:r1]
-                band_rows(work, lvl, r0, r1, x)
-
-            pool.map(stage_l, _strips(h))
+        pool.map(lambda work, t, src=src: _level0_tile(
+            work, t, [src], params, H, W, nlev, result[0], wdown, wsum_all=wsum,
+            xdown=gauss[1] if nlev else None), tiles)
+        if nlev:
+            _upper_levels(gauss, wdown[0], result, sizes, pool)
         seen += 1
     if seen != count:
         raise ValueError("the image source gave a different number of images on its second pass; pass a "
                          "sequence or a callable that returns a fresh iterator")
-
-
-    # collapse; the last step (to full resolution) strip by strip, in place
-    for lvl in range(nlev, 1, -1):
-        h, w = sizes[lvl - 1]
-        result[lvl - 1] += cv2.pyrUp(result[lvl], dstsize=(w, h))
-        result[lvl] = None  # type: ignore[call-overload]
-    out = result[0]
-    if nlev:
-        def collapse0(work: _Work, s: tuple[int, int]) -> None:
-            r0, r1 = s
-            out[r0:r1] += _pyrup_rows(result[1], r0, r1, H, W, work.get("up", r1 - r0 + _HALO, W, 3))
-
-        pool.map(collapse0, strips)
-    np.clip(out, 0.0, 1.0, out=out)
-    if not np.isfinite(out[::max(1, H // 64), ::max(1, W // 64)]).all():  # NaN input spreads everywhere
-        raise PhotoError("fusion produced non-finite values (NaN in the input?)")
-    return out
+    wsum = gauss = wdown = None  # free before the collapse  # type: ignore[assignment]
+    return _finish(_collapse(result, pool))
 
 
 def _chain(first: _Source, rest: Iterator[_Source]) -> Iterator[_Source]:
@@ -445,7 +694,8 @@ def mertens_fuse(images: Images, *, contrast: float = 1.0, saturation: float = 1
     ``images``: (H, W, 3) RGB arrays, uint8 (/255), uint16 (/65535) or float (sRGB [0, 1], clipped to it),
     all the same size; weights are computed on these gamma-encoded values. Either
 
-    * a sequence (list, tuple): read twice, never copied as a whole; or
+    * a sequence (list, tuple): never copied as a whole; blended tile by tile with all images at once (each
+      weight computed once; memory grows by a quarter-size float32 map per image); or
     * a zero-argument callable returning a fresh iterator (e.g. a generator function): it is called twice (pass 1:
       weight sum; pass 2: blending) and must yield the same images both times. Only one exposure is alive at a
       time, so memory does not grow with their number.
@@ -457,6 +707,7 @@ def mertens_fuse(images: Images, *, contrast: float = 1.0, saturation: float = 1
     ``grey_zero``: give grey pixels a saturation of exactly 0 (stable weights, as :func:`fuse_exposures` does)
     instead of OpenCV's rounding noise. With the default False it matches ``cv2.createMergeMertens(contrast, saturation, exposedness).process`` on 8-bit input (see module doc).
     """
+    resident = not callable(images)
     if callable(images):
         factory: Callable[[], Iterable[np.ndarray]] = images
     elif isinstance(images, Sequence):
@@ -473,7 +724,7 @@ def mertens_fuse(images: Images, *, contrast: float = 1.0, saturation: float = 1
             yield _source(img)
 
     return _fuse_sources(sources, contrast=contrast, saturation=saturation, exposedness=exposedness,
-                         sigma=sigma, levels=levels, grey_zero=grey_zero)
+                         sigma=sigma, levels=levels, grey_zero=grey_zero, resident=resident)
 
 
 def _codes(srgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -550,7 +801,7 @@ def fuse_exposures(srgb: np.ndarray, evs: Sequence[float], *, fast: bool = False
         for t in tables:
             yield _LutSource(codes, t)
 
-    return _fuse_sources(sources, grey_zero=True, **kw)
+    return _fuse_sources(sources, grey_zero=True, resident=True, **kw)
 
 
 # ----------------------------------------------------------------------------------------------- fast mode

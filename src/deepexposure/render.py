@@ -124,9 +124,10 @@ def _apply_ev_map(srgb: np.ndarray, ev_map: np.ndarray, *, rolloff: bool = False
 def render_fusion(srgb: np.ndarray, evs: Sequence[float], *, fast: bool = False, **fusion_kw) -> np.ndarray:
     """The fusion renderer: Mertens fusion of the original and ``apply_ev(srgb, ev)`` for each ev (EV stops).
 
-    ``srgb``: (H, W, 3) float32 sRGB [0,1]. The exact (streaming) fusion is the default at every size: it is
-    3x faster than OpenCV's at 12 MP with a quarter of the memory (benchmarks/fusion.py), while ``fast=True``
-    (guided-gain approximation) is only 29-38 dB from it on 12 MP photos, so it stays opt-in.
+    ``srgb``: (H, W, 3) float32 sRGB [0,1]. The exact (tiled) fusion is the default at every size: it is about
+    4x faster than OpenCV's at 12 MP with a sixth of the memory (benchmarks/fusion.py), while ``fast=True``
+    (guided-gain approximation) is only 29-38 dB from it on 12 MP photos, so it stays opt-in (see
+    :mod:`deepexposure.fusion` for why it cannot reach 38 dB and stay fast).
     ``fusion_kw`` go to :func:`deepexposure.fusion.fuse_exposures`.
     Returns float32 sRGB [0,1].
     """
