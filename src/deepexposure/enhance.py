@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from deepexposure.errors import ModelError, need_extra
-from deepexposure.io import Photo, from_float, to_float
+from deepexposure.io import Photo, from_float, read_head, to_float
 from deepexposure.onnx_policy import PolicyBase, file_sha256, policy_segmentation
 from deepexposure.recipe import Recipe
 from deepexposure.render import ENHANCE_RENDERER, RENDERERS, render
@@ -65,21 +65,13 @@ def resolve_model(model: str | os.PathLike | None) -> Path:
     return path
 
 
-def _head(path: Path, n: int = 4) -> bytes:
-    try:
-        with open(path, "rb") as fh:
-            return fh.read(n)
-    except OSError:
-        return b""
-
-
 def load_policy(path: str | os.PathLike, *, device: str | None = None) -> PolicyBase:
     """Load a policy file: ``.onnx`` through ONNX Runtime (no torch), anything else as a torch ``policy.pt``
     (needs the training extra). ``device``: cpu, cuda, cuda:N (and mps for .pt); None = CUDA when present.
     A file whose content is the other format than its suffix says (a renamed file) raises :class:`ModelError`
     saying so, before torch is needed."""
     path = Path(path)
-    head = _head(path)
+    head = read_head(path, 4)
     is_zip = head.startswith(b"PK\x03\x04")  # torch.save's zip archive
     if path.suffix.lower() == ".onnx":
         if is_zip:

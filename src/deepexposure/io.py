@@ -203,7 +203,8 @@ _RAW_MAGIC = ((6, b"HEAPCCDR"), (0, b"FUJIFILMCCD-RAW"), (0, b"IIRO"), (0, b"IIR
               (8, b"CR\x02"))  # CRW, RAF, ORF, ORF, RW2, CR3, CR2
 
 
-def _head(path: Path, n: int = 16) -> bytes:
+def read_head(path: str | os.PathLike, n: int = 16) -> bytes:
+    """The first ``n`` bytes of a file (to tell formats apart by content); ``b""`` when it cannot be read."""
     try:
         with open(path, "rb") as fh:
             return fh.read(n)
@@ -213,7 +214,7 @@ def _head(path: Path, n: int = 16) -> bytes:
 
 def _not_a_raw(path: Path) -> None:
     """Raise :class:`PhotoError` when a file with a RAW suffix is in fact a JPEG, PNG, BMP or WebP photo."""
-    head = _head(path)
+    head = read_head(path)
     found = [(name, ext) for magic, name, ext in _IMAGE_MAGIC if head.startswith(magic)]
     if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
         found = [("WebP", ".webp")]
@@ -225,7 +226,7 @@ def _not_a_raw(path: Path) -> None:
 def _raw_in_disguise(path: Path, im: Image.Image | None) -> bool:
     """Whether a file without a RAW suffix is a camera RAW: a RAW signature, or a TIFF whose first image is a
     camera's (DNG, TIFF/EP, CR2) or a reduced preview with the full image in a sub-IFD (NEF, ...)."""
-    head = _head(path)
+    head = read_head(path)
     if any(head[i : i + len(m)] == m for i, m in _RAW_MAGIC):
         return True
     if im is None or im.format != "TIFF":
