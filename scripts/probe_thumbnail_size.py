@@ -7,7 +7,7 @@ imagenet_sample) are reduced to 256 px, degraded 3 times each with the default f
 global EV of each copy is found at 64 px; boosted trees (as learned-global) are fitted on
 :func:`deepexposure.episode.exposure_features` of the same degraded copies at 64, 128 and 256 px (and 64 + 256), then
 scored on the validation pairs: mean |EV - oracle EV| and PSNR with the EV applied by ``rolloff`` at 384 px.
-docs/learning.md finding 20.
+docs/learning.md finding 20 (val_mix, fam/spatial and fam/tone).
 """
 
 from __future__ import annotations
