@@ -113,7 +113,7 @@ def test_numpy_exposure_features_match_torch(real_previews, size):
     pv[1, :5] = 0.0  # crushed black
     got = episode.exposure_features(pv)
     want = exposure_features(torch.from_numpy(pv).permute(0, 3, 1, 2)).numpy()
-    assert got.shape == want.shape == (6, episode.EXPOSURE_FEATURES)
+    assert got.shape == want.shape == (len(pv), episode.EXPOSURE_FEATURES) and len(pv) >= 5
     np.testing.assert_allclose(got, want, atol=2e-5, rtol=0)
     assert got[0, 33] > 0 and got[1, 34] > 0  # the white and black fractions are seen
 
