@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import click
 
 from deepexposure.cli.common import max_pixels_limit, max_pixels_option
-from deepexposure.errors import DataError
 from deepexposure.render import ENHANCE_RENDERER, RENDERER_HELP, RENDERERS
 
 
@@ -45,40 +42,11 @@ def edit(photo, recipe_file, model, renderer, out_dir, host, port, no_browser, d
       deepexposure edit photo.jpg --recipe out/photo.recipe.json --renderer local
       deepexposure edit IMG_0119.CRW --no-browser --port 8800
     """
-    from deepexposure.atomic import blocked_by
-    from deepexposure.editor.app import listen, require_web, serve
-    from deepexposure.editor.session import EditSession
-    from deepexposure.io import read_photo
-    from deepexposure.pipeline import check_recipe_fits
-    from deepexposure.recipe import Recipe
+    from deepexposure.editor.launch import open_editor
 
-    require_web()  # before any slow work: say at once when the extra is missing
-    out_dir = Path(out_dir) if out_dir is not None else Path(photo).parent
-    blocked = blocked_by(out_dir)
-    if blocked:
-        raise DataError(f"--out-dir {out_dir}: cannot save there ({blocked})")
-    sock = listen(host, port)  # a port in use is said at once too, not after reading the photo
-    try:
-        limit, why = max_pixels_limit(max_pixels)
-        img = read_photo(photo, max_pixels=limit, max_pixels_why=why)
-        if recipe_file is not None:
-            recipe = Recipe.load(recipe_file)
-            check_recipe_fits(recipe, img, recipe_file, photo)
-        else:
-            from deepexposure.enhance import Enhancer
-
-            enhancer = Enhancer(model, renderer=renderer or ENHANCE_RENDERER, device=device)
-            recipe = enhancer.recipe(img.pixels)
-        if renderer is not None and renderer != recipe.renderer:
-            import dataclasses
-
-            recipe = dataclasses.replace(recipe, renderer=renderer)
-        session = EditSession(img, recipe, out_dir=out_dir, source=photo, recipe_source=recipe_file)
-    except BaseException:
-        sock.close()
-        raise
-    serve(session, host=host, port=port, open_browser=not no_browser, sock=sock,
-          announce=lambda line: click.echo(line, err=line.startswith("warning:")))
-
+    limit, why = max_pixels_limit(max_pixels)
+    open_editor(photo, recipe_file=recipe_file, model=model, renderer=renderer, out_dir=out_dir, host=host,
+                port=port, open_browser=not no_browser, device=device, max_pixels=limit, max_pixels_why=why,
+                announce=lambda line: click.echo(line, err=line.startswith("warning:")))
 
 COMMANDS = [edit]
