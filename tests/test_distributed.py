@@ -19,6 +19,7 @@ from PIL import Image
 
 from deepexposure.training import TrainConfig
 from deepexposure.training.checkpoint import load_checkpoint
+from test_training import _cfg as tiny_config
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 
@@ -36,19 +37,10 @@ def _photos(folder: Path, n: int = 6) -> Path:
 def _config(path: Path, steps: int = 4) -> Path:
     """A tiny model; batch 10 in tasks of 2 episodes: 5 tasks, so 2 processes hold 3 and 2 (uneven on purpose,
     and summing per process first, as an all-reduce does, would round differently)."""
-    cfg = TrainConfig()
-    cfg.model.width = cfg.model.critic_width = 8
-    cfg.model.hidden = 16
-    cfg.rl.segments = 3
+    cfg = tiny_config("I", steps)  # test_training's tiny model, with the batch and cadence of this test
     cfg.rl.batch_size = 10
-    cfg.rl.episodes_per_task = 2
-    cfg.rl.critic_warmup = 2
-    cfg.rl.warmup_n_critic = 2
     cfg.rl.n_critic = 2
-    cfg.run.steps = steps
-    cfg.run.threads = 1
     cfg.run.checkpoint_every = 1
-    cfg.optim.lr_actor = 1e-3
     cfg.save(path)
     return path
 

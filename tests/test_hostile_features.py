@@ -17,24 +17,9 @@ from click.testing import CliRunner
 from conftest import REPO
 from deepexposure.cli import main
 from deepexposure.enhance import Enhancer, default_model_path
+from test_hostile import _cli, _one_error  # one copy of the CLI helpers
 
 SAMPLE = REPO / "samples" / "dicm_02.jpg"
-
-
-def _cli(*args):
-    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
-
-
-def _one_error(res, *needles: str) -> str:
-    """The run failed with exit code 2 and exactly one `error:` line holding ``needles``; nothing else on stderr
-    but progress bars."""
-    assert res.exit_code == 2, res.output
-    assert "Traceback" not in res.output and "Warning" not in res.stderr, res.stderr
-    errors = [ln for ln in res.stderr.splitlines() if ln.startswith("error:")]
-    assert len(errors) == 1, res.stderr
-    for n in needles:
-        assert n in errors[0], errors[0]
-    return errors[0]
 
 
 # ---------------------------------------------------------------------------------------- model files

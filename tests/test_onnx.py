@@ -13,11 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from click.testing import CliRunner
 
 from conftest import REPO
 from deepexposure import env, episode
-from deepexposure.cli import main
 from deepexposure.enhance import Enhancer, default_model_path, load_policy
 from deepexposure.errors import ModelError
 from deepexposure.export import export_onnx
@@ -27,24 +25,11 @@ from deepexposure.onnx_policy import OnnxPolicy, policy_segmentation
 from deepexposure.policy import Policy
 from deepexposure.recipe import Recipe
 from deepexposure.segmentation import make_preview, segment
+from test_hostile import _cli, _one_error  # one copy of the CLI helpers
 
 #: The equivalence the issue asks for: ONNX Runtime and torch EVs agree within this many stops.
 EV_TOLERANCE = 1e-4
 SAMPLES = sorted((REPO / "samples").glob("*.jpg"))
-
-
-def _cli(*args):
-    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
-
-
-def _one_error(res, *needles: str) -> str:
-    assert res.exit_code == 2, res.output
-    assert "Traceback" not in res.output
-    errors = [ln for ln in res.stderr.splitlines() if ln.startswith("error:")]
-    assert len(errors) == 1, res.stderr
-    for n in needles:
-        assert n in errors[0], errors[0]
-    return errors[0]
 
 
 def _previews(paths) -> list[np.ndarray]:
