@@ -50,7 +50,7 @@ from deepexposure.color import apply_ev, linear_to_srgb
 from deepexposure.errors import PhotoError
 from deepexposure.io import DEFAULT_MAX_PIXELS, RAW_EXTENSIONS, Photo, _check_readable, _too_big, from_float
 from deepexposure.recipe import MAX_ABS_EV, Recipe
-from deepexposure.render import BALANCED_BRACKET, RENDERERS, render, render_balanced
+from deepexposure.render import BALANCED_BRACKET, recipe_evs, render, render_balanced
 
 __all__ = ["RAW_EXTENSIONS", "RAW_EXTRA_HINT", "RawPhoto", "is_raw", "read_raw", "render_photo", "enhance_photo",
            "expose"]
@@ -266,12 +266,7 @@ def render_photo(photo: Photo, recipe: Recipe, *, renderer: str | None = None, s
     """
     if not isinstance(photo, RawPhoto) or photo.scene is None:
         return render(photo.pixels, recipe, renderer=renderer, strength=strength)
-    name = renderer or recipe.renderer
-    if name not in RENDERERS:
-        raise ValueError(f"unknown renderer {name!r}; valid renderers: {', '.join(RENDERERS)}")
-    if not 0.0 <= float(strength) <= 1.0:
-        raise ValueError(f"strength must be in [0, 1], got {strength}")
-    evs = np.asarray(recipe.evs, dtype=np.float64) * float(strength)
+    name, evs = recipe_evs(recipe, renderer, strength)
     if not np.any(evs):
         return np.array(photo.pixels, dtype=np.float32)
     scene, offset = photo.scene, float(photo.ev_offset)

@@ -32,7 +32,7 @@ from deepexposure.segmentation import SOFT_MASK_DEFAULTS, segment_map
 if TYPE_CHECKING:
     from deepexposure.recipe import Recipe
 
-__all__ = ["RENDERERS", "RENDERER_HELP", "render", "render_fusion", "render_local", "render_rolloff", "render_balanced", "local_ev_map", "rolloff_white"]
+__all__ = ["RENDERERS", "RENDERER_HELP", "render", "recipe_evs", "render_fusion", "render_local", "render_rolloff", "render_balanced", "local_ev_map", "rolloff_white"]
 
 RENDERERS = ("fusion", "local", "rolloff", "balanced")
 #: EVs (stops) of the bracket fused around the ``rolloff`` image by the ``balanced`` renderer.
@@ -67,6 +67,18 @@ def _check_evs(evs: Sequence[float]) -> np.ndarray:
     if not np.all(np.isfinite(e)):
         raise ValueError(f"exposure values must be finite, got {list(e)}")
     return e
+
+
+def recipe_evs(recipe: Recipe, renderer: str | None = None, strength: float = 1.0) -> tuple[str, np.ndarray]:
+    """(renderer name, the recipe's EVs scaled by ``strength``) as :func:`render` applies them: ``renderer``
+    defaults to ``recipe.renderer``; an unknown renderer, a strength outside [0, 1] or a non-finite EV raises
+    ValueError."""
+    name = renderer or recipe.renderer
+    if name not in RENDERERS:
+        raise ValueError(f"unknown renderer {name!r}; valid renderers: {', '.join(RENDERERS)}")
+    if not 0.0 <= float(strength) <= 1.0:
+        raise ValueError(f"strength must be in [0, 1], got {strength}")
+    return name, _check_evs(recipe.evs) * float(strength)
 
 
 def rolloff_white(srgb: np.ndarray, percentile: float = ROLLOFF_PERCENTILE) -> float:
@@ -206,13 +218,8 @@ def render(srgb: np.ndarray, recipe: Recipe, *, renderer: str | None = None, str
     :class:`~deepexposure.errors.DataError` when the local renderer gets a recipe without segment labels
     and more than one EV.
     """
-    name = renderer or recipe.renderer
-    if name not in RENDERERS:
-        raise ValueError(f"unknown renderer {name!r}; valid renderers: {', '.join(RENDERERS)}")
-    if not 0.0 <= float(strength) <= 1.0:
-        raise ValueError(f"strength must be in [0, 1], got {strength}")
+    name, evs = recipe_evs(recipe, renderer, strength)
     img = _as_srgb(srgb)
-    evs = _check_evs(recipe.evs) * float(strength)
     if name != "fusion" and recipe.labels is None and evs.size != 1:
         raise DataError(f"the {name} renderer needs segment labels; this recipe has none (make it with "
                         f"--renderer {name})")
