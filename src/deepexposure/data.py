@@ -45,6 +45,8 @@ __all__ = [
     "load_previews",
     "Pair",
     "paired_folder",
+    "PAIR_ASPECT_TOLERANCE",
+    "load_pair_previews",
     "FIVEK_FOLDS",
     "FIVEK_INPUT_DIRS",
     "FIVEK_EXPERT_DIRS",
@@ -53,6 +55,7 @@ __all__ = [
     "fivek_pairs",
     "fivek_inputs",
     "fivek_experts",
+    "fivek_paired_inputs",
     "make_dev_pairs",
     "select_sice",
     "select_sice_references",
@@ -531,6 +534,75 @@ def paired_folder(root: str | os.PathLike) -> list[Pair]:
     return pairs
 
 
+#: Largest relative difference between the aspect ratios (width / height, upright) of a training pair's input and
+#: target: both are squashed alike to a square preview, so a crop or a rotation would pair different content.
+PAIR_ASPECT_TOLERANCE = 0.01
+
+
+def _aspect_mismatch(a: tuple[int, ...], b: tuple[int, ...]) -> float:
+    """Relative difference of the aspect ratios of two (H, W, ...) shapes: 0 for the same, 0.01 for 1%."""
+    r = (a[1] / a[0]) / (b[1] / b[0])
+    return max(r, 1.0 / r) - 1.0
+
+
+def load_pair_previews(
+    pairs: Sequence[Pair],
+    *,
+    size: int = 64,
+    cache_dir: str | os.PathLike | None = None,
+    progress: bool = True,
+) -> tuple[np.ndarray, np.ndarray, list[Pair]]:
+    """Previews of every pair's input and target (read_photo + make_preview, as :func:`load_previews`), in order.
+
+    Returns (float32 (N, size, size, 3) sRGB [0, 1] input previews, the target previews alike, the N pairs kept).
+    A pair with an unreadable side, or whose input and target aspect ratios differ by more than
+    :data:`PAIR_ASPECT_TOLERANCE`, is reported with one warning line naming it and skipped; no usable pair raises
+    :class:`DataError`. With ``cache_dir`` the result is stored as ``pairs-<size>-<hash>.npz``, keyed by the
+    resolved paths, mtimes and byte sizes of both files of every pair, and ``size``.
+    """
+    pairs = list(pairs)
+    if not pairs:
+        raise DataError("no pairs given")
+    cache = None
+    if cache_dir is not None:
+        files = [f for p in pairs for f in (p.input_path, p.target_path)]
+        cache = Path(cache_dir) / f"pairs-{size}-{_cache_key(files, size)}.npz"
+        if cache.is_file():
+            try:
+                with np.load(cache, allow_pickle=False) as z:
+                    return (z["inputs"].astype(np.float32, copy=False), z["targets"].astype(np.float32, copy=False),
+                            [pairs[int(i)] for i in z["kept"]])
+            except (OSError, KeyError, ValueError, IndexError) as exc:
+                log.warning("ignoring unreadable pair preview cache %s (%s)", cache, exc)
+    ins: list[np.ndarray] = []
+    tgs: list[np.ndarray] = []
+    kept: list[int] = []
+    for k, p in enumerate(tqdm(pairs, desc="pairs", unit="pair", disable=not progress, leave=False)):
+        try:
+            a, b = read_photo(p.input_path).pixels, read_photo(p.target_path).pixels
+        except PhotoError as exc:
+            warnings.warn(f"pair {p.stem} skipped: {exc}", stacklevel=2)
+            continue
+        off = _aspect_mismatch(a.shape, b.shape)
+        if off > PAIR_ASPECT_TOLERANCE:
+            warnings.warn(f"pair {p.stem} skipped: input {p.input_path} ({a.shape[1]}x{a.shape[0]}) and target "
+                          f"{p.target_path} ({b.shape[1]}x{b.shape[0]}) differ in aspect ratio by {off:.1%} "
+                          f"(more than {PAIR_ASPECT_TOLERANCE:.0%})", stacklevel=2)
+            continue
+        ins.append(make_preview(a, size))
+        tgs.append(make_preview(b, size))
+        kept.append(k)
+    if not kept:
+        raise DataError(f"none of the {len(pairs)} pairs is usable (unreadable or different aspect ratios)")
+    x, y = np.stack(ins).astype(np.float32), np.stack(tgs).astype(np.float32)
+    if cache is not None:
+        try:
+            atomic_write(cache, lambda fh: np.savez(fh, inputs=x, targets=y, kept=np.array(kept, np.int64)))
+        except OSError as exc:
+            log.warning("cannot write pair preview cache %s (%s)", cache, exc)
+    return x, y, [pairs[k] for k in kept]
+
+
 # --------------------------------------------------------------------------------------------------------------
 # MIT-Adobe FiveK
 # --------------------------------------------------------------------------------------------------------------
@@ -643,6 +715,34 @@ def fivek_inputs(root: str | os.PathLike, fold: str = "train_input") -> list[Pat
 def fivek_experts(root: str | os.PathLike, fold: str = "train_expert", *, expert: str = "C") -> list[Path]:
     """Expert photos of a FiveK fold (default: expert C of the 2,000 unpaired training targets), in fold order."""
     return _fivek_list(Path(root), fivek_expert_dirs(expert), f"FiveK expert {expert.upper()}", fold)
+
+
+def fivek_paired_inputs(root: str | os.PathLike, fold: str = "train_input", *, expert: str = "C"
+                        ) -> tuple[list[Pair], list[Path]]:
+    """Input photos of a FiveK fold split by whether the expert's own render of the same id exists.
+
+    Returns (pairs (input, render of the same id), inputs without a render), both in fold order; together they
+    are :func:`fivek_inputs` (whose missing ids are reported as there). Inputs without a render are counted in one
+    warning (the caller uses them unpaired); no render of any input raises :class:`DataError`.
+    """
+    root = Path(root)
+    inputs = fivek_inputs(root, fold)
+    ex_dir = _find_dir(root, fivek_expert_dirs(expert), f"FiveK expert {expert.upper()}")
+    renders = _photos_by_id(ex_dir)
+    pairs: list[Pair] = []
+    alone: list[Path] = []
+    for p in inputs:
+        i = _FIVEK_ID.match(p.stem).group(1).lower()  # fivek_inputs keeps only files named by id
+        if i in renders:
+            pairs.append(Pair(i, p, renders[i]))
+        else:
+            alone.append(p)
+    if not pairs:
+        raise DataError(f"{ex_dir}: no expert {expert.upper()} render of the {len(inputs)} FiveK {fold} inputs")
+    if alone:
+        warnings.warn(f"FiveK {fold}: {len(alone)} of {len(inputs)} inputs have no expert {expert.upper()} render "
+                      f"in {ex_dir}; used unpaired", stacklevel=2)
+    return pairs, alone
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -69,6 +69,18 @@ def _differences(a: dict, b: dict, prefix: str = "") -> list[str]:
               help="Well-exposed (expert) photos, files or folders (repeatable).")
 @click.option("--fivek", type=click.Path(path_type=str), default=None,
               help="MIT-Adobe FiveK root: train_input fold as inputs, expert C of train_expert as experts.")
+@click.option("--fivek-paired", is_flag=True,
+              help="With --fivek: also use expert C's own renders of the train_input fold as the targets of those "
+                   "inputs (a paired variant of the paper's unpaired split; the critic's experts stay the "
+                   "train_expert fold). Inputs without a render are used unpaired.")
+@click.option("--pairs", "pairs", multiple=True, type=click.Path(path_type=str),
+              help="Paired folder DIR with DIR/input/* and DIR/target/* matched by file stem (as evaluate and "
+                   "make-pairs use; repeatable): each input is trained on WITH its retouched target (paired anchor, "
+                   "global warm start, learned-global baseline). Pairs whose sides differ in aspect ratio by more "
+                   "than 1% are skipped.")
+@click.option("--pairs-repeat", type=click.IntRange(1), default=1, show_default=True,
+              help="Times each real pair (--pairs, --fivek-paired) appears among the inputs, so that a few hundred "
+                   "of them are not swamped by the --copies of every synthetic input (flips are drawn anyway).")
 @click.option("--variant", type=click.Choice(["I", "II"]), default=None,
               help="DE I (value network, TD) or DE II (critic as value) (default: I).")
 @click.option("--out", required=True, type=click.Path(path_type=str), help="Run folder, e.g. runs/NAME.")
@@ -104,9 +116,10 @@ def _differences(a: dict, b: dict, prefix: str = "") -> list[str]:
 @click.option("--degrade-preset", type=click.Choice(["mix", "v1"]), default=None,
               help="Synthetic error model: the family mix (default) or v1, the single model of releases <= 0.1.")
 @click.option("--device", default=None, help="Torch device (default: CUDA if present, else CPU).")
-def train(inputs, synthetic_inputs, copies, sice, sice_references, experts, fivek, variant, out, steps, minutes,
-          resume, workers, threads, timeout_s, seed, segments, config_path, paired_weight, paired_render,
-          global_features, global_branch, global_pretrain, withhold, degrade_preset, device):
+def train(inputs, synthetic_inputs, copies, sice, sice_references, experts, fivek, fivek_paired, pairs, pairs_repeat,
+          variant, out, steps, minutes, resume, workers, threads, timeout_s, seed, segments, config_path,
+          paired_weight, paired_render, global_features, global_branch, global_pretrain, withhold, degrade_preset,
+          device):
     """Train a DeepExposure policy (unpaired, WGAN-GP critic reward); writes OUT/policy.pt.
 
     \b
@@ -115,9 +128,14 @@ def train(inputs, synthetic_inputs, copies, sice, sice_references, experts, five
         --synthetic-inputs ../shared/data/bsds500/train --sice ../shared/data/sice_zerodcepp \\
         --experts ../shared/data/sun_hays80 --experts ../shared/data/bsds500/val
     FiveK protocol:  deepexposure train --fivek /data/fivek --out runs/fivek --steps 20000
+    Real retouched pairs (DIR/input + DIR/target), each 8 times:
+      deepexposure train --pairs DIR --pairs-repeat 8 --synthetic-inputs ... --experts ... --out runs/p
     N processes (same results as one; several machines: docs/scaling.md):
       torchrun --nproc-per-node N -m deepexposure train ...
     """
+    if fivek_paired and not fivek:
+        raise DataError("--fivek-paired needs --fivek ROOT (it pairs the FiveK train_input fold with its expert C "
+                        "renders)")
     if workers:
         raise DeepExposureError("--workers was removed: run N training processes with "
                                 "torchrun --nproc-per-node N -m deepexposure train ... (docs/scaling.md)")
@@ -136,7 +154,8 @@ def train(inputs, synthetic_inputs, copies, sice, sice_references, experts, five
     try:
         cfg, data = world.from_rank0(lambda: _prepare(
             Path(out), given, resume=resume, config_path=config_path, inputs=inputs, synthetic_inputs=synthetic_inputs,
-            copies=copies, sice=sice, sice_references=sice_references, experts=experts, fivek=fivek))
+            copies=copies, sice=sice, sice_references=sice_references, experts=experts, fivek=fivek,
+            fivek_paired=fivek_paired, pairs=pairs, pairs_repeat=pairs_repeat))
         if resume:
             trainer = Trainer.resume(Path(out), data, device=device, world=world, threads=threads)
         else:
@@ -158,7 +177,7 @@ def train(inputs, synthetic_inputs, copies, sice, sice_references, experts, five
 
 
 def _prepare(out_dir: Path, given: dict, *, resume: bool, config_path: str | None, inputs, synthetic_inputs, copies,
-             sice, sice_references, experts, fivek) -> tuple[TrainConfig, object]:
+             sice, sice_references, experts, fivek, fivek_paired, pairs, pairs_repeat) -> tuple[TrainConfig, object]:
     """Check the options against the run folder, and build the config and the training data (rank 0 only)."""
     from deepexposure.training import TrainConfig, TrainingError, build_training_data
     from deepexposure.training.checkpoint import CHECKPOINT_NAME
@@ -179,14 +198,15 @@ def _prepare(out_dir: Path, given: dict, *, resume: bool, config_path: str | Non
         if out_dir.exists() and any(out_dir.iterdir()):
             raise TrainingError(f"{out_dir} is not empty; pass --resume to continue it or choose another --out")
         cfg = _apply_options(TrainConfig.load(config_path) if config_path else TrainConfig(), given)
-    if not (inputs or synthetic_inputs or sice or sice_references or fivek):
-        raise DataError("no inputs: give --inputs, --synthetic-inputs, --sice, --sice-references or --fivek")
+    if not (inputs or synthetic_inputs or sice or sice_references or fivek or pairs):
+        raise DataError("no inputs: give --inputs, --synthetic-inputs, --sice, --sice-references, --pairs or --fivek")
     out_dir.mkdir(parents=True, exist_ok=True)
     data = build_training_data(inputs=inputs, synthetic=synthetic_inputs, experts=experts, sice=sice,
-                               sice_references=sice_references, fivek=fivek,
-                               copies=copies, seed=cfg.run.seed, segmentation=cfg.segmentation(), degrade=cfg.rl.degrade,
+                               sice_references=sice_references, fivek=fivek, fivek_paired=fivek_paired, pairs=pairs,
+                               pairs_repeat=pairs_repeat, copies=copies, seed=cfg.run.seed, segmentation=cfg.segmentation(), degrade=cfg.rl.degrade,
                                cache_dir=out_dir.parent / ".cache")
-    click.echo(f"{len(data.inputs)} input previews, {len(data.experts)} expert previews", err=True)
+    click.echo(f"{len(data.inputs)} input previews ({int(data.has_target.sum())} with a target), "
+               f"{len(data.experts)} expert previews", err=True)
     return cfg, data
 
 

@@ -22,8 +22,9 @@ __all__ = ["TrainData", "build_training_data", "segment_all"]
 class TrainData:
     """``inputs`` (N,64,64,3) float32 sRGB [0,1]; ``labels`` (N,64,64) int32 0..n-1; ``experts`` (M,64,64,3).
 
-    ``targets`` (N,64,64,3): the clean preview an input was degraded from, where known (synthetic inputs), else
-    zeros; ``has_target`` (N,) bool says which. Only the optional paired anchor (RLConfig.paired_weight) uses them.
+    ``targets`` (N,64,64,3): the preview an input should become, where known (the clean photo of a synthetic input,
+    the target of a real pair), else zeros; ``has_target`` (N,) bool says which. Used by the optional paired anchor
+    (RLConfig.paired_weight), the global-branch warm start and the learned-global baseline.
     """
 
     inputs: np.ndarray
@@ -66,14 +67,16 @@ def _file_list(paths: Sequence[str | os.PathLike], *, extra: Sequence[str] = ())
     except PhotoError as exc:
         raise DataError(str(exc)) from None
     found += [p / name for p in files for name in extra if (p / name).is_file()]
-    out = []
-    for f in found:
-        try:
-            st = f.stat()
-            out.append([str(f.resolve()), st.st_size, st.st_mtime_ns])
-        except OSError:
-            out.append([str(f), None, None])  # unreadable: reported when the data is built
-    return out
+    return [_file_entry(f) for f in found]
+
+
+def _file_entry(f: Path) -> list:
+    """``[resolved path, byte size, mtime in ns]`` of one file (``[path, None, None]`` when it cannot be read)."""
+    try:
+        st = f.stat()
+        return [str(f.resolve()), st.st_size, st.st_mtime_ns]
+    except OSError:
+        return [str(f), None, None]  # unreadable: reported when the data is built
 
 
 def build_training_data(*, inputs: Sequence[str | os.PathLike] = (), synthetic: Sequence[str | os.PathLike] = (),
@@ -82,7 +85,8 @@ def build_training_data(*, inputs: Sequence[str | os.PathLike] = (), synthetic: 
                         fivek: str | os.PathLike | None = None, copies: int = 4, seed: int = 0,
                         segmentation: dict, cache_dir: str | os.PathLike | None = None,
                         progress: bool = True, degrade: dict | None = None,
-                        degrade_size: int = 128) -> TrainData:
+                        degrade_size: int = 128, pairs: Sequence[str | os.PathLike] = (),
+                        pairs_repeat: int = 1, fivek_paired: bool = False) -> TrainData:
     """Load/derive all previews, segment the inputs, cache the result in ``cache_dir/train-<hash>.npz``.
 
     The cache is keyed on the files themselves (resolved path, size and mtime of every photo found), not on the
@@ -96,21 +100,42 @@ def build_training_data(*, inputs: Sequence[str | os.PathLike] = (), synthetic: 
     (data.select_sice_references);
     ``experts``: well-exposed photos; ``fivek``: FiveK root (train_input fold as inputs, expert C train_expert fold
     as experts). Unreadable files are reported and skipped; no usable input or expert raises DataError.
+
+    Real pairs (inputs WITH a target, ``has_target`` True): ``pairs``, paired folders ``DIR/input`` + ``DIR/target``
+    (data.paired_folder); ``fivek_paired``: also the train_input fold's own expert C renders as the targets of those
+    inputs (data.fivek_paired_inputs; inputs without a render stay unpaired inputs). Each real pair appears
+    ``pairs_repeat`` times (consecutively); pairs whose sides differ in aspect ratio are reported and skipped
+    (data.load_pair_previews). Order of the inputs: real unpaired, real pairs, synthetic. Without these options
+    the data and the cache key are those of earlier releases.
     """
     from deepexposure import data
     from deepexposure.segmentation import PREVIEW_SIZE, SEGMENTATION_VERSION, make_preview
 
-    fivek_in = data.fivek_inputs(fivek, "train_input") if fivek is not None else []
+    if fivek_paired and fivek is None:
+        raise DataError("--fivek-paired needs --fivek ROOT (it pairs the FiveK train_input fold with its expert C "
+                        "renders)")
+    if pairs_repeat < 1:
+        raise DataError(f"pairs_repeat must be at least 1, got {pairs_repeat}")
+    real_pairs = [p for root in pairs for p in data.paired_folder(root)]
+    if fivek_paired:
+        fk_pairs, fivek_in = data.fivek_paired_inputs(fivek, "train_input", expert="C")
+        real_pairs += fk_pairs
+    else:
+        fivek_in = data.fivek_inputs(fivek, "train_input") if fivek is not None else []
     fivek_ex = data.fivek_experts(fivek, "train_expert") if fivek is not None else []
     dcfg = data.DegradeConfig.from_dict(degrade or {})
     # the key names everything the cached arrays depend on, down to each file's size and mtime (a photo added to,
     # removed from or changed in a folder gives a new key); bump "v" when the cache format changes
-    key = json.dumps({"v": 5, "segv": SEGMENTATION_VERSION, "degrade": dataclasses.asdict(dcfg),
-                      "degrade_size": degrade_size,
-                      "i": _file_list([*inputs, *fivek_in]), "s": _file_list(synthetic),
-                      "e": _file_list([*experts, *fivek_ex]),
-                      "c": _file_list(sice), "cr": _file_list(sice_references, extra=["sequences_guess.csv"]),
-                      "copies": copies, "seed": seed, "seg": segmentation}, sort_keys=True)
+    fields = {"v": 5, "segv": SEGMENTATION_VERSION, "degrade": dataclasses.asdict(dcfg),
+              "degrade_size": degrade_size,
+              "i": _file_list([*inputs, *fivek_in]), "s": _file_list(synthetic),
+              "e": _file_list([*experts, *fivek_ex]),
+              "c": _file_list(sice), "cr": _file_list(sice_references, extra=["sequences_guess.csv"]),
+              "copies": copies, "seed": seed, "seg": segmentation}
+    if real_pairs:  # only then: the key of a run without real pairs stays that of earlier releases
+        fields["p"] = [[_file_entry(p.input_path), _file_entry(p.target_path)] for p in real_pairs]
+        fields["prep"] = pairs_repeat
+    key = json.dumps(fields, sort_keys=True)
     cache = None
     if cache_dir is not None:
         cache = Path(cache_dir) / f"train-{hashlib.sha256(key.encode()).hexdigest()[:16]}.npz"
@@ -129,6 +154,11 @@ def build_training_data(*, inputs: Sequence[str | os.PathLike] = (), synthetic: 
         parts.append(real)
         tparts.append(np.zeros_like(real))
         known.append(np.zeros(len(real), bool))
+    if real_pairs:
+        px, py, _ = data.load_pair_previews(real_pairs, cache_dir=pcache, progress=progress)
+        parts.append(np.repeat(px, pairs_repeat, axis=0))  # output i * pairs_repeat + r is pair i
+        tparts.append(np.repeat(py, pairs_repeat, axis=0))
+        known.append(np.ones(len(px) * pairs_repeat, bool))
     syn_paths: list = [*synthetic]
     for root in sice_references:
         syn_paths += data.select_sice_references(root)
@@ -139,8 +169,8 @@ def build_training_data(*, inputs: Sequence[str | os.PathLike] = (), synthetic: 
         tparts.append(np.repeat(clean, copies, axis=0))  # output i * copies + c comes from preview i
         known.append(np.ones(len(clean) * copies, bool))
     if not parts:
-        raise DataError("no input photos given (use --inputs, --synthetic-inputs, --sice, --sice-references "
-                        "or --fivek)")
+        raise DataError("no input photos given (use --inputs, --synthetic-inputs, --sice, --sice-references, "
+                        "--pairs or --fivek)")
     if not ex_paths:
         raise DataError("no expert photos given (use --experts or --fivek)")
     ins = np.concatenate(parts).astype(np.float32)
