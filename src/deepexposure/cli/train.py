@@ -73,14 +73,14 @@ def _differences(a: dict, b: dict, prefix: str = "") -> list[str]:
               help="With --fivek: also use expert C's own renders of the train_input fold as the targets of those "
                    "inputs (a paired variant of the paper's unpaired split; the critic's experts stay the "
                    "train_expert fold). Inputs without a render are used unpaired.")
-@click.option("--pairs", "pairs", multiple=True, type=click.Path(path_type=str),
+@click.option("--pairs", "pairs", multiple=True, type=click.Path(path_type=str), metavar="DIR",
               help="Paired folder DIR with DIR/input/* and DIR/target/* matched by file stem (as evaluate and "
                    "make-pairs use; repeatable): each input is trained on WITH its retouched target (paired anchor, "
                    "global warm start, learned-global baseline). Pairs whose sides differ in aspect ratio by more "
                    "than 1% are skipped.")
 @click.option("--pairs-repeat", type=click.IntRange(1), default=1, show_default=True,
               help="Times each real pair (--pairs, --fivek-paired) appears among the inputs, so that a few hundred "
-                   "of them are not swamped by the --copies of every synthetic input (flips are drawn anyway).")
+                   "of them are not swamped by the --copies of every synthetic input (random horizontal flips are drawn per batch anyway).")
 @click.option("--variant", type=click.Choice(["I", "II"]), default=None,
               help="DE I (value network, TD) or DE II (critic as value) (default: I).")
 @click.option("--out", required=True, type=click.Path(path_type=str), help="Run folder, e.g. runs/NAME.")
