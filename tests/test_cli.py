@@ -137,3 +137,24 @@ def test_one_failure_does_not_stop_the_batch(photo: Path, tmp_path: Path):
     assert res.exit_code == 2
     assert (out / "photo.jpg").exists() and not (out / "broken.jpg").exists()
     assert "1 failed" in res.output
+
+
+def test_enhance_highlight_guard_switch(tmp_path: Path):
+    """--no-highlight-guard gives the policy's raw EVs; the default lowers the sky's EV of dicm_34 (rolloff), and
+    the saved recipe re-renders the saved photo either way."""
+    import json
+
+    src = Path(__file__).resolve().parents[1] / "samples" / "dicm_34.jpg"
+    evs = {}
+    for flag in ("--highlight-guard", "--no-highlight-guard"):
+        out = tmp_path / flag.strip("-")
+        res = _run("enhance", src, "-o", out, "--renderer", "rolloff", "--recipe", "--format", "png", flag)
+        assert res.exit_code == 0, res.output
+        rec = out / "dicm_34.recipe.json"
+        evs[flag] = json.loads(rec.read_text())["evs"]
+        again = tmp_path / f"again-{flag.strip('-')}.png"
+        assert _run("render", src, "--recipe", rec, "-o", again).exit_code == 0
+        a, b = read_photo(out / "dicm_34.png").pixels, read_photo(again).pixels
+        assert np.array_equal(a, b)
+    guarded, raw = evs["--highlight-guard"], evs["--no-highlight-guard"]
+    assert guarded != raw and all(g <= r + 1e-6 for g, r in zip(guarded, raw, strict=True))

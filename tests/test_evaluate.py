@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -153,3 +154,39 @@ def test_unpaired_cli(pairs_dir, tmp_path):
     sheet = read_photo(out / "contact_sheet.png").pixels
     assert sheet.shape[0] > 3 * 100 and sheet.shape[1] > 2 * 100
     assert (out / "unpaired.md").is_file()
+
+
+def test_highlight_guard_switch_reaches_policies_in_workers(tmp_path):
+    """evaluate --no-highlight-guard scores the policy's own EVs (column named [unguarded]) in worker processes
+    too, and equals a direct Enhancer(highlight_guard=False); the guarded column differs on a photo with a sky."""
+    import cv2
+
+    from deepexposure.data import paired_folder
+    from deepexposure.enhance import Enhancer
+    from deepexposure.evaluation import psnr
+
+    root = tmp_path / "sky"
+    (root / "input").mkdir(parents=True)
+    (root / "target").mkdir()
+    src = read_photo(Path(__file__).resolve().parents[1] / "samples" / "dicm_34.jpg").pixels
+    src = cv2.resize(src, (src.shape[1] // 4, src.shape[0] // 4), interpolation=cv2.INTER_AREA)
+    for i in range(2):
+        _write(root / "input" / f"s{i}.png", np.roll(src, 9 * i, axis=1))
+        _write(root / "target" / f"s{i}.png", np.roll(src, 9 * i, axis=1))
+    out = tmp_path / "ev"
+    r = _cli(["--pairs", str(root), "-m", "deepexposure", "--renderer", "rolloff", "--no-highlight-guard",
+              "--long-edge", "native", "-j", "2", "-o", str(out), "-q", "--no-thumbs"])
+    assert r.exit_code == 0, r.output
+    assert json.loads((out / "summary.json").read_text())["config"]["highlight_guard"] is False
+    rows = [row for row in csv.DictReader(open(out / "metrics.csv", encoding="utf-8"))
+            if row["method"] == "deepexposure[rolloff][unguarded]"]
+    assert len(rows) == 2
+    raw, guarded = Enhancer(renderer="rolloff", highlight_guard=False), Enhancer(renderer="rolloff")
+    for row in rows:
+        x = read_photo(root / "input" / f"{row['stem']}.png").pixels
+        y = read_photo(root / "target" / f"{row['stem']}.png").pixels
+        assert float(row["psnr"]) == pytest.approx(psnr(raw.enhance(x)[0], y, long_edge=None), abs=1e-3)
+        assert psnr(guarded.enhance(x)[0], y, long_edge=None) != pytest.approx(float(row["psnr"]), abs=1e-3)
+    names = [m["method"] for m in evaluate_pairs(paired_folder(root), ["deepexposure"], renderer="rolloff",
+                                                 progress=False)]
+    assert "deepexposure[rolloff]" in names

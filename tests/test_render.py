@@ -204,3 +204,89 @@ def test_balanced_is_the_fusion_of_a_bracket_around_the_rolloff_image(photo, lab
     half = render_fusion(render_rolloff(small, [e / 2 for e in evs], labels), [b / 2 for b in BALANCED_BRACKET])
     np.testing.assert_allclose(render(small, recipe, strength=0.5), half, atol=1e-6)
     np.testing.assert_array_equal(render(small, recipe, strength=0.0), small)
+
+
+# ---------------------------------------------------------------------------------------------------- highlight guard
+def _guard_reference(srgb: np.ndarray, evs, labels: np.ndarray, q: float) -> list[float]:
+    """Slow, clear reference of guard_highlights: per segment, the q-th percentile of the largest linear channel of
+    an area-resampled copy (long edge <= 512), pixel by pixel through a Python list."""
+    from deepexposure.color import srgb_to_linear
+
+    h, w = srgb.shape[:2]
+    s = min(1.0, 512 / max(h, w))
+    small = srgb if s >= 1 else cv2.resize(srgb, (round(w * s), round(h * s)), interpolation=cv2.INTER_AREA)
+    lab = cv2.resize(labels.astype(np.int32), (small.shape[1], small.shape[0]), interpolation=cv2.INTER_NEAREST)
+    lin = srgb_to_linear(small)
+    out = []
+    for k, ev in enumerate(evs):
+        vals = [float(max(lin[i, j])) for i in range(lab.shape[0]) for j in range(lab.shape[1]) if lab[i, j] == k]
+        if ev <= 0 or not vals:
+            out.append(float(ev))
+        else:
+            out.append(min(float(ev), max(0.0, -float(np.log2(max(np.percentile(vals, q), 1e-6))))))
+    return out
+
+
+def test_guard_highlights_matches_slow_reference_on_a_real_photo(shared_data: Path):
+    from deepexposure.render import guard_highlights
+
+    img = read_photo(shared_data / "dicm" / "34.jpg").pixels  # an overcast sky above a dark church
+    img = cv2.resize(img, (img.shape[1] // 2, img.shape[0] // 2), interpolation=cv2.INTER_AREA)
+    lab = segment(make_preview(img))
+    evs = list(np.linspace(2.0, -0.5, lab.max() + 1))
+    for q in (99.0, 90.0):
+        got = guard_highlights(img, evs, lab, percentile=q)
+        np.testing.assert_allclose(got, _guard_reference(img, evs, lab, q), atol=1e-6)
+        assert all(g <= e + 1e-12 for g, e in zip(got, evs, strict=True))  # only ever lowers
+        assert [g for g, e in zip(got, evs, strict=True) if e <= 0] == [e for e in evs if e <= 0]  # <= 0 kept
+
+
+def test_guard_highlights_caps_the_bright_segment_only():
+    from deepexposure.color import srgb_to_linear
+    from deepexposure.render import guard_highlights
+
+    img = np.full((96, 128, 3), 0.1, np.float32)
+    img[:, 64:] = 0.9  # bright right half
+    lab = np.zeros((64, 64), np.int32)
+    lab[:, 32:] = 1
+    got = guard_highlights(img, [2.0, 2.0], lab)
+    assert got[0] == 2.0  # the dark half may be brightened fully
+    assert got[1] == pytest.approx(-np.log2(float(srgb_to_linear(np.float32(0.9)))), abs=1e-5)
+    # invariant: the guarded EV brings the bright half exactly to white, not past it
+    out = render_local(img, got, lab)
+    assert out[:, 70:].max() <= 1.0 and out[:, 70:].min() > 0.995
+    assert guard_highlights(img, [-1.0, 0.0], lab) == [-1.0, 0.0]  # nothing to guard
+    assert guard_highlights(np.ones_like(img), [1.0, 1.0], lab) == [0.0, 0.0]  # already white: no brightening
+
+
+def test_guard_highlights_rejects_bad_arguments():
+    from deepexposure.render import guard_highlights
+
+    img = np.full((16, 16, 3), 0.5, np.float32)
+    lab = np.zeros((8, 8), np.int32)
+    with pytest.raises(ValueError, match="segments"):
+        guard_highlights(img, [1.0, 1.0], lab)
+    with pytest.raises(ValueError, match="percentile"):
+        guard_highlights(img, [1.0], lab, percentile=0)
+    with pytest.raises(ValueError, match="labels"):
+        guard_highlights(img, [1.0], lab.astype(np.float32))
+
+
+def test_enhance_guard_holds_the_sky_of_a_readme_sample():
+    """Golden behaviour on a real photo: the shipped policy gives dicm_34's overcast sky the church's +1.5 EV;
+    unguarded, rolloff washes ~20% of the photo out to 254-255 (5.6% as shot); guarded, no more than as shot + 1."""
+    from deepexposure.enhance import Enhancer
+
+    img = read_photo(Path(__file__).resolve().parents[1] / "samples" / "dicm_34.jpg").pixels
+
+    def blown(a: np.ndarray) -> float:
+        return 100.0 * float(np.mean(np.round(a * 255).max(axis=2) >= 254))
+
+    raw, raw_recipe = Enhancer(renderer="rolloff", highlight_guard=False).enhance(img)
+    guarded, recipe = Enhancer(renderer="rolloff").enhance(img)
+    assert blown(raw) > blown(img) + 10
+    assert blown(guarded) <= blown(img) + 1
+    assert recipe.evs != raw_recipe.evs and all(g <= e + 1e-9 for g, e in zip(recipe.evs, raw_recipe.evs,
+                                                                               strict=True))
+    # fusion is never guarded: the same recipe with or without
+    assert Enhancer(highlight_guard=False).recipe(img).evs == Enhancer().recipe(img).evs

@@ -423,7 +423,8 @@ def enhance_on_cluster(photos: Sequence[str], out: str, address: str, *, model: 
                        renderer: str, strength: float, device: str | None = None, bit_depth: int | None = None,
                        max_pixels: int | None = None, recursive: bool = False, fmt: str | None = None,
                        overwrite: bool = False, skip_existing: bool = False, recipes: bool = False,
-                       progress: bool = True, client=None) -> tuple[BatchResult, list[UrlJob]]:
+                       highlight_guard: bool = True, progress: bool = True,
+                       client=None) -> tuple[BatchResult, list[UrlJob]]:
     """``deepexposure enhance --cluster``: plan, connect (unless ``client`` is given), run; returns the result and
     the jobs (for the summary). ``max_pixels`` None: each worker's default (:func:`deepexposure.io.default_max_pixels`
     of its own free memory and threads)."""
@@ -431,7 +432,8 @@ def enhance_on_cluster(photos: Sequence[str], out: str, address: str, *, model: 
     jobs = plan_url_jobs(photos, out, recursive=recursive, fmt=fmt, overwrite=overwrite, recipes=recipes)
     if model is not None and not is_url(model):
         model = str(Path(model).absolute())  # workers do not share our working directory
-    options = {"model": model, "renderer": renderer, "strength": strength, "device": device, "bit_depth": bit_depth}
+    options = {"model": model, "renderer": renderer, "strength": strength, "device": device, "bit_depth": bit_depth,
+               "highlight_guard": highlight_guard}
     if max_pixels is not None:
         options.update(max_pixels=max_pixels, max_pixels_why="--max-pixels")
     own = client is None

@@ -25,7 +25,7 @@ from deepexposure.errors import ModelError, need_extra
 from deepexposure.io import Photo, from_float, read_head, to_float
 from deepexposure.onnx_policy import PolicyBase, file_sha256, policy_segmentation
 from deepexposure.recipe import Recipe
-from deepexposure.render import ENHANCE_RENDERER, RENDERERS, render
+from deepexposure.render import ENHANCE_RENDERER, GUARDED_RENDERERS, RENDERERS, guard_highlights, render
 from deepexposure.segmentation import PREVIEW_SIZE, make_preview, segment
 
 __all__ = ["Enhancer", "default_model_path", "model_segmentation", "resolve_model", "load_policy", "load_model"]
@@ -128,12 +128,15 @@ class Enhancer:
     ``"fusion"`` (the paper's test stage), ``"local"`` (each EV inside its own soft segment mask) or ``"rolloff"``
     (local with a highlight roll-off).
     ``strength``: in [0, 1], scales every EV (0 returns the photo unchanged).
+    ``highlight_guard``: with the ``local``, ``rolloff`` and ``balanced`` renderers, lower each positive EV so that
+    its segment's brightest 5% do not clip (:func:`deepexposure.render.guard_highlights`; docs/learning.md finding
+    25); the recipe holds the guarded EVs. ``fusion`` is never guarded.
     ``device``: where the policy runs: ``cpu``, ``cuda``, ``cuda:N`` (ONNX Runtime providers for .onnx models,
     torch devices for .pt, where ``mps`` works too); default CUDA when present, else CPU.
     """
 
     def __init__(self, model: str | os.PathLike | None = None, *, renderer: str = ENHANCE_RENDERER,
-                 strength: float = 1.0, device: str | None = None) -> None:
+                 strength: float = 1.0, device: str | None = None, highlight_guard: bool = True) -> None:
         if renderer not in RENDERERS:
             raise ValueError(f"unknown renderer {renderer!r}; choose from {', '.join(RENDERERS)}")
         if not 0.0 <= strength <= 1.0:
@@ -145,6 +148,7 @@ class Enhancer:
                              f"{PREVIEW_SIZE}x{PREVIEW_SIZE}")
         self.renderer = renderer
         self.strength = float(strength)
+        self.highlight_guard = bool(highlight_guard)
         self.segmentation = policy_segmentation(self.policy)
 
     def recipe(self, srgb: np.ndarray) -> Recipe:
@@ -152,6 +156,8 @@ class Enhancer:
         preview = make_preview(srgb)
         labels = segment(preview, **self.segmentation)
         evs = np.asarray(self.policy.predict(preview, labels), dtype=np.float64) * self.strength
+        if self.highlight_guard and self.renderer in GUARDED_RENDERERS:
+            evs = np.asarray(guard_highlights(srgb, evs, labels), dtype=np.float64)
         return Recipe(evs=[round(float(e), 6) for e in evs], labels=labels, renderer=self.renderer,
                       model=self.policy.model_id, segmentation=dict(self.segmentation))
 

@@ -132,14 +132,16 @@ def segment_file(job: Job, *, segmentation: dict | None = None, max_pixels: int 
 _ENHANCERS: dict = {}
 
 
-def cached_enhancer(model: str | None, renderer: str, strength: float, device: str | None):
-    """One Enhancer per (model, renderer, strength, device) per process: the policy is loaded once (the CLI's
-    early check and the photos of a one-process run share it; each worker loads it once)."""
+def cached_enhancer(model: str | None, renderer: str, strength: float, device: str | None,
+                    highlight_guard: bool = True):
+    """One Enhancer per (model, renderer, strength, device, highlight_guard) per process: the policy is loaded
+    once (the CLI's early check and the photos of a one-process run share it; each worker loads it once)."""
     from deepexposure.enhance import Enhancer
 
-    key = (model, renderer, strength, device)
+    key = (model, renderer, strength, device, highlight_guard)
     if key not in _ENHANCERS:
-        _ENHANCERS[key] = Enhancer(model, renderer=renderer, strength=strength, device=device)
+        _ENHANCERS[key] = Enhancer(model, renderer=renderer, strength=strength, device=device,
+                                   highlight_guard=highlight_guard)
     return _ENHANCERS[key]
 
 
@@ -156,10 +158,11 @@ def enhance_file(
     overwrite: bool = False,
     write_recipe: bool = False,
     skip_existing: bool = False,
+    highlight_guard: bool = True,
 ) -> None:
     """``deepexposure enhance`` for one photo, with its recipe sidecar when ``job.recipe`` (or ``write_recipe``)."""
     job = _with_recipe(job, write_recipe)
-    enhancer = cached_enhancer(model, renderer, strength, device)
+    enhancer = cached_enhancer(model, renderer, strength, device, highlight_guard)
     photo = read_photo(job.src, max_pixels=max_pixels, max_pixels_why=max_pixels_why)
     out, recipe = enhance_photo(enhancer, photo)  # RAW: the EVs go to its linear data
     _write_outputs(job, out, recipe, bit_depth=bit_depth, overwrite=overwrite, skip_existing=skip_existing)

@@ -32,7 +32,9 @@ from deepexposure.segmentation import SOFT_MASK_DEFAULTS, segment_map
 if TYPE_CHECKING:
     from deepexposure.recipe import Recipe
 
-__all__ = ["RENDERERS", "RENDERER_HELP", "render", "recipe_evs", "render_fusion", "render_local", "render_rolloff", "render_balanced", "local_ev_map", "rolloff_white"]
+__all__ = ["RENDERERS", "RENDERER_HELP", "render", "recipe_evs", "render_fusion", "render_local", "render_rolloff",
+           "render_balanced", "local_ev_map", "rolloff_white", "guard_highlights", "GUARDED_RENDERERS",
+           "HIGHLIGHT_GUARD_PERCENTILE"]
 
 RENDERERS = ("fusion", "local", "rolloff", "balanced")
 #: EVs (stops) of the bracket fused around the ``rolloff`` image by the ``balanced`` renderer.
@@ -49,6 +51,15 @@ RENDERER_HELP = ("fusion: Mertens fusion of the whole photo exposed by each EV p
 ROLLOFF_KNEE = 0.6
 #: ``rolloff``: percentile of the input's per-pixel largest linear channel that is mapped to white.
 ROLLOFF_PERCENTILE = 99.5
+
+#: Renderers whose EVs ``enhance`` passes through :func:`guard_highlights` (fusion weights the original up where a
+#: copy clips, so it needs no guard: docs/learning.md finding 25).
+GUARDED_RENDERERS = ("local", "rolloff", "balanced")
+#: :func:`guard_highlights`: percentile of a segment's largest linear channel that a positive EV may bring up to
+#: white (95: the brightest 5% of the segment may clip; chosen among 99, 95 and 90 on the real FiveK pairs,
+#: docs/learning.md finding 25).
+HIGHLIGHT_GUARD_PERCENTILE = 95.0
+_GUARD_LONG_EDGE = 512  # working size of guard_highlights (area-resampled: regions, not single pixels, count)
 
 _ROWS = 256  # rows per chunk of the exposure pass (keeps temporaries in cache-friendly, small blocks)
 
@@ -130,6 +141,45 @@ def _apply_ev_map(srgb: np.ndarray, ev_map: np.ndarray, *, rolloff: bool = False
         hi *= f(1.055)
         hi -= f(0.055)
         out[r0:r0 + _ROWS] = np.where(lin <= f(0.0031308), lin * f(12.92), hi)
+    return out
+
+
+def guard_highlights(srgb: np.ndarray, evs: Sequence[float], labels: np.ndarray, *,
+                     percentile: float = HIGHLIGHT_GUARD_PERCENTILE) -> list[float]:
+    """Lower every positive EV (stops) so that its segment's ``percentile`` of the largest linear channel reaches
+    at most white: ``min(ev, max(0, -log2(p)))``. Negative and zero EVs are kept. A bright sky that shares the
+    policy's +1.5 EV with a dark building keeps its own exposure instead of being pushed to white.
+
+    ``srgb``: float (H, W, 3) sRGB [0,1]; ``labels``: (h, w) int segment labels 0..len(evs)-1 (the preview's),
+    compared with an area-resampled copy of the photo (long edge <= 512). Returns the EVs as a list of floats.
+    """
+    img = _as_srgb(srgb)
+    e = _check_evs(evs)
+    labels = np.asarray(labels)
+    if labels.ndim != 2 or not np.issubdtype(labels.dtype, np.integer) or labels.size == 0 or labels.min() < 0:
+        raise ValueError("labels must be a non-empty 2-D array of non-negative integers")
+    if int(labels.max()) + 1 != e.size:
+        raise ValueError(f"{e.size} exposure values for {int(labels.max()) + 1} segments")
+    if not 0.0 < percentile <= 100.0:
+        raise ValueError(f"percentile must be in (0, 100], got {percentile}")
+    if not np.any(e > 0):
+        return [float(v) for v in e]
+    from deepexposure.color import srgb_to_linear
+
+    h, w = img.shape[:2]
+    s = min(1.0, _GUARD_LONG_EDGE / max(h, w))
+    small = img if s >= 1.0 else cv2.resize(img, (max(1, round(w * s)), max(1, round(h * s))),
+                                            interpolation=cv2.INTER_AREA)
+    lab = cv2.resize(labels.astype(np.int32), (small.shape[1], small.shape[0]), interpolation=cv2.INTER_NEAREST)
+    peak = srgb_to_linear(small).max(axis=2)
+    out = []
+    for k, ev in enumerate(e):
+        vals = peak[lab == k]
+        if ev <= 0 or vals.size == 0:
+            out.append(float(ev))
+            continue
+        p = float(np.percentile(vals, percentile))
+        out.append(float(min(ev, max(0.0, -np.log2(max(p, 1e-6))))))
     return out
 
 

@@ -28,6 +28,10 @@ from deepexposure.render import ENHANCE_RENDERER, RENDERER_HELP, RENDERERS
               help=RENDERER_HELP)
 @click.option("--strength", type=click.FloatRange(0, 1), default=1.0, show_default=True,
               help="Scale every EV: 0 = unchanged, 1 = the policy's full edit.")
+@click.option("--highlight-guard/--no-highlight-guard", default=True, show_default=True,
+              help="With the local, rolloff and balanced renderers, lower a segment's EV where brightening it "
+                   "would push its brightest 5% past white (a bright sky next to a dark building); fusion is never "
+                   "guarded. The recipe holds the EVs applied.")
 @click.option("--recipe", "save_recipe", is_flag=True,
               help="Write PHOTO.recipe.json beside each output: EV per segment, segment masks, model id. "
                    "Edit it and re-render with `deepexposure render PHOTO --recipe FILE`. An existing recipe is "
@@ -47,8 +51,8 @@ from deepexposure.render import ENHANCE_RENDERER, RENDERER_HELP, RENDERERS
               help="Where the policy runs: cpu, cuda or cuda:N (ONNX Runtime for .onnx models; torch for .pt, "
                    "where mps works too) (default: CUDA if present).")
 @max_pixels_option
-def enhance(photos, out, model, renderer, strength, save_recipe, fmt, bit_depth, jobs, cluster, recursive,
-            skip_existing, overwrite, device, max_pixels):
+def enhance(photos, out, model, renderer, strength, highlight_guard, save_recipe, fmt, bit_depth, jobs, cluster,
+            recursive, skip_existing, overwrite, device, max_pixels):
     """Fix the exposure of photos with a learned DeepExposure policy.
 
     Each photo is reduced to 64x64, segmented, the policy picks one exposure value per segment, and the
@@ -66,12 +70,13 @@ def enhance(photos, out, model, renderer, strength, save_recipe, fmt, bit_depth,
         from deepexposure.cluster import require_dask
 
         require_dask()  # before loading anything
-    cached_enhancer(model, renderer, strength, device)  # fail early on a bad model or device (and keep it)
+    cached_enhancer(model, renderer, strength, device, highlight_guard)  # fail early on a bad model or device (and keep it)
     if cluster is not None:
         from deepexposure.cluster import enhance_on_cluster
 
         result, url_jobs = enhance_on_cluster(
             photos, out, cluster, model=model, renderer=renderer, strength=strength, device=device,
+            highlight_guard=highlight_guard,
             bit_depth=int(bit_depth) if bit_depth else None, max_pixels=max_pixels, recursive=recursive, fmt=fmt,
             overwrite=overwrite, skip_existing=skip_existing, recipes=save_recipe)
         report(result, verb="enhanced", out=url_jobs[0].dst if len(url_jobs) == 1 else out)
@@ -80,6 +85,7 @@ def enhance(photos, out, model, renderer, strength, save_recipe, fmt, bit_depth,
     limit, why = max_pixels_limit(max_pixels, jobs)
     fn = functools.partial(
         enhance_file, model=model, renderer=renderer, strength=strength, device=device,
+        highlight_guard=highlight_guard,
         bit_depth=int(bit_depth) if bit_depth else None, max_pixels=limit, max_pixels_why=why, overwrite=overwrite,
         skip_existing=skip_existing,
     )

@@ -43,6 +43,9 @@ def default_methods(*, paired: bool = True) -> list[str]:
                    "auto-exposure, clahe, fixed-fusion, oracle-global (+ deepexposure when shipped).")
 @click.option("--renderer", type=click.Choice(list(RENDERERS)), default=ENHANCE_RENDERER, show_default=True,
               help="Renderer for policies (as `enhance`).")
+@click.option("--highlight-guard/--no-highlight-guard", default=True, show_default=True,
+              help="As `enhance`: lower a segment's EV that would push its brightest 5% past white (local, rolloff "
+                   "and balanced renderers only). --no-highlight-guard gives the policies' own EVs.")
 @click.option("-o", "--out", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Output folder for the report (created).")
 @click.option("--long-edge", default="500", show_default=True,
@@ -53,8 +56,8 @@ def default_methods(*, paired: bool = True) -> list[str]:
 @click.option("--limit", type=click.IntRange(1), default=None, help="Use only the first N photos.")
 @click.option("--no-thumbs", is_flag=True, help="Do not write thumbnails (report.html then has numbers only).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
-def evaluate(pairs_dir, fivek_root, fold, expert, unpaired_dir, reference_dir, methods, renderer, out, long_edge,
-             ssim_variant, jobs, limit, no_thumbs, quiet):
+def evaluate(pairs_dir, fivek_root, fold, expert, unpaired_dir, reference_dir, methods, renderer, highlight_guard,
+             out, long_edge, ssim_variant, jobs, limit, no_thumbs, quiet):
     """Measure methods against targets (MSE, PSNR, SSIM, CIE76, CIEDE2000 at 500 px) and write a report.
 
     Writes OUT/metrics.csv (per photo and method), OUT/summary.json, OUT/summary.md and OUT/report.html with
@@ -70,7 +73,7 @@ def evaluate(pairs_dir, fivek_root, fold, expert, unpaired_dir, reference_dir, m
       deepexposure evaluate --unpaired photos/ --reference good/ -m auto-exposure -o eval/unpaired
     """
     _evaluate(pairs_dir, fivek_root, fold, expert, unpaired_dir, reference_dir, methods, renderer, out,
-              long_edge, ssim_variant, jobs, limit, no_thumbs, quiet)
+              long_edge, ssim_variant, jobs, limit, no_thumbs, quiet, highlight_guard)
 
 
 def _parse_long_edge(value: str) -> int | None:
@@ -86,7 +89,7 @@ def _parse_long_edge(value: str) -> int | None:
 
 
 def _evaluate(pairs_dir, fivek_root, fold, expert, unpaired_dir, reference_dir, methods, renderer, out, long_edge,
-              ssim_variant, jobs, limit, no_thumbs, quiet) -> None:
+              ssim_variant, jobs, limit, no_thumbs, quiet, highlight_guard: bool = True) -> None:
     from deepexposure.data import fivek_pairs, paired_folder
     from deepexposure.evaluation import evaluate_pairs, evaluate_unpaired, write_report, write_unpaired_report
     from deepexposure.evaluation.report import markdown_table, summarize
@@ -97,7 +100,8 @@ def _evaluate(pairs_dir, fivek_root, fold, expert, unpaired_dir, reference_dir, 
         raise DataError("give exactly one of --pairs DIR, --fivek ROOT or --unpaired DIR")
     le = _parse_long_edge(long_edge)
     names = list(methods) or default_methods(paired=unpaired_dir is None)
-    config = {"long_edge": le, "ssim_variant": ssim_variant, "renderer": renderer, "methods": names}
+    config = {"long_edge": le, "ssim_variant": ssim_variant, "renderer": renderer, "highlight_guard": highlight_guard,
+              "methods": names}
 
     if unpaired_dir is not None:
         if reference_dir is None:
@@ -112,7 +116,8 @@ def _evaluate(pairs_dir, fivek_root, fold, expert, unpaired_dir, reference_dir, 
         config.update(dataset=f"unpaired {unpaired_dir} vs reference {reference_dir}")
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            res = evaluate_unpaired(photos, ref, names, long_edge=le, progress=not quiet, renderer=renderer)
+            res = evaluate_unpaired(photos, ref, names, long_edge=le, progress=not quiet, renderer=renderer,
+                                    highlight_guard=highlight_guard)
         for w in caught:
             click.echo(f"warning: {w.message}", err=True)
         paths = write_unpaired_report(res, out, config=config)
@@ -135,7 +140,7 @@ def _evaluate(pairs_dir, fivek_root, fold, expert, unpaired_dir, reference_dir, 
         warnings.simplefilter("always")
         records = evaluate_pairs(pairs, names, long_edge=le, ssim_variant=ssim_variant, jobs=jobs,
                                  progress=not quiet, thumbs_dir=None if no_thumbs else Path(out) / "thumbs",
-                                 renderer=renderer)
+                                 renderer=renderer, highlight_guard=highlight_guard)
     for w in caught:
         click.echo(f"warning: {w.message}", err=True)
     write_report(records, out, config=config, thumbs=None if no_thumbs else "thumbs")

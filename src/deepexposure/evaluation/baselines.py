@@ -286,13 +286,16 @@ class ModelMethod:
     needs_target = False
 
     def __init__(self, model: str | Path | None = None, *, renderer: str = ENHANCE_RENDERER,
-                 name: str | None = None) -> None:
+                 name: str | None = None, highlight_guard: bool = True) -> None:
         from deepexposure.enhance import Enhancer
+        from deepexposure.render import GUARDED_RENDERERS
 
-        self.enhancer = Enhancer(model=model, renderer=renderer)
+        self.enhancer = Enhancer(model=model, renderer=renderer, highlight_guard=highlight_guard)
         self.name = name or ("deepexposure" if model is None else _model_name(Path(model)))
         if renderer != ENHANCE_RENDERER:
             self.name += f"[{renderer}]"
+        if not highlight_guard and renderer in GUARDED_RENDERERS:
+            self.name += "[unguarded]"
 
     def __call__(self, srgb: np.ndarray, *, target: np.ndarray | None = None) -> np.ndarray:
         out, self.last_recipe = self.enhancer.enhance(_f32(srgb))
@@ -384,10 +387,12 @@ def method_names() -> list[str]:
     return [*BASELINES, *ORACLES, "deepexposure"]
 
 
-def get_method(name_or_path: str | Path, *, renderer: str = ENHANCE_RENDERER) -> Method:
+def get_method(name_or_path: str | Path, *, renderer: str = ENHANCE_RENDERER, highlight_guard: bool = True
+               ) -> Method:
     """Resolve a method by name (see the module docstring), a policy path / run folder, or ``folder:PATH``.
 
-    ``renderer`` ("fusion" or "local") applies to policies. The returned object has ``spec`` set to the
+    ``renderer`` (one of :data:`deepexposure.render.RENDERERS`) and ``highlight_guard`` (as ``enhance``'s)
+    apply to policies. The returned object has ``spec`` set to the
     arguments that re-create it (used to rebuild methods in worker processes).
     Raises :class:`DeepExposureError` for an unknown name, listing the valid ones.
     """
@@ -403,14 +408,14 @@ def get_method(name_or_path: str | Path, *, renderer: str = ENHANCE_RENDERER) ->
     elif spec == "oracle-recipe-rolloff":
         m = OracleRecipe("rolloff")
     elif spec == "deepexposure":
-        m = ModelMethod(None, renderer=renderer)
+        m = ModelMethod(None, renderer=renderer, highlight_guard=highlight_guard)
     elif spec.startswith("folder:"):
         m = FolderMethod(spec[len("folder:"):])
     elif spec.startswith("learned-global:"):
         m = LearnedGlobalMethod(spec[len("learned-global:"):], renderer=renderer)
     elif Path(spec).exists():
         try:
-            m = ModelMethod(spec, renderer=renderer)
+            m = ModelMethod(spec, renderer=renderer, highlight_guard=highlight_guard)
         except ModelError:
             raise
         except (OSError, ValueError, RuntimeError) as exc:
@@ -418,5 +423,5 @@ def get_method(name_or_path: str | Path, *, renderer: str = ENHANCE_RENDERER) ->
     else:
         raise DeepExposureError(f"unknown method {spec!r}; valid: {', '.join(method_names())}, "
                                 "a policy .onnx/.pt file or run folder, folder:PATH or learned-global:RUN")
-    m.spec = (spec, renderer)
+    m.spec = (spec, renderer, highlight_guard)
     return m

@@ -95,7 +95,8 @@ _WORKER_METHODS: list[Method] = []
 def _init_worker(specs: list) -> None:
     global _WORKER_METHODS
     cv2.setNumThreads(1)
-    _WORKER_METHODS = [get_method(spec[0], renderer=spec[1]) if isinstance(spec, tuple) else spec for spec in specs]
+    _WORKER_METHODS = [get_method(spec[0], renderer=spec[1], highlight_guard=spec[2]) if isinstance(spec, tuple)
+                       else spec for spec in specs]
 
 
 def _worker(pair, long_edge, ssim_variant, thumbs_dir) -> list[dict]:
@@ -104,16 +105,19 @@ def _worker(pair, long_edge, ssim_variant, thumbs_dir) -> list[dict]:
 
 def evaluate_pairs(pairs: Sequence, methods: Sequence[Method | str], *, long_edge: int | None = DEFAULT_LONG_EDGE,
                    ssim_variant: str = "wang", jobs: int = 1, progress: bool = True,
-                   thumbs_dir: str | os.PathLike | None = None, renderer: str = ENHANCE_RENDERER) -> list[dict]:
+                   thumbs_dir: str | os.PathLike | None = None, renderer: str = ENHANCE_RENDERER,
+                   highlight_guard: bool = True) -> list[dict]:
     """Measure ``methods`` (objects or names for :func:`get_method`) on ``pairs`` (``Pair(stem, input_path, target_path)``).
 
     Returns one record per (image, column), images in the given order, columns ``input`` then each method:
     ``{"stem", "method", "mse", "psnr", "ssim", "de76", "de2000", "seconds", "error"}`` (metrics NaN and ``error``
     set when the method failed on that image). ``jobs > 1`` runs images in parallel processes; methods are
     re-created there from their ``spec`` (from :func:`get_method`), others are pickled. ``thumbs_dir``: write
-    JPEG thumbnails of every input, output and target there (for the HTML report).
+    JPEG thumbnails of every input, output and target there (for the HTML report). ``renderer`` and
+    ``highlight_guard`` apply to policies given by name (as ``enhance``'s options).
     """
-    ms = [get_method(m, renderer=renderer) if isinstance(m, (str, Path)) else m for m in methods]
+    ms = [get_method(m, renderer=renderer, highlight_guard=highlight_guard) if isinstance(m, (str, Path)) else m
+          for m in methods]
     names = [m.name for m in ms]
     if len(set(names)) != len(names) or "input" in names:
         raise DeepExposureError(f"method names must be unique and not 'input': {', '.join(names)}")

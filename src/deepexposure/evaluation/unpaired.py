@@ -113,7 +113,8 @@ def contact_sheet(rows: Sequence[Sequence[np.ndarray]], columns: Sequence[str], 
 
 def evaluate_unpaired(photos: Sequence[str | os.PathLike], reference: Sequence[str | os.PathLike],
                       methods: Sequence[Method | str], *, long_edge: int | None = DEFAULT_LONG_EDGE,
-                      progress: bool = True, sheet_rows: int = 12, renderer: str = ENHANCE_RENDERER) -> dict:
+                      progress: bool = True, sheet_rows: int = 12, renderer: str = ENHANCE_RENDERER,
+                      highlight_guard: bool = True) -> dict:
     """Histogram intersections with the ``reference`` photos, for the input set and each method's outputs.
 
     Returns ``{"scores": {column: {stat: hi, ..., "mean": mean of the three}}, "n_photos", "n_reference",
@@ -123,7 +124,8 @@ def evaluate_unpaired(photos: Sequence[str | os.PathLike], reference: Sequence[s
 
     from deepexposure.io import read_photo
 
-    ms = [get_method(m, renderer=renderer) if isinstance(m, (str, Path)) else m for m in methods]
+    ms = [get_method(m, renderer=renderer, highlight_guard=highlight_guard) if isinstance(m, (str, Path)) else m
+          for m in methods]
     skipped = [m.name for m in ms if m.needs_target]
     if skipped:
         warnings.warn(f"methods that need a target skipped: {', '.join(skipped)}", stacklevel=2)
