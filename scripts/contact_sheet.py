@@ -20,10 +20,10 @@ from pathlib import Path
 import cv2
 
 from deepexposure.atomic import atomic_write_bytes
-from deepexposure.data import _resize_long_edge
 from deepexposure.evaluation.baselines import get_method
 from deepexposure.evaluation.unpaired import contact_sheet
 from deepexposure.io import iter_photo_paths, read_photo
+from deepexposure.segmentation import reduce_long_edge
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data"
@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit("error: oracles need targets; the photos on a contact sheet have none")
     rows = []
     for path in paths:
-        src = _resize_long_edge(read_photo(path).pixels, args.work)
+        src = reduce_long_edge(read_photo(path).pixels, args.work)
         rows.append([m(src) for m in methods])
         print(path.name, flush=True)
     sheet = contact_sheet(rows, [m.name for m in methods], row_labels=[p.name for p in paths], cell=args.tile)

@@ -23,13 +23,13 @@ import numpy as np
 from sklearn.ensemble import HistGradientBoostingRegressor
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from probe_global_ev import SHARED, TRAIN_SETS, pairs_of, training_copies  # noqa: E402
+from probe_global_ev import SHARED, clean_photos, pairs_of, training_copies  # noqa: E402
 
 from deepexposure import data  # noqa: E402
 from deepexposure.color import apply_ev, linear_to_srgb, srgb_to_linear  # noqa: E402
 from deepexposure.evaluation.baselines import _f32, oracle_global_ev  # noqa: E402
 from deepexposure.evaluation.metrics import psnr  # noqa: E402
-from deepexposure.io import iter_photo_paths, read_photo  # noqa: E402
+from deepexposure.io import read_photo  # noqa: E402
 from deepexposure.segmentation import make_preview  # noqa: E402
 from deepexposure.training.learned_global import preview_features  # noqa: E402
 
@@ -61,9 +61,7 @@ def main() -> None:
     a = ap.parse_args()
     cached = 24
     ev_all = training_copies(cached, 1, Path(a.cache))["ev"]
-    paths = [p for s in TRAIN_SETS for p in sorted(iter_photo_paths(SHARED / s))]
-    paths += data.select_sice_references(SHARED / "sice_zerodcepp")
-    big = data.load_previews(paths, size=128, cache_dir=Path(a.cache) / "previews", progress=False)[0]
+    big = clean_photos(Path(a.cache))
     cfg = data.DegradeConfig()
     prev, det, ev = [], [], []
     for i in range(len(big)):

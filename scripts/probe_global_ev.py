@@ -70,14 +70,20 @@ def features(x: np.ndarray) -> np.ndarray:
     return np.concatenate([preview_features(x[i:i + 4096]) for i in range(0, len(x), 4096)])
 
 
+def clean_photos(cache: Path) -> np.ndarray:
+    """The clean training photos (:data:`TRAIN_SETS` and the SICE best-exposed frames) as 128x128 previews, in
+    a fixed order (``training_copies`` copy ``i * copies + c`` comes from photo ``i``)."""
+    paths = [p for s in TRAIN_SETS for p in sorted(iter_photo_paths(SHARED / s))]
+    paths += data.select_sice_references(SHARED / "sice_zerodcepp")
+    return data.load_previews(paths, size=128, cache_dir=Path(cache) / "previews", progress=False)[0]
+
+
 def training_copies(copies: int, seed: int, cache: Path) -> dict:
     """Degraded previews, best-EV targets and the degradation's own offsets (cached in ``cache``)."""
     f = cache / f"probe_global_ev_c{copies}_s{seed}.npz"
     if f.is_file():
         return dict(np.load(f))
-    paths = [p for s in TRAIN_SETS for p in sorted(iter_photo_paths(SHARED / s))]
-    paths += data.select_sice_references(SHARED / "sice_zerodcepp")
-    big = data.load_previews(paths, size=128, cache_dir=cache / "previews", progress=False)[0]
+    big = clean_photos(cache)
     clean = np.stack([make_preview(b) for b in big])
     cfg = data.DegradeConfig()
     x = data.degraded_previews(big, seed=seed, copies=copies, config=cfg, out_size=64)
@@ -93,8 +99,8 @@ def training_copies(copies: int, seed: int, cache: Path) -> dict:
 
 
 def pairs_of(d: Path) -> list[tuple[Path, Path]]:
-    tg = {q.stem: q for q in (d / "target").iterdir()}
-    return [(p, tg[p.stem]) for p in sorted((d / "input").iterdir()) if p.stem in tg]
+    """(input, target) paths of a paired folder (``data.paired_folder``)."""
+    return [(p.input_path, p.target_path) for p in data.paired_folder(d)]
 
 
 def dev_sets(fam_root: Path) -> dict:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from deepexposure.data import paired_folder
 from deepexposure.enhance import Enhancer
 from deepexposure.evaluation.baselines import _f32
 from deepexposure.evaluation.metrics import psnr
@@ -27,8 +28,8 @@ SETS = ("mix", "spatial", "tone", "white_balance", "noise", "highlights", "camer
 
 
 def pairs_of(d: Path) -> list[tuple[Path, Path]]:
-    tg = {q.stem: q for q in (d / "target").iterdir()}
-    return [(p, tg[p.stem]) for p in sorted((d / "input").iterdir()) if p.stem in tg]
+    """(input, target) paths of a paired folder (``data.paired_folder``)."""
+    return [(p.input_path, p.target_path) for p in paired_folder(d)]
 
 
 def blown(a: np.ndarray) -> float:

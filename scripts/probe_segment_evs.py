@@ -23,12 +23,12 @@ import numpy as np
 from sklearn.ensemble import HistGradientBoostingRegressor
 
 from deepexposure.color import linear_to_srgb, luminance, srgb_to_linear
-from deepexposure.data import _resize_long_edge, paired_folder
+from deepexposure.data import paired_folder
 from deepexposure.episode import exposure_features
 from deepexposure.evaluation import psnr
 from deepexposure.io import read_photo
 from deepexposure.render import render_rolloff
-from deepexposure.segmentation import SEGMENT_DEFAULTS, make_preview, segment
+from deepexposure.segmentation import SEGMENT_DEFAULTS, make_preview, reduce_long_edge, segment
 
 T = 6
 GRID = np.round(np.arange(-3.0, 3.001, 0.1), 2)
@@ -93,8 +93,8 @@ def main(argv: list[str]) -> None:
     for folder in sets:
         rows = []
         for p in paired_folder(Path(folder))[:30]:
-            src = _resize_long_edge(read_photo(p.input_path).pixels, 384)
-            tgt = _resize_long_edge(read_photo(p.target_path).pixels, 384)
+            src = reduce_long_edge(read_photo(p.input_path).pixels, 384)
+            tgt = reduce_long_edge(read_photo(p.target_path).pixels, 384)
             pv = make_preview(src)
             lb = segment(pv, **SEGMENT_DEFAULTS)
             n = int(lb.max()) + 1

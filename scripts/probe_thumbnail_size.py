@@ -20,12 +20,12 @@ import numpy as np
 import torch
 from sklearn.ensemble import HistGradientBoostingRegressor
 
-from deepexposure.data import _resize_long_edge, degraded_previews, load_previews, paired_folder
+from deepexposure.data import degraded_previews, load_previews, paired_folder
 from deepexposure.episode import exposure_features
 from deepexposure.evaluation import psnr
 from deepexposure.io import read_photo
 from deepexposure.render import render_rolloff
-from deepexposure.segmentation import make_preview
+from deepexposure.segmentation import make_preview, reduce_long_edge
 from deepexposure.training.trainer import best_global_ev
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -60,8 +60,8 @@ def main(argv: list[str]) -> None:
     err: dict[str, list[float]] = {k: [] for k in models}
     score: dict[str, list[float]] = {k: [] for k in models}
     for p in paired_folder(val):
-        src = _resize_long_edge(read_photo(p.input_path).pixels, 384)
-        tgt = _resize_long_edge(read_photo(p.target_path).pixels, 384)
+        src = reduce_long_edge(read_photo(p.input_path).pixels, 384)
+        tgt = reduce_long_edge(read_photo(p.target_path).pixels, 384)
         feats = _features(src[None])
         oracle = float(_best_ev(make_preview(src, 64)[None], make_preview(tgt, 64)[None])[0])
         for k, m in models.items():

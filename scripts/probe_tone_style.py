@@ -26,7 +26,7 @@ from scipy.optimize import minimize
 from sklearn.ensemble import HistGradientBoostingRegressor
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from probe_global_ev import SHARED, best_ev_linear, features, nchw, pairs_of, training_copies  # noqa: E402
+from probe_global_ev import SHARED, best_ev_linear, clean_photos, features, nchw, pairs_of, training_copies  # noqa: E402
 
 from deepexposure import data  # noqa: E402
 from deepexposure.color import apply_ev, linear_to_srgb, srgb_to_linear  # noqa: E402
@@ -95,7 +95,7 @@ def main() -> None:
     # EV target after the contrast correction: best EV of 0.18 * (lin / 0.18) ** c * 2**ev, i.e. contrast first
     lin = srgb_to_linear_torch(nchw(x))
     lin = 0.18 * (lin.clamp_min(1e-6) / 0.18) ** torch.from_numpy(contrast).view(-1, 1, 1, 1)
-    ev_c = best_ev_linear(lin, nchw(np.repeat(_clean_previews(a.cache), a.copies, 0))).numpy()
+    ev_c = best_ev_linear(lin, nchw(np.repeat(np.stack([make_preview(b) for b in clean_photos(Path(a.cache))]), a.copies, 0))).numpy()
     m_ev, m_evc, m_c = trees().fit(f, ev), trees().fit(f, ev_c), trees().fit(f, np.log2(contrast))
 
     def tone_after_contrast(img: np.ndarray, ev_: float, c: float) -> np.ndarray:
@@ -148,18 +148,6 @@ def main() -> None:
                 preview_features(make_preview(xi)[None]))[0], -3, 3))), yi) for _, xi, yi in test]))
         cells += [np.mean([psnr(ff(xi), yi) for _, xi, yi in test]), np.mean([psnr(xi, yi) for _, xi, yi in test])]
         print(f"| {name} | " + " | ".join(f"{c:.2f}" for c in cells) + " |", flush=True)
-
-
-def _clean_previews(cache: str) -> np.ndarray:
-    """The clean 64x64 previews of the training photos, in the order of ``training_copies``."""
-    from probe_global_ev import TRAIN_SETS
-
-    from deepexposure.io import iter_photo_paths
-
-    paths = [p for s in TRAIN_SETS for p in sorted(iter_photo_paths(SHARED / s))]
-    paths += data.select_sice_references(SHARED / "sice_zerodcepp")
-    big = data.load_previews(paths, size=128, cache_dir=Path(cache) / "previews", progress=False)[0]
-    return np.stack([make_preview(b) for b in big])
 
 
 if __name__ == "__main__":

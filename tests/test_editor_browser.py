@@ -8,6 +8,7 @@ chromium-driver`); .ci/run installs them when it can.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import shutil
@@ -55,6 +56,25 @@ def _wait(what, timeout: float = 60, step: float = 0.1):
     raise AssertionError(f"timed out waiting for {getattr(what, '__name__', what)}")
 
 
+@contextlib.contextmanager
+def opened_editor(tmp_path):
+    """``edit`` on a copy of the sample (renderer local) and a headless browser on its page, first render shown:
+    yields (server process, driver, the photo's path); both are closed afterwards."""
+    src = tmp_path / "photo.jpg"
+    shutil.copy(SAMPLE, src)
+    proc, url = start_editor([str(src), "--renderer", "local"], tmp_path)
+    driver = None
+    try:
+        driver = _browser()
+        driver.get(url)
+        _wait(lambda: _settled(driver, 0))
+        yield proc, driver, src
+    finally:
+        if driver is not None:
+            driver.quit()
+        stop(proc)
+
+
 def _renders(driver) -> int:
     return int(driver.find_element("id", "preview").get_attribute("data-renders") or 0)
 
@@ -78,14 +98,7 @@ def _pixels(driver) -> np.ndarray:
 
 
 def test_edit_in_a_real_browser(tmp_path):
-    src = tmp_path / "photo.jpg"
-    shutil.copy(SAMPLE, src)
-    proc, url = start_editor([str(src), "--renderer", "local"], tmp_path)
-    driver = None
-    try:
-        driver = _browser()
-        driver.get(url)
-        _wait(lambda: _settled(driver, 0))
+    with opened_editor(tmp_path) as (_, driver, src):
         sliders = driver.find_elements("css selector", "#sliders input[type=range]")
         state = json.loads(driver.execute_script(
             "return fetch('api/state', {headers: {'X-Token': document.body.dataset.token}}).then(r => r.text())"))
@@ -141,10 +154,6 @@ def test_edit_in_a_real_browser(tmp_path):
         _wait(lambda: "not saved" in driver.find_element("id", "save-status").text)
         assert hashlib.sha256(saved.read_bytes()).hexdigest() == digest
         driver.save_screenshot(str(tmp_path / "page.png"))
-    finally:
-        if driver is not None:
-            driver.quit()
-        stop(proc)
 
     recipe = Recipe.load(recipe_file)
     assert recipe.renderer == "local" and recipe.evs[0] > state["evs"][0]

@@ -329,27 +329,16 @@ def test_editor_page_says_when_a_save_gets_no_answer(tmp_path):
     again, instead of showing 'saving…' for ever."""
     pytest.importorskip("starlette", reason="starlette (the 'edit' extra) is not installed")
     pytest.importorskip("selenium.webdriver", reason="selenium is not installed: browser test skipped")
-    from test_editor import start_editor, stop
-    from test_editor_browser import CHROMIUM, DRIVER, _browser, _settled, _wait
+    from test_editor import stop
+    from test_editor_browser import CHROMIUM, DRIVER, _wait, opened_editor
 
     if not (CHROMIUM and DRIVER):
         pytest.skip("no headless browser (apt-get install chromium chromium-driver): browser test skipped")
-    src = tmp_path / "photo.jpg"
-    shutil.copy(SAMPLE, src)
-    proc, url = start_editor([str(src), "--renderer", "local"], tmp_path)
-    driver = None
-    try:
-        driver = _browser()
-        driver.get(url)
-        _wait(lambda: _settled(driver, 0))
+    with opened_editor(tmp_path) as (proc, driver, _):
         stop(proc)
         driver.find_element("id", "save").click()
         _wait(lambda: driver.find_element("id", "save-status").text == "not saved", timeout=20)
         error = driver.find_element("id", "error")
         assert error.is_displayed() and "does not answer" in error.text
         assert driver.find_element("id", "save").is_enabled()
-    finally:
-        if driver is not None:
-            driver.quit()
-        stop(proc)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["photo.jpg"]

@@ -32,7 +32,7 @@ from deepexposure.atomic import atomic_write, atomic_write_text, clean_stale, te
 from deepexposure.color import linear_to_srgb, srgb_to_linear
 from deepexposure.errors import DataError, PhotoError
 from deepexposure.io import iter_photo_paths, read_photo, write_photo
-from deepexposure.segmentation import make_preview
+from deepexposure.segmentation import make_preview, reduce_long_edge
 
 __all__ = [
     "DegradeConfig",
@@ -56,6 +56,7 @@ __all__ = [
     "fivek_inputs",
     "fivek_experts",
     "fivek_paired_inputs",
+    "check_fivek_paired",
     "make_dev_pairs",
     "select_sice",
     "select_sice_references",
@@ -717,6 +718,13 @@ def fivek_experts(root: str | os.PathLike, fold: str = "train_expert", *, expert
     return _fivek_list(Path(root), fivek_expert_dirs(expert), f"FiveK expert {expert.upper()}", fold)
 
 
+def check_fivek_paired(fivek: str | os.PathLike | None, fivek_paired: bool) -> None:
+    """``fivek_paired`` needs a FiveK root: :class:`DataError` (one line, named by the CLI's options) otherwise."""
+    if fivek_paired and fivek is None:
+        raise DataError("--fivek-paired needs --fivek ROOT (it pairs the FiveK train_input fold with its expert C "
+                        "renders)")
+
+
 def fivek_paired_inputs(root: str | os.PathLike, fold: str = "train_input", *, expert: str = "C"
                         ) -> tuple[list[Pair], list[Path]]:
     """Input photos of a FiveK fold split by whether the expert's own render of the same id exists.
@@ -749,14 +757,6 @@ def fivek_paired_inputs(root: str | os.PathLike, fold: str = "train_input", *, e
 # Development pairs
 # --------------------------------------------------------------------------------------------------------------
 
-
-def _resize_long_edge(srgb: np.ndarray, long_edge: int) -> np.ndarray:
-    """Downscale (area) so that the long edge is ``long_edge``; smaller photos are kept as they are (no upscaling)."""
-    h, w = srgb.shape[:2]
-    if max(h, w) <= long_edge:
-        return srgb
-    s = long_edge / max(h, w)
-    return cv2.resize(srgb, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA)
 
 
 def make_dev_pairs(
@@ -817,7 +817,7 @@ def make_dev_pairs(
                 log.warning("skipped: %s", exc)
                 skipped[stem] = str(exc)
                 continue
-            target = (np.round(_resize_long_edge(px, long_edge) * 255.0) / 255.0).astype(np.float32)
+            target = (np.round(reduce_long_edge(px, long_edge) * 255.0) / 255.0).astype(np.float32)
             degraded, params = degrade(target, _image_rng(seed, stem), config=config)
             write_photo(stage / "target" / f"{stem}.png", target, bit_depth=8)
             write_photo(stage / "input" / f"{stem}.png", degraded, bit_depth=8)

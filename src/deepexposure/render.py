@@ -27,7 +27,7 @@ import cv2
 import numpy as np
 
 from deepexposure.errors import DataError
-from deepexposure.segmentation import SOFT_MASK_DEFAULTS, segment_map
+from deepexposure.segmentation import SOFT_MASK_DEFAULTS, reduce_long_edge, segment_map
 
 if TYPE_CHECKING:
     from deepexposure.recipe import Recipe
@@ -80,6 +80,16 @@ def _check_evs(evs: Sequence[float]) -> np.ndarray:
     return e
 
 
+def _check_labels(labels: np.ndarray, n_evs: int) -> np.ndarray:
+    """``labels`` as an array after checking it is a non-empty 2-D array of integers 0..n_evs-1 (ValueError)."""
+    labels = np.asarray(labels)
+    if labels.ndim != 2 or not np.issubdtype(labels.dtype, np.integer) or labels.size == 0 or labels.min() < 0:
+        raise ValueError("labels must be a non-empty 2-D array of non-negative integers")
+    if int(labels.max()) + 1 != n_evs:
+        raise ValueError(f"{n_evs} exposure values for {int(labels.max()) + 1} segments")
+    return labels
+
+
 def recipe_evs(recipe: Recipe, renderer: str | None = None, strength: float = 1.0) -> tuple[str, np.ndarray]:
     """(renderer name, the recipe's EVs scaled by ``strength``) as :func:`render` applies them: ``renderer``
     defaults to ``recipe.renderer``; an unknown renderer, a strength outside [0, 1] or a non-finite EV raises
@@ -95,13 +105,15 @@ def recipe_evs(recipe: Recipe, renderer: str | None = None, strength: float = 1.
 def rolloff_white(srgb: np.ndarray, percentile: float = ROLLOFF_PERCENTILE) -> float:
     """The input's bright end for the roll-off: the ``percentile`` of the per-pixel largest linear channel of
     float sRGB (H, W, 3) [0, 1], measured on an area-reduced copy (long edge <= 256) -> linear value in (0, 1]."""
+    return float(max(np.percentile(_peak_linear(srgb, 256), percentile), 1e-4))
+
+
+def _peak_linear(srgb: np.ndarray, long_edge: int) -> np.ndarray:
+    """The per-pixel largest linear channel (h, w) float32 of an area-reduced copy (long edge <= ``long_edge``) of
+    float sRGB (H, W, 3) [0, 1]: what the highlight roll-off and the highlight guard measure."""
     from deepexposure.color import srgb_to_linear
 
-    h, w = srgb.shape[:2]
-    s = min(1.0, 256 / max(h, w))
-    small = cv2.resize(np.ascontiguousarray(srgb, np.float32), (max(1, round(w * s)), max(1, round(h * s))),
-                       interpolation=cv2.INTER_AREA) if s < 1 else srgb
-    return float(max(np.percentile(srgb_to_linear(small).max(axis=2), percentile), 1e-4))
+    return srgb_to_linear(reduce_long_edge(np.ascontiguousarray(srgb, np.float32), long_edge)).max(axis=2)
 
 
 def _shoulder(lin: np.ndarray, gain: np.ndarray, white: float, knee: float) -> None:
@@ -155,23 +167,13 @@ def guard_highlights(srgb: np.ndarray, evs: Sequence[float], labels: np.ndarray,
     """
     img = _as_srgb(srgb)
     e = _check_evs(evs)
-    labels = np.asarray(labels)
-    if labels.ndim != 2 or not np.issubdtype(labels.dtype, np.integer) or labels.size == 0 or labels.min() < 0:
-        raise ValueError("labels must be a non-empty 2-D array of non-negative integers")
-    if int(labels.max()) + 1 != e.size:
-        raise ValueError(f"{e.size} exposure values for {int(labels.max()) + 1} segments")
+    labels = _check_labels(labels, e.size)
     if not 0.0 < percentile <= 100.0:
         raise ValueError(f"percentile must be in (0, 100], got {percentile}")
     if not np.any(e > 0):
         return [float(v) for v in e]
-    from deepexposure.color import srgb_to_linear
-
-    h, w = img.shape[:2]
-    s = min(1.0, _GUARD_LONG_EDGE / max(h, w))
-    small = img if s >= 1.0 else cv2.resize(img, (max(1, round(w * s)), max(1, round(h * s))),
-                                            interpolation=cv2.INTER_AREA)
-    lab = cv2.resize(labels.astype(np.int32), (small.shape[1], small.shape[0]), interpolation=cv2.INTER_NEAREST)
-    peak = srgb_to_linear(small).max(axis=2)
+    peak = _peak_linear(img, _GUARD_LONG_EDGE)
+    lab = cv2.resize(labels.astype(np.int32), (peak.shape[1], peak.shape[0]), interpolation=cv2.INTER_NEAREST)
     out = []
     for k, ev in enumerate(e):
         vals = peak[lab == k]
@@ -209,12 +211,7 @@ def local_ev_map(srgb: np.ndarray, evs: Sequence[float], labels: np.ndarray, *,
     """
     img = _as_srgb(srgb)
     e = _check_evs(evs)
-    labels = np.asarray(labels)
-    if labels.ndim != 2 or not np.issubdtype(labels.dtype, np.integer) or labels.min() < 0:
-        raise ValueError("labels must be a 2-D array of non-negative integers")
-    n = int(labels.max()) + 1
-    if e.size != n:
-        raise ValueError(f"{e.size} exposure values for {n} segments")
+    labels = _check_labels(labels, e.size)
     return segment_map(labels, e, img, feather=feather, eps=eps, working_long_edge=working_long_edge)
 
 

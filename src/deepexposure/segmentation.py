@@ -87,6 +87,14 @@ def make_preview(srgb: np.ndarray, size: int = PREVIEW_SIZE) -> np.ndarray:
     return cv2.resize(img, (size, size), interpolation=cv2.INTER_AREA)
 
 
+def reduce_long_edge(img: np.ndarray, long_edge: int) -> np.ndarray:
+    """Area-downscale an (H, W[, C]) image so that its long edge is at most ``long_edge`` px (aspect kept, never
+    upscaled); an image already small enough is returned as it is (same object, same dtype)."""
+    h, w = img.shape[:2]
+    size = _working_size((h, w), long_edge)
+    return img if size == (w, h) else cv2.resize(img, size, interpolation=cv2.INTER_AREA)
+
+
 def felzenszwalb_labels(preview: np.ndarray, *, scale: float, sigma: float, min_size: int) -> np.ndarray:
     """scikit-image's Felzenszwalb-Huttenlocher segmentation of an sRGB [0,1] (h, w, 3) preview -> int32 (h, w).
 

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 import click
 
 from deepexposure.data import FAMILIES as _FAMILIES
+from deepexposure.data import check_fivek_paired
 from deepexposure.errors import DataError, DeepExposureError, need_extra
 
 if TYPE_CHECKING:
@@ -133,9 +134,7 @@ def train(inputs, synthetic_inputs, copies, sice, sice_references, experts, five
     N processes (same results as one; several machines: docs/scaling.md):
       torchrun --nproc-per-node N -m deepexposure train ...
     """
-    if fivek_paired and not fivek:
-        raise DataError("--fivek-paired needs --fivek ROOT (it pairs the FiveK train_input fold with its expert C "
-                        "renders)")
+    check_fivek_paired(fivek, fivek_paired)  # before torch is imported and before the run folder exists
     if workers:
         raise DeepExposureError("--workers was removed: run N training processes with "
                                 "torchrun --nproc-per-node N -m deepexposure train ... (docs/scaling.md)")

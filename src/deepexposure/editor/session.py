@@ -33,7 +33,7 @@ from deepexposure.pipeline import LABEL_AGREEMENT, recipe_matches
 from deepexposure.raw import RawPhoto, render_photo
 from deepexposure.recipe import MAX_ABS_EV, Recipe
 from deepexposure.render import RENDERERS
-from deepexposure.segmentation import overlay
+from deepexposure.segmentation import overlay, reduce_long_edge
 
 __all__ = ["EditorError", "OutputExists", "EditSession", "PreviewImage", "PREVIEW_LONG_EDGE", "DRAFT_LONG_EDGE",
            "HISTOGRAM_BINS", "recipe_matches", "LABEL_AGREEMENT"]
@@ -81,11 +81,7 @@ class PreviewImage:
 
 
 def _resize(img: np.ndarray, long_edge: int) -> np.ndarray:
-    h, w = img.shape[:2]
-    s = min(1.0, long_edge / max(h, w))
-    if s >= 1.0:
-        return np.ascontiguousarray(img, dtype=np.float32)
-    return cv2.resize(img, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA)
+    return np.ascontiguousarray(reduce_long_edge(img, long_edge), dtype=np.float32)
 
 
 def _reduced(photo: Photo, long_edge: int) -> Photo:

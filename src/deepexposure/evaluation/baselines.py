@@ -40,6 +40,7 @@ import numpy as np
 from deepexposure.color import apply_ev, luminance
 from deepexposure.errors import DeepExposureError, ModelError, PhotoError
 from deepexposure.render import ENHANCE_RENDERER
+from deepexposure.segmentation import reduce_long_edge
 
 __all__ = [
     "Method",
@@ -84,12 +85,7 @@ def _f32(srgb: np.ndarray) -> np.ndarray:
 
 def _small(srgb: np.ndarray, long_edge: int) -> np.ndarray:
     """INTER_AREA copy with long edge <= ``long_edge`` (never upscaled), float32."""
-    h, w = srgb.shape[:2]
-    if max(h, w) <= long_edge:
-        return np.ascontiguousarray(srgb, dtype=np.float32)
-    s = long_edge / max(h, w)
-    size = (max(1, round(w * s)), max(1, round(h * s)))
-    return cv2.resize(np.ascontiguousarray(srgb, dtype=np.float32), size, interpolation=cv2.INTER_AREA)
+    return reduce_long_edge(np.ascontiguousarray(srgb, dtype=np.float32), long_edge)
 
 
 def _needs_target(name: str, target: np.ndarray | None) -> np.ndarray:

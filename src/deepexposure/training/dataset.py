@@ -111,9 +111,7 @@ def build_training_data(*, inputs: Sequence[str | os.PathLike] = (), synthetic: 
     from deepexposure import data
     from deepexposure.segmentation import PREVIEW_SIZE, SEGMENTATION_VERSION, make_preview
 
-    if fivek_paired and fivek is None:
-        raise DataError("--fivek-paired needs --fivek ROOT (it pairs the FiveK train_input fold with its expert C "
-                        "renders)")
+    data.check_fivek_paired(fivek, fivek_paired)
     if pairs_repeat < 1:
         raise DataError(f"pairs_repeat must be at least 1, got {pairs_repeat}")
     real_pairs = [p for root in pairs for p in data.paired_folder(root)]
