@@ -3,7 +3,9 @@
 Prints a table measured in one run: wall time and peak memory (VmHWM of a fresh child process, so the import of
 the model etc. is included in memory but not in time) of
 
-* ``deepexposure`` — ``Enhancer().enhance_photo`` with the shipped model, fusion renderer, + JPEG read/write;
+* ``natural`` — ``Enhancer()``, the default since 0.3: the shipped natural model (one global EV, ``rolloff``),
+  + JPEG read/write; ``expert`` — the same in the expert look (+ its bracket fusion, contrast and saturation);
+* ``deepexposure`` — ``Enhancer("paper")``: the paper's policy, fusion renderer, + JPEG read/write;
 * ``local`` — the same with ``renderer="local"`` (each EV inside its feathered segment mask, no fusion);
 * ``rolloff`` / ``balanced`` — the same with those renderers (local + highlight roll-off; + a fused +-0.5 EV bracket);
 * ``opencv`` — the reference: the same read/write around ``cv2.createMergeMertens(1, 1, 1).process`` on the
@@ -63,7 +65,10 @@ def _child(method: str, src: str, dst: str, repeat: int) -> None:
     from deepexposure.io import read_photo, write_photo
     from deepexposure.render import render
 
-    enhancer = Enhancer(renderer=method if method in ("local", "rolloff", "balanced") else "fusion")
+    if method in ("natural", "expert"):
+        enhancer = Enhancer(look=method)
+    else:
+        enhancer = Enhancer("paper", renderer=method if method in ("local", "rolloff", "balanced") else "fusion")
     times, renders, cpus, render_peaks, peak = [], [], [], [], 0.0
     for _ in range(repeat):
         t0 = time.perf_counter()
@@ -72,7 +77,7 @@ def _child(method: str, src: str, dst: str, repeat: int) -> None:
         peak = max(peak, _vm("VmHWM"))
         start = _vm("VmRSS") if _reset_peak() else float("nan")
         t1, c1 = time.perf_counter(), time.process_time()
-        if method in ("deepexposure", "local", "rolloff", "balanced"):
+        if method != "opencv":
             pixels = render(photo.pixels, recipe, renderer=enhancer.renderer)
         else:
             import cv2
@@ -147,7 +152,7 @@ def renderer_table(args) -> None:
             src = Path(tmp) / f"in_{mp:g}mp.jpg"
             cv2.imwrite(str(src), cv2.resize(img, (w, h), interpolation=cv2.INTER_CUBIC), [cv2.IMWRITE_JPEG_QUALITY, 95])
             res = {m: _run(m, src, Path(tmp) / f"out_{m}_{mp:g}.jpg", args.repeat)
-                   for m in ("deepexposure", "local", "rolloff", "balanced", "opencv")}
+                   for m in ("natural", "expert", "deepexposure", "local", "rolloff", "balanced", "opencv")}
             rows.append((f"{w}x{h} ({w * h / 1e6:.1f} MP)", res))
     print(f"photo: {args.photo.name}; peak memory includes {base:.0f} MB of interpreter+model "
           f"(measured alone); medians of {args.repeat} runs in one process per renderer; render = the render() "
@@ -158,8 +163,8 @@ def renderer_table(args) -> None:
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for name, r in rows:
         o = r["opencv"]
-        for label, key in (("fusion (default)", "deepexposure"), ("local", "local"), ("rolloff", "rolloff"),
-                           ("balanced", "balanced")):
+        for label, key in (("natural (default)", "natural"), ("expert", "expert"), ("paper fusion", "deepexposure"),
+                           ("paper local", "local"), ("paper rolloff", "rolloff"), ("paper balanced", "balanced")):
             d = r[key]
             runs = " ".join(f"{t:.2f}" for t in d["renders"])
             print(f"| {name} | {label} | {d['evs']} | {d['time']:.2f} | {o['time']:.2f} | {o['time'] / d['time']:.1f}x | "

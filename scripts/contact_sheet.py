@@ -2,10 +2,11 @@
 
 Usage::
 
-    python scripts/contact_sheet.py [--photos DIR] [--limit 16] [-m identity -m fixed-fusion -m deepexposure ...]
-                                    [--renderer fusion] [--out docs/images/dicm_contact.jpg]
+    python scripts/contact_sheet.py [--photos DIR] [--limit 16] [-m identity -m fixed-fusion -m natural ...]
+                                    [--renderer R] [--out docs/images/dicm_contact.jpg]
 
-Methods are :func:`deepexposure.evaluation.get_method` names (``identity``, ``fixed-fusion``, ``deepexposure``,
+Methods are :func:`deepexposure.evaluation.get_method` names (``identity``, ``fixed-fusion``, ``natural``, ``expert``,
+``paper``, ``deepexposure``,
 ``learned-global:RUN``, a run folder, ...), optionally ``NAME@RENDERER``; oracles need targets and are refused. Photos are taken in sorted
 order, every ``len // limit``-th one, so the sheet covers the whole set without choosing favourites. Each tile is
 labelled with its method (the grid is :func:`deepexposure.evaluation.unpaired.contact_sheet`, as in
@@ -34,9 +35,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--photos", type=Path, default=SHARED / "dicm")
     ap.add_argument("--limit", type=int, default=16, help="photos on the sheet, spread evenly over the set")
     ap.add_argument("-m", "--method", action="append", default=None,
-                    help="method column, NAME or NAME@RENDERER (default: identity, fixed-fusion, deepexposure, "
-                         "deepexposure@rolloff)")
-    ap.add_argument("--renderer", default="fusion", help="renderer for policies and learned-global")
+                    help="method column, NAME or NAME@RENDERER (default: identity, fixed-fusion, natural, expert, "
+                         "paper)")
+    ap.add_argument("--renderer", default=None, help="renderer for the models (default: each model's own)")
     ap.add_argument("--tile", type=int, default=200, help="cell size in pixels (long edge of each tile)")
     ap.add_argument("--work", type=int, default=768, help="long edge the photos are processed at")
     ap.add_argument("--out", type=Path, default=REPO / "docs" / "images" / "dicm_contact.jpg")
@@ -47,7 +48,7 @@ def main(argv: list[str] | None = None) -> None:
     step = max(1, len(paths) // args.limit)
     paths = paths[::step][: args.limit]
     methods = []
-    for spec in args.method or ["identity", "fixed-fusion", "deepexposure", "deepexposure@rolloff"]:
+    for spec in args.method or ["identity", "fixed-fusion", "natural", "expert", "paper"]:
         name, _, renderer = spec.partition("@")
         methods.append(get_method(name, renderer=renderer or args.renderer))  # names carry the renderer
     if any(m.needs_target for m in methods):

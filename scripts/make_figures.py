@@ -1,9 +1,9 @@
 """Regenerate the README's before/after pictures from real photos with the shipped model.
 
-Usage: ``python scripts/make_figures.py [--out docs/images] [--model RUN] [--renderer R ...]``. Writes
-``before_after.jpg``: one row per photo, columns = input, fixed-EV fusion (the baseline to beat, EVs -1, +1, +2),
-then the photo enhanced by each renderer (default: the enhance default, ``fusion``, and ``rolloff``), each tile
-labelled with its EVs and fitted into the same box, so that portrait and landscape photos line up.
+Usage: ``python scripts/make_figures.py [--out docs/images]``. Writes ``before_after.jpg``: one row per photo,
+columns = input, fixed-EV fusion (the baseline to beat, EVs -1, +1, +2), the two looks of ``enhance`` (``natural``,
+the default, and ``expert``) and the paper's policy (``--model paper``, fusion), each tile labelled with its EVs and
+fitted into the same box, so that portrait and landscape photos line up.
 Photos: the samples in ``samples/`` plus, when ``../shared/data`` is present, a few more DICM and MSEC photos.
 """
 
@@ -43,20 +43,18 @@ def _tile(srgb: np.ndarray, label: str, box: tuple[int, int] = (240, 320)) -> np
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=REPO / "docs" / "images")
-    ap.add_argument("--model", default=None, help="policy.pt or run folder (default: the shipped model)")
-    ap.add_argument("--renderer", action="append", default=None, help="renderer column(s)")
     ap.add_argument("--name", default="before_after.jpg")
     ap.add_argument("--photos", nargs="*", type=Path, default=None, help="photos (default: samples + a few more)")
     args = ap.parse_args()
     photos = args.photos or (sorted((REPO / "samples").glob("*.jpg"))
                              + [SHARED / p for p in EXTRA if (SHARED / p).is_file()])
-    renderers = args.renderer or list(dict.fromkeys([ENHANCE_RENDERER, "fusion", "rolloff"]))
-    enhancers = [Enhancer(args.model, renderer=r) for r in renderers]
+    columns = {"natural (default)": Enhancer(), "expert": Enhancer(look="expert"),
+               f"paper {ENHANCE_RENDERER}": Enhancer("paper")}
     rows = []
     for path in photos:
         src = read_photo(path).pixels
         tiles = [_tile(src, f"input {path.name}"), _tile(FixedFusion()(src), "fixed fusion  EV -1 +1 +2")]
-        for r, enh in zip(renderers, enhancers, strict=True):
+        for r, enh in columns.items():
             out, rec = enh.enhance(src)
             evs = " ".join(f"{e:+.1f}" for e in rec.evs)
             tiles.append(_tile(out, f"{r}  EV {evs}"))

@@ -4,7 +4,8 @@
 1. **Synthetic families** (``data/fam/<set>``, made by ``deepexposure make-pairs ../shared/data/bsds500/test
    --limit 60 --family F``): each family's set is scored with the run that did NOT train on it (``--fold F=RUN``;
    ``--main`` for the mix and for families without a fold). Columns: input, fixed fusion, the run's
-   ``learned-global`` baseline and its policy, each through every ``--renderer``, and oracle-global.
+   ``learned-global`` baseline and its policy, each through every ``--renderer``, the shipped looks (``natural``,
+   ``expert``; ``--also``) and oracle-global.
 2. **Real FiveK pairs** (expert C, ``fivek_deeplpf`` + ``fivek_extra``): per pair, and wins counted against input,
    fixed fusion and learned-global.
 3. **MSEC renders** (``msec_examples/fivek_rendered``, suffix = exposure offset): the mean applied EV (policy:
@@ -44,7 +45,8 @@ def _methods(run: str, renderers: list[str]) -> tuple[list, dict]:
     """The columns for ``run`` and their names: {"lg": {renderer: name}, "policy": {renderer: name}, "also": [..]}."""
     lg = {r: get_method(f"learned-global:{run}", renderer=r) for r in renderers}
     pol = {r: get_method(run, renderer=r) for r in renderers}
-    also = [get_method(a, renderer=renderers[0]) for a in ALSO]
+    also = [get_method(a, renderer=None if a in ("natural", "expert", "deepexposure") else renderers[0])
+            for a in ALSO]
     names = {"lg": {r: m.name for r, m in lg.items()}, "policy": {r: m.name for r, m in pol.items()},
              "also": [m.name for m in also]}
     return ["fixed-fusion", *lg.values(), *pol.values(), *also, "oracle-global"], names
@@ -165,11 +167,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--parts", default="synthetic,real,msec")
     ap.add_argument("--sets", default=",".join(["mix", *FAMILIES]), help="synthetic sets (comma-separated)")
     ap.add_argument("--jobs", type=int, default=1)
-    ap.add_argument("--also", action="append", default=[], help="extra model columns (e.g. deepexposure)")
+    ap.add_argument("--also", action="append", default=None,
+                    help="extra model columns (default: the shipped looks, natural and expert, each with its own "
+                         "renderer; others with the first --renderer)")
     ap.add_argument("--out", required=True, help="writes OUT.md and OUT.json")
     args = ap.parse_args(argv)
     renderers = args.renderer or ["fusion", "rolloff"]
-    ALSO.extend(args.also)
+    ALSO.extend(args.also if args.also is not None else ["natural", "expert"])
     parts = args.parts.split(",")
     result: dict = {"args": vars(args)}
     import sys

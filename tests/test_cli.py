@@ -148,7 +148,8 @@ def test_enhance_highlight_guard_switch(tmp_path: Path):
     evs = {}
     for flag in ("--highlight-guard", "--no-highlight-guard"):
         out = tmp_path / flag.strip("-")
-        res = _run("enhance", src, "-o", out, "--renderer", "rolloff", "--recipe", "--format", "png", flag)
+        res = _run("enhance", src, "-o", out, "--model", "paper", "--renderer", "rolloff", "--recipe", "--format", "png",
+                   flag)
         assert res.exit_code == 0, res.output
         rec = out / "dicm_34.recipe.json"
         evs[flag] = json.loads(rec.read_text())["evs"]

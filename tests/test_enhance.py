@@ -91,7 +91,7 @@ def small(tmp_path_factory, shared_data: Path) -> dict:
 
 @pytest.fixture(scope="module")
 def enhancer() -> Enhancer:
-    return Enhancer()  # the default renderer, fusion
+    return Enhancer("paper")  # the paper's policy, its default renderer (fusion)
 
 
 @pytest.fixture(scope="module")
@@ -103,8 +103,8 @@ def base(small: dict, enhancer: Enhancer) -> tuple[np.ndarray, Recipe]:
 @pytest.fixture(scope="module")
 def local_base(small: dict) -> tuple[np.ndarray, Recipe]:
     """The same with the local renderer."""
-    assert Enhancer().renderer == "fusion"  # the default
-    return Enhancer(renderer="local").enhance(small["u8"])
+    assert Enhancer("paper").renderer == "fusion"  # the policies' default
+    return Enhancer("paper", renderer="local").enhance(small["u8"])
 
 
 def _check_recipe(recipe: Recipe, enh: Enhancer) -> None:
@@ -142,7 +142,7 @@ def test_dtypes_shapes_and_recipe(small: dict, enhancer: Enhancer, base):
 def test_any_aspect_ratio(small: dict, shape, renderer):
     h, w = shape
     img = cv2.resize(small["u8"], (w, h), interpolation=cv2.INTER_AREA)
-    enh = Enhancer(renderer=renderer)
+    enh = Enhancer("paper", renderer=renderer)
     out, recipe = enh.enhance(img)
     assert out.shape == (h, w, 3) and out.dtype == np.uint8
     _check_recipe(recipe, enh)
@@ -155,7 +155,7 @@ def test_any_aspect_ratio(small: dict, shape, renderer):
 
 
 def test_strength_zero_returns_the_input(small: dict):
-    enh = Enhancer(strength=0.0)
+    enh = Enhancer("paper", strength=0.0)
     u8 = small["u8"]
     out, recipe = enh.enhance(u8)
     assert recipe.evs and all(e == 0 for e in recipe.evs)
@@ -166,7 +166,7 @@ def test_strength_scales_the_evs(small: dict, base):
     u8 = small["u8"]
     full_out, full = base
     assert any(abs(e) > 0.05 for e in full.evs)  # otherwise scaling proves nothing
-    half_out, half = Enhancer(strength=0.5, renderer="fusion").enhance(u8)
+    half_out, half = Enhancer("paper", strength=0.5, renderer="fusion").enhance(u8)
     assert np.array_equal(half.labels, full.labels)
     # EVs are stored rounded to 1e-6, so s * round(e) and round(s * e) differ by at most 1e-6
     np.testing.assert_allclose(half.evs, 0.5 * np.asarray(full.evs), rtol=0, atol=1e-6)
@@ -187,7 +187,7 @@ def test_strength_scales_the_evs(small: dict, base):
 def test_recipe_round_trip_and_edit(small: dict, tmp_path: Path, renderer: str, base, local_base):
     photo = small["png"]
     out = tmp_path / "out.png"
-    res = _run("enhance", photo, "-o", out, "--recipe", "--renderer", renderer)
+    res = _run("enhance", photo, "-o", out, "--recipe", "--renderer", renderer, "--model", "paper")
     assert res.exit_code == 0, res.output
     recipe_file = tmp_path / "out.recipe.json"
     assert recipe_file.is_file()
@@ -236,7 +236,7 @@ def test_two_calls_give_identical_results(small: dict, enhancer: Enhancer, base,
     assert recipe1.to_json() == recipe2.to_json()
     _assert_same_render(out2, out1, "fusion")  # bit-exact but for fusion's float32 last bits (_FUSION_NOTE)
     out3, recipe3 = local_base
-    out4, recipe4 = Enhancer(renderer="local").enhance(small["u8"])  # another instance
+    out4, recipe4 = Enhancer("paper", renderer="local").enhance(small["u8"])  # another instance
     assert recipe3 == recipe4 and np.array_equal(out3, out4)  # local: bit-exact
 
 
@@ -250,7 +250,7 @@ def photo16(small: dict, tmp_path_factory) -> tuple[np.ndarray, np.ndarray]:
     px = cv2.GaussianBlur(px, (0, 0), 0.7)  # smooth gradients between the 8-bit steps
     u16 = from_float(px, 16)
     assert np.any(u16 % 257 != 0)
-    out, _ = Enhancer().enhance(u16)
+    out, _ = Enhancer("paper").enhance(u16)
     return u16, out
 
 
@@ -260,7 +260,7 @@ def test_16_bit_in_16_bit_out(photo16, tmp_path: Path, suffix: str):
     src = write_photo(tmp_path / f"in16{suffix}", u16)
     assert read_photo(src).bit_depth == 16
     out = tmp_path / f"out{suffix}"
-    res = _run("enhance", src, "-o", out)
+    res = _run("enhance", src, "-o", out, "--model", "paper")
     assert res.exit_code == 0, res.output
     got = _u16(out)
     assert np.any(got % 257 != 0)  # 16-bit precision kept, not 8-bit values scaled up

@@ -174,19 +174,19 @@ def test_highlight_guard_switch_reaches_policies_in_workers(tmp_path):
         _write(root / "input" / f"s{i}.png", np.roll(src, 9 * i, axis=1))
         _write(root / "target" / f"s{i}.png", np.roll(src, 9 * i, axis=1))
     out = tmp_path / "ev"
-    r = _cli(["--pairs", str(root), "-m", "deepexposure", "--renderer", "rolloff", "--no-highlight-guard",
+    r = _cli(["--pairs", str(root), "-m", "paper", "--renderer", "rolloff", "--no-highlight-guard",
               "--long-edge", "native", "-j", "2", "-o", str(out), "-q", "--no-thumbs"])
     assert r.exit_code == 0, r.output
     assert json.loads((out / "summary.json").read_text())["config"]["highlight_guard"] is False
     rows = [row for row in csv.DictReader(open(out / "metrics.csv", encoding="utf-8"))
-            if row["method"] == "deepexposure[rolloff][unguarded]"]
+            if row["method"] == "paper[rolloff][unguarded]"]
     assert len(rows) == 2
-    raw, guarded = Enhancer(renderer="rolloff", highlight_guard=False), Enhancer(renderer="rolloff")
+    raw, guarded = Enhancer("paper", renderer="rolloff", highlight_guard=False), Enhancer("paper", renderer="rolloff")
     for row in rows:
         x = read_photo(root / "input" / f"{row['stem']}.png").pixels
         y = read_photo(root / "target" / f"{row['stem']}.png").pixels
         assert float(row["psnr"]) == pytest.approx(psnr(raw.enhance(x)[0], y, long_edge=None), abs=1e-3)
         assert psnr(guarded.enhance(x)[0], y, long_edge=None) != pytest.approx(float(row["psnr"]), abs=1e-3)
-    names = [m["method"] for m in evaluate_pairs(paired_folder(root), ["deepexposure"], renderer="rolloff",
+    names = [m["method"] for m in evaluate_pairs(paired_folder(root), ["paper", "natural"], renderer="rolloff",
                                                  progress=False)]
-    assert "deepexposure[rolloff]" in names
+    assert "paper[rolloff]" in names and "natural" in names  # rolloff is natural's own renderer: no suffix

@@ -71,7 +71,9 @@ def test_enhance_runs_with_torch_blocked(tmp_path):
         "from deepexposure.io import read_photo\n"
         f"rgb = read_photo({str(photo)!r}).pixels\n"
         "out, recipe = Enhancer().enhance(rgb)\n"
-        "assert out.shape == rgb.shape and len(recipe.evs) >= 2 and np.abs(out - rgb).mean() > 0.01\n"
+        "assert out.shape == rgb.shape and len(recipe.evs) == 1 and np.abs(out - rgb).mean() > 0.01\n"
+        "out, paper = Enhancer('paper', look='expert').enhance(rgb)\n"
+        "assert len(paper.evs) >= 2 and paper.model.startswith('de-') and paper.look == 'expert'\n"
         "from deepexposure.cli import main\n"
         f"main(['enhance', {str(photo)!r}, '-o', {str(tmp_path / 'out.jpg')!r}, '--recipe'], standalone_mode=False)\n"
         "assert 'torch' not in sys.modules\n"
@@ -79,7 +81,7 @@ def test_enhance_runs_with_torch_blocked(tmp_path):
     r = _fresh_python(code)
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "out.jpg").is_file() and (tmp_path / "out.recipe.json").is_file()
-    assert r.stdout.strip().startswith("de-")
+    assert r.stdout.strip().startswith("natural")
 
 
 def _cli_without_torch(*args) -> subprocess.CompletedProcess:

@@ -282,11 +282,11 @@ def test_enhance_guard_holds_the_sky_of_a_readme_sample():
     def blown(a: np.ndarray) -> float:
         return 100.0 * float(np.mean(np.round(a * 255).max(axis=2) >= 254))
 
-    raw, raw_recipe = Enhancer(renderer="rolloff", highlight_guard=False).enhance(img)
-    guarded, recipe = Enhancer(renderer="rolloff").enhance(img)
+    raw, raw_recipe = Enhancer("paper", renderer="rolloff", highlight_guard=False).enhance(img)
+    guarded, recipe = Enhancer("paper", renderer="rolloff").enhance(img)
     assert blown(raw) > blown(img) + 10
     assert blown(guarded) <= blown(img) + 1
     assert recipe.evs != raw_recipe.evs and all(g <= e + 1e-9 for g, e in zip(recipe.evs, raw_recipe.evs,
                                                                                strict=True))
     # fusion is never guarded: the same recipe with or without
-    assert Enhancer(highlight_guard=False).recipe(img).evs == Enhancer().recipe(img).evs
+    assert Enhancer("paper", highlight_guard=False).recipe(img).evs == Enhancer("paper").recipe(img).evs

@@ -203,7 +203,7 @@ def _exists(url: str) -> bool:
 def enhance_url(job: UrlJob, options: dict, *, overwrite: bool) -> str | None:
     """Enhance one photo on a worker; None on success, else its one-line error (never raises for a bad photo).
 
-    ``options``: keyword arguments of :func:`deepexposure.pipeline.enhance_file` (model, renderer, strength,
+    ``options``: keyword arguments of :func:`deepexposure.pipeline.enhance_file` (model, look, renderer, strength,
     device, bit_depth, max_pixels). A photo whose outputs already exist (a retried task whose first attempt
     finished writing) is not written again.
     """
@@ -420,7 +420,7 @@ def run_cluster(jobs: Sequence[UrlJob], client, options: dict, *, overwrite: boo
 
 
 def enhance_on_cluster(photos: Sequence[str], out: str, address: str, *, model: str | None = None,
-                       renderer: str, strength: float, device: str | None = None, bit_depth: int | None = None,
+                       renderer: str | None = None, strength: float = 1.0, look: str | None = None, device: str | None = None, bit_depth: int | None = None,
                        max_pixels: int | None = None, recursive: bool = False, fmt: str | None = None,
                        overwrite: bool = False, skip_existing: bool = False, recipes: bool = False,
                        highlight_guard: bool = True, progress: bool = True,
@@ -430,10 +430,12 @@ def enhance_on_cluster(photos: Sequence[str], out: str, address: str, *, model: 
     of its own free memory and threads)."""
     require_dask()
     jobs = plan_url_jobs(photos, out, recursive=recursive, fmt=fmt, overwrite=overwrite, recipes=recipes)
-    if model is not None and not is_url(model):
+    if model is not None and model not in ("natural", "paper") and not is_url(model):
         model = str(Path(model).absolute())  # workers do not share our working directory
+    if look is not None and look not in ("natural", "expert"):
+        look = str(Path(look).absolute())
     options = {"model": model, "renderer": renderer, "strength": strength, "device": device, "bit_depth": bit_depth,
-               "highlight_guard": highlight_guard}
+               "highlight_guard": highlight_guard, "look": look}
     if max_pixels is not None:
         options.update(max_pixels=max_pixels, max_pixels_why="--max-pixels")
     own = client is None

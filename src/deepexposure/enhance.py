@@ -1,5 +1,16 @@
 """The inference API: ``Enhancer().enhance(rgb) -> (out, recipe)``.
 
+Two kinds of exposure model, and a look on top (:mod:`deepexposure.look`):
+
+* the **natural** model (the default): boosted trees read one global EV from the 64x64 preview's exposure
+  statistics (:mod:`deepexposure.global_ev`, numpy only) and the ``rolloff`` renderer applies it: an exposure error
+  is undone, a well-exposed photo comes back nearly unchanged;
+* a **policy** (``model="paper"``: the shipped DeepExposure policy, or a training run / policy file), the paper's
+  test stage described below.
+
+The look (``natural`` by default, ``expert``, or a look file) adds its style after the exposure: its EV offset goes
+into the recipe's EVs, its bracket/contrast/saturation into the recipe's ``style``.
+
 The paper's test stage: the photo is reduced to a 64x64 preview, segmented (Felzenszwalb-Huttenlocher, the
 parameters the policy was trained with), the policy (the shipped ``policy.onnx`` run by ONNX Runtime, no torch; a
 torch ``policy.pt`` where torch is installed) picks one exposure value (EV stops) per segment, and the
@@ -22,13 +33,27 @@ from pathlib import Path
 import numpy as np
 
 from deepexposure.errors import ModelError, need_extra
+from deepexposure.global_ev import NATURAL_MODEL_ID, GlobalEVModel, default_natural_path
 from deepexposure.io import Photo, from_float, read_head, to_float
+from deepexposure.look import DEFAULT_LOOK, Look, load_look, scaled_style
 from deepexposure.onnx_policy import PolicyBase, file_sha256, policy_segmentation
 from deepexposure.recipe import Recipe
-from deepexposure.render import ENHANCE_RENDERER, GUARDED_RENDERERS, RENDERERS, guard_highlights, render
+from deepexposure.render import (
+    ENHANCE_RENDERER,
+    GUARDED_RENDERERS,
+    NATURAL_RENDERER,
+    RENDERERS,
+    guard_highlights,
+    render,
+)
 from deepexposure.segmentation import PREVIEW_SIZE, make_preview, segment
 
-__all__ = ["Enhancer", "default_model_path", "model_segmentation", "resolve_model", "load_policy", "load_model"]
+__all__ = ["Enhancer", "default_model_path", "model_segmentation", "resolve_model", "load_policy", "load_model",
+           "MODEL_NAMES", "is_global_model"]
+
+#: Model names ``--model`` accepts besides paths: ``natural`` (the default global-EV model) and ``paper`` (the
+#: shipped DeepExposure policy, the paper's configuration).
+MODEL_NAMES = ("natural", "paper")
 
 #: A float image above this is taken for 0..255 (or 0..65535) data, not [0, 1], and refused (a small overshoot
 #: above 1 from earlier processing is clipped).
@@ -36,18 +61,30 @@ FLOAT_MAX = 1.5
 
 
 def default_model_path(fmt: str = "onnx") -> Path:
-    """Path of the policy shipped inside the package: ``deepexposure/assets/policy.onnx`` (the default model, runs
+    """Path of the policy shipped inside the package (``--model paper``): ``deepexposure/assets/policy.onnx`` (runs
     without torch), or with ``fmt="pt"`` the torch ``policy.pt`` it was exported from (same model id)."""
     if fmt not in ("onnx", "pt"):
         raise ValueError(f"fmt must be 'onnx' or 'pt', got {fmt!r}")
     return Path(str(resources.files("deepexposure") / "assets" / f"policy.{fmt}"))
 
 
+def is_global_model(model: str | os.PathLike | None) -> bool:
+    """Whether ``model`` names a global-EV model: None or ``natural`` (the shipped one) or an ``.npz`` file."""
+    return model is None or str(model) == "natural" or (
+        str(model) not in MODEL_NAMES and Path(model).suffix.lower() == ".npz" and not Path(model).is_dir())
+
+
 def resolve_model(model: str | os.PathLike | None) -> Path:
-    """The policy file of ``model``: None = the shipped one; a training run folder = its ``policy.onnx`` if
-    present, else its ``policy.pt``; a file as it is. Missing files raise :class:`ModelError`. (Whether a run
-    folder's ``policy.onnx`` is the export of its ``policy.pt`` is checked by :func:`load_model`.)"""
-    if model is None:
+    """The model file of ``model``: None or ``natural`` = the shipped natural model (``natural.npz``); ``paper`` =
+    the shipped policy; a training run folder = its ``policy.onnx`` if present, else its ``policy.pt``; a file as
+    it is. Missing files raise :class:`ModelError`. (Whether a run folder's ``policy.onnx`` is the export of its
+    ``policy.pt`` is checked by :func:`load_model`.)"""
+    if model is None or str(model) == "natural":
+        path = default_natural_path()
+        if not path.is_file():
+            raise ModelError(f"the shipped natural model is missing ({path}); reinstall deepexposure or pass --model")
+        return path
+    if str(model) == "paper":
         path = default_model_path()
         if not path.is_file():
             raise ModelError(f"the shipped model is missing ({path}); reinstall deepexposure or pass --model")
@@ -104,62 +141,90 @@ def _check_run_folder(folder: Path, onnx_file: Path, policy: PolicyBase) -> None
         warnings.warn(f"{onnx_file} is older than {pt_file}; using it anyway ({redo})", stacklevel=3)
 
 
-def load_model(model: str | os.PathLike | None, *, device: str | None = None) -> tuple[Path, PolicyBase]:
-    """(path, policy) of ``model`` (see :func:`resolve_model`); warns when a run folder's ``policy.onnx`` is not the
-    export of its ``policy.pt``."""
+def load_model(model: str | os.PathLike | None, *, device: str | None = None
+               ) -> tuple[Path, PolicyBase | GlobalEVModel]:
+    """(path, model) of ``model`` (see :func:`resolve_model`): a :class:`GlobalEVModel` for the natural model or an
+    ``.npz``, else a policy; warns when a run folder's ``policy.onnx`` is not the export of its ``policy.pt``."""
     path = resolve_model(model)
+    if is_global_model(model):
+        return path, GlobalEVModel.load(path)
     policy = load_policy(path, device=device)
-    if model is not None and Path(model).is_dir() and path.suffix.lower() == ".onnx":
+    if model is not None and str(model) not in MODEL_NAMES and Path(model).is_dir() and path.suffix.lower() == ".onnx":
         _check_run_folder(Path(model), path, policy)
     return path, policy
 
 
 def model_segmentation(model: str | os.PathLike | None = None) -> dict:
-    """The :func:`segment` parameters of a policy (None: the shipped one; a policy file or a run folder)."""
+    """The :func:`segment` parameters of a policy (a policy file or a run folder); for None and the global-EV models
+    (which use no segments), those of the shipped policy (``paper``)."""
+    if is_global_model(model):
+        model = "paper"
     return policy_segmentation(load_model(model, device="cpu")[1])
 
 
 class Enhancer:
-    """Fix the exposure of photos with a trained DeepExposure policy.
+    """Fix the exposure of photos: an exposure model, a renderer and a look.
 
-    ``model``: None (the shipped default, ONNX), a ``.onnx`` or ``policy.pt`` file, or a training run folder
-    (its ``policy.onnx`` if present, else its ``policy.pt``); ``.pt`` files need torch (the ``train`` extra).
-    ``renderer``: one of :data:`deepexposure.render.RENDERERS` (default :data:`~deepexposure.render.ENHANCE_RENDERER`):
-    ``"fusion"`` (the paper's test stage), ``"local"`` (each EV inside its own soft segment mask) or ``"rolloff"``
-    (local with a highlight roll-off).
-    ``strength``: in [0, 1], scales every EV (0 returns the photo unchanged).
-    ``highlight_guard``: with the ``local``, ``rolloff`` and ``balanced`` renderers, lower each positive EV so that
-    its segment's brightest 5% do not clip (:func:`deepexposure.render.guard_highlights`; docs/learning.md finding
-    25); the recipe holds the guarded EVs. ``fusion`` is never guarded.
-    ``device``: where the policy runs: ``cpu``, ``cuda``, ``cuda:N`` (ONNX Runtime providers for .onnx models,
+    ``model``: None or ``"natural"`` (the shipped natural model: one global EV from boosted trees, numpy only),
+    ``"paper"`` (the shipped DeepExposure policy, ONNX), a global-EV ``.npz``, a policy ``.onnx`` or ``policy.pt``
+    file, or a training run folder (its ``policy.onnx`` if present, else its ``policy.pt``); ``.pt`` files need
+    torch (the ``train`` extra).
+    ``look``: ``"natural"`` (default: the exposure alone), ``"expert"`` (the style fitted on real FiveK expert C
+    pairs), a look file (``.json``) or a :class:`~deepexposure.look.Look`.
+    ``renderer``: one of :data:`deepexposure.render.RENDERERS`; None = the model's own: ``rolloff`` for global-EV
+    models (:data:`~deepexposure.render.NATURAL_RENDERER`), ``fusion`` for policies
+    (:data:`~deepexposure.render.ENHANCE_RENDERER`, the paper's test stage).
+    ``strength``: in [0, 1], scales every EV and the look's style (0 returns the photo unchanged).
+    ``highlight_guard``: with a policy and the ``local``, ``rolloff`` and ``balanced`` renderers, lower each positive
+    EV so that its segment's brightest 5% do not clip (:func:`deepexposure.render.guard_highlights`; docs/learning.md
+    finding 25); the recipe holds the guarded EVs. ``fusion`` and global EVs are never guarded.
+    ``device``: where a policy runs: ``cpu``, ``cuda``, ``cuda:N`` (ONNX Runtime providers for .onnx models,
     torch devices for .pt, where ``mps`` works too); default CUDA when present, else CPU.
     """
 
-    def __init__(self, model: str | os.PathLike | None = None, *, renderer: str = ENHANCE_RENDERER,
-                 strength: float = 1.0, device: str | None = None, highlight_guard: bool = True) -> None:
-        if renderer not in RENDERERS:
+    def __init__(self, model: str | os.PathLike | None = None, *, look: str | os.PathLike | Look | None = DEFAULT_LOOK,
+                 renderer: str | None = None, strength: float = 1.0, device: str | None = None,
+                 highlight_guard: bool = True) -> None:
+        if renderer is not None and renderer not in RENDERERS:
             raise ValueError(f"unknown renderer {renderer!r}; choose from {', '.join(RENDERERS)}")
         if not 0.0 <= strength <= 1.0:
             raise ValueError(f"strength must be in [0, 1], got {strength}")
+        self.look = load_look(look)
         self.model_path, self.policy = load_model(model, device=device)
-        size = self.policy.arch.get("size", PREVIEW_SIZE)
-        if size != PREVIEW_SIZE:
-            raise ModelError(f"{self.model_path}: the policy was trained on {size}x{size} previews; enhance uses "
-                             f"{PREVIEW_SIZE}x{PREVIEW_SIZE}")
-        self.renderer = renderer
+        self.is_global = isinstance(self.policy, GlobalEVModel)
+        if self.is_global:
+            self.segmentation: dict = {}
+        else:
+            size = self.policy.arch.get("size", PREVIEW_SIZE)
+            if size != PREVIEW_SIZE:
+                raise ModelError(f"{self.model_path}: the policy was trained on {size}x{size} previews; enhance "
+                                 f"uses {PREVIEW_SIZE}x{PREVIEW_SIZE}")
+            self.segmentation = policy_segmentation(self.policy)
+        self.renderer = renderer or (NATURAL_RENDERER if self.is_global else ENHANCE_RENDERER)
         self.strength = float(strength)
         self.highlight_guard = bool(highlight_guard)
-        self.segmentation = policy_segmentation(self.policy)
+
+    @property
+    def model_id(self) -> str:
+        return self.policy.model_id if not self.is_global else (self.policy.model_id or NATURAL_MODEL_ID)
 
     def recipe(self, srgb: np.ndarray) -> Recipe:
-        """The recipe (EVs per segment, labels) the policy picks for a float32 sRGB [0,1] (H,W,3) image."""
+        """The recipe (EVs per segment, labels, look) for a float32 sRGB [0,1] (H,W,3) image."""
         preview = make_preview(srgb)
-        labels = segment(preview, **self.segmentation)
-        evs = np.asarray(self.policy.predict(preview, labels), dtype=np.float64) * self.strength
-        if self.highlight_guard and self.renderer in GUARDED_RENDERERS:
+        style = self.look.style
+        if self.is_global:
+            labels = None
+            evs = np.asarray(self.policy.predict(preview), dtype=np.float64)[:1]
+        else:
+            labels = segment(preview, **self.segmentation)
+            evs = np.asarray(self.policy.predict(preview, labels), dtype=np.float64)
+        evs = (evs * style.ev_scale + style.ev_offset) * self.strength
+        if self.highlight_guard and labels is not None and self.renderer in GUARDED_RENDERERS:
             evs = np.asarray(guard_highlights(srgb, evs, labels), dtype=np.float64)
+        applied = scaled_style(style, self.strength)
         return Recipe(evs=[round(float(e), 6) for e in evs], labels=labels, renderer=self.renderer,
-                      model=self.policy.model_id, segmentation=dict(self.segmentation))
+                      model=self.model_id, segmentation=dict(self.segmentation), look=self.look.name,
+                      style=None if style.is_identity else applied.to_dict())
 
     def enhance(self, image: np.ndarray) -> tuple[np.ndarray, Recipe]:
         """Enhance a numpy image (H,W,3) or (H,W): uint8, uint16 or float in [0,1].

@@ -14,9 +14,9 @@ import numpy as np
 from deepexposure.batch import Job, recipe_path_for
 from deepexposure.errors import DataError
 from deepexposure.io import DEFAULT_MAX_PIXELS, Photo, read_photo, write_photo
+from deepexposure.look import Style, load_look, scaled_style
 from deepexposure.raw import enhance_photo, render_photo
 from deepexposure.recipe import Recipe
-from deepexposure.render import ENHANCE_RENDERER
 from deepexposure.segmentation import make_preview, overlay, segment, segmentation_params
 
 __all__ = ["manual_recipe", "render_file", "segment_file", "enhance_file", "recipe_path_for", "cached_enhancer",
@@ -97,10 +97,13 @@ def render_file(
     overwrite: bool = False,
     write_recipe: bool = False,
     skip_existing: bool = False,
+    look: str | None = None,
 ) -> None:
     """``deepexposure render`` for one photo: by hand-given ``evs`` or a saved recipe file.
 
-    The recipe actually applied is written to ``job.recipe`` (or, with ``write_recipe``, beside the output).
+    ``look`` (with ``evs`` only): a look name or file whose style stage (bracket, contrast, saturation) follows the
+    given EVs; a recipe file carries its own look. The recipe actually applied is written to ``job.recipe`` (or,
+    with ``write_recipe``, beside the output).
     """
     job = _with_recipe(job, write_recipe)
     photo = read_photo(job.src, max_pixels=max_pixels, max_pixels_why=max_pixels_why)
@@ -109,10 +112,22 @@ def render_file(
         check_recipe_fits(recipe, photo, recipe_file, Path(job.src).name, "; give its EVs with --ev instead")
     else:
         recipe = manual_recipe(photo.pixels, list(evs or []), renderer or "fusion")
+        if look is not None:
+            recipe = with_look(recipe, look)
     pixels = render_photo(photo, recipe, renderer=renderer, strength=strength)  # RAW: on its linear data
-    used = dataclasses.replace(recipe, renderer=renderer or recipe.renderer, evs=[e * strength for e in recipe.evs])
+    style = None if recipe.style is None else scaled_style(Style.from_dict(recipe.style), strength).to_dict()
+    used = dataclasses.replace(recipe, renderer=renderer or recipe.renderer, evs=[e * strength for e in recipe.evs],
+                               style=style)
     _write_outputs(job, dataclasses.replace(photo, pixels=pixels), used, bit_depth=bit_depth, overwrite=overwrite,
                    skip_existing=skip_existing)
+
+
+def with_look(recipe: Recipe, look: str) -> Recipe:
+    """``recipe`` (EVs given by hand) with the style stage of ``look`` (its bracket, contrast and saturation; the
+    look's EV share and offset belong to a model's EVs and are not applied to hand-given EVs)."""
+    lk = load_look(look)
+    style = dataclasses.replace(lk.style, ev_offset=0.0, ev_scale=1.0)
+    return dataclasses.replace(recipe, look=lk.name, style=None if style.is_identity else style.to_dict())
 
 
 def segment_file(job: Job, *, segmentation: dict | None = None, max_pixels: int = DEFAULT_MAX_PIXELS,
@@ -132,16 +147,16 @@ def segment_file(job: Job, *, segmentation: dict | None = None, max_pixels: int 
 _ENHANCERS: dict = {}
 
 
-def cached_enhancer(model: str | None, renderer: str, strength: float, device: str | None,
-                    highlight_guard: bool = True):
-    """One Enhancer per (model, renderer, strength, device, highlight_guard) per process: the policy is loaded
+def cached_enhancer(model: str | None, renderer: str | None, strength: float, device: str | None,
+                    highlight_guard: bool = True, look: str | None = None):
+    """One Enhancer per (model, renderer, strength, device, highlight_guard, look) per process: the model is loaded
     once (the CLI's early check and the photos of a one-process run share it; each worker loads it once)."""
     from deepexposure.enhance import Enhancer
 
-    key = (model, renderer, strength, device, highlight_guard)
+    key = (model, renderer, strength, device, highlight_guard, look)
     if key not in _ENHANCERS:
         _ENHANCERS[key] = Enhancer(model, renderer=renderer, strength=strength, device=device,
-                                   highlight_guard=highlight_guard)
+                                   highlight_guard=highlight_guard, look=look)
     return _ENHANCERS[key]
 
 
@@ -149,7 +164,7 @@ def enhance_file(
     job: Job,
     *,
     model: str | None = None,
-    renderer: str = ENHANCE_RENDERER,
+    renderer: str | None = None,
     strength: float = 1.0,
     device: str | None = None,
     bit_depth: int | None = None,
@@ -159,10 +174,12 @@ def enhance_file(
     write_recipe: bool = False,
     skip_existing: bool = False,
     highlight_guard: bool = True,
+    look: str | None = None,
 ) -> None:
-    """``deepexposure enhance`` for one photo, with its recipe sidecar when ``job.recipe`` (or ``write_recipe``)."""
+    """``deepexposure enhance`` for one photo, with its recipe sidecar when ``job.recipe`` (or ``write_recipe``).
+    ``model``/``renderer``/``look``: as :class:`~deepexposure.enhance.Enhancer` takes them (None: defaults)."""
     job = _with_recipe(job, write_recipe)
-    enhancer = cached_enhancer(model, renderer, strength, device, highlight_guard)
+    enhancer = cached_enhancer(model, renderer, strength, device, highlight_guard, look)
     photo = read_photo(job.src, max_pixels=max_pixels, max_pixels_why=max_pixels_why)
     out, recipe = enhance_photo(enhancer, photo)  # RAW: the EVs go to its linear data
     _write_outputs(job, out, recipe, bit_depth=bit_depth, overwrite=overwrite, skip_existing=skip_existing)

@@ -266,6 +266,16 @@ def render_photo(photo: Photo, recipe: Recipe, *, renderer: str | None = None, s
     """
     if not isinstance(photo, RawPhoto) or photo.scene is None:
         return render(photo.pixels, recipe, renderer=renderer, strength=strength)
+    out = _render_raw_exposure(photo, dataclasses.replace(recipe, style=None), renderer, strength)
+    if recipe.style is not None and strength > 0:  # the look's style, after the exposure (as render() does)
+        from deepexposure.look import Style, apply_style, scaled_style
+
+        out = apply_style(out, scaled_style(Style.from_dict(recipe.style), strength))
+    return out
+
+
+def _render_raw_exposure(photo: RawPhoto, recipe: Recipe, renderer: str | None, strength: float) -> np.ndarray:
+    """The exposure part of :func:`render_photo` for a RAW (its unclipped linear data)."""
     name, evs = recipe_evs(recipe, renderer, strength)
     if not np.any(evs):
         return np.array(photo.pixels, dtype=np.float32)

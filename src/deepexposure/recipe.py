@@ -9,13 +9,20 @@ copy to the fusion, whose well-exposedness weights decide where it is used.
 JSON form (one key per line, values compact)::
 
     {
-     "version": 1,
+     "version": 2,
      "renderer": "local",
      "model": "manual",
      "evs": [1.25, 0.5, -0.3],
      "segmentation": {"max_segments": 6, ...},
-     "labels": {"shape": [64, 64], "values": [0, 2, ...], "counts": [17, 5, ...]}
+     "labels": {"shape": [64, 64], "values": [0, 2, ...], "counts": [17, 5, ...]},
+     "look": "expert",
+     "style": {"ev_offset": 0.25, "bracket": [-1.0, 1.0], "contrast": 1.2, "saturation": 1.05}
     }
+
+``look`` names the look (``natural``, ``expert`` or a user's look file's name) and ``style`` holds its style stage
+(:class:`deepexposure.look.Style`; null for the natural look), applied after the EVs: the EVs already include the
+style's ``ev_offset``, so a recipe re-renders exactly without the look file. Version 1 recipes (no look) read as
+the natural look.
 
 ``labels`` is null for a recipe without segments (fusion), otherwise run-length coded in row-major order:
 the flattened labels are ``values[i]`` repeated ``counts[i]`` times, for i in order.
@@ -37,7 +44,9 @@ from deepexposure.errors import DataError
 
 __all__ = ["Recipe", "RECIPE_VERSION", "MAX_ABS_EV", "rle_encode", "rle_decode"]
 
-RECIPE_VERSION = 1
+RECIPE_VERSION = 2
+#: The look of a recipe without one (version 1 recipes): the exposure alone.
+NATURAL = "natural"
 #: Exposure values are limited to +-MAX_ABS_EV stops (x1024 or /1024 in linear light: far beyond any useful edit;
 #: larger values overflow float32 arithmetic).
 MAX_ABS_EV = 10.0
@@ -96,6 +105,7 @@ class Recipe:
     labels 0..len(evs)-1, or None for a recipe without segments (fusion only). ``renderer``: "fusion" or
     "local". ``model``: id of the policy that chose the EVs, or "manual". ``segmentation``: the parameters
     of :func:`deepexposure.segmentation.segment` that made ``labels``. ``version``: format version.
+    ``look``: the look's name; ``style``: its :class:`deepexposure.look.Style` as a dict (None: exposure only).
     Invalid values raise :class:`~deepexposure.errors.DataError`.
     """
 
@@ -105,6 +115,8 @@ class Recipe:
     model: str = "manual"
     segmentation: dict = field(default_factory=dict)
     version: int = RECIPE_VERSION
+    look: str = NATURAL
+    style: dict | None = None
 
     def __post_init__(self) -> None:
         try:
@@ -124,6 +136,13 @@ class Recipe:
         if not isinstance(self.segmentation, dict):
             raise DataError("recipe segmentation parameters must be an object")
         self.model = str(self.model)
+        if not isinstance(self.look, str) or not 1 <= len(self.look) <= 64:
+            raise DataError(f"recipe look must be a name of 1-64 characters, got {self.look!r}")
+        if self.style is not None:
+            from deepexposure.look import Style  # validates the style's fields and bounds
+
+            self.style = Style.from_dict(self.style).to_dict()
+            self.version = max(self.version, 2)  # version 1 readers would drop the style
         if self.labels is not None:
             labels = np.asarray(self.labels)
             if labels.ndim != 2 or labels.size == 0 or not np.issubdtype(labels.dtype, np.integer):
@@ -147,7 +166,7 @@ class Recipe:
             self.labels is not None and other.labels is not None and np.array_equal(self.labels, other.labels))
         return (same_labels and self.evs == other.evs and self.renderer == other.renderer
                 and self.model == other.model and self.segmentation == other.segmentation
-                and self.version == other.version)
+                and self.version == other.version and self.look == other.look and self.style == other.style)
 
     def to_dict(self) -> dict:
         """JSON-able form (labels run-length coded, see the module doc)."""
@@ -158,6 +177,8 @@ class Recipe:
             "evs": list(self.evs),
             "segmentation": dict(self.segmentation),
             "labels": None if self.labels is None else rle_encode(self.labels),
+            "look": self.look,
+            "style": None if self.style is None else dict(self.style),
         }
 
     @classmethod
@@ -177,7 +198,8 @@ class Recipe:
             raise DataError("recipe 'model' and 'renderer' must be strings")
         labels = None if d.get("labels") is None else rle_decode(d["labels"])
         return cls(evs=evs, labels=labels, renderer=renderer, model=model,
-                   segmentation=d.get("segmentation") or {}, version=d.get("version", RECIPE_VERSION))
+                   segmentation=d.get("segmentation") or {}, version=d.get("version", RECIPE_VERSION),
+                   look=d.get("look", NATURAL), style=d.get("style"))
 
     def to_json(self) -> str:
         """The JSON text: one top-level key per line, each value compact (EVs and labels on one line)."""

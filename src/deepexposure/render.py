@@ -39,9 +39,11 @@ __all__ = ["RENDERERS", "RENDERER_HELP", "render", "recipe_evs", "render_fusion"
 RENDERERS = ("fusion", "local", "rolloff", "balanced")
 #: EVs (stops) of the bracket fused around the ``rolloff`` image by the ``balanced`` renderer.
 BALANCED_BRACKET = (-0.5, 0.5)
-#: Renderer of ``enhance`` and of policies in ``evaluate`` unless one is given (see docs/learning.md for the
+#: Renderer of policies (``--model paper``, run folders) in ``enhance`` and ``evaluate`` unless one is given (see docs/learning.md for the
 #: measurements behind the choice).
 ENHANCE_RENDERER = "fusion"
+#: Renderer of the global-EV (natural) models: one EV with the highlight roll-off (docs/learning.md finding 26).
+NATURAL_RENDERER = "rolloff"
 #: One-line description of the renderers for command-line help (one source for every command).
 RENDERER_HELP = ("fusion: Mertens fusion of the whole photo exposed by each EV plus the original (the paper's test "
                  "stage). local: each EV inside its own edge-aware segment mask, hard clip at white. rolloff: local "
@@ -259,6 +261,8 @@ def render(srgb: np.ndarray, recipe: Recipe, *, renderer: str | None = None, str
     ``renderer``: one of :data:`RENDERERS` (default: ``recipe.renderer``). ``strength`` in [0, 1] scales every EV
     (and the ``balanced`` bracket); when all scaled EVs are 0 (e.g. strength 0) the input is returned unchanged
     (a float32 copy).
+    A recipe with a look's ``style`` (:mod:`deepexposure.look`) gets it after the exposure, scaled by
+    ``strength`` too (:func:`deepexposure.look.scaled_style`).
     ``renderer_kw`` go to :func:`render_fusion` or :func:`render_local`. The local renderer applied to a
     recipe without labels and with exactly one EV exposes the whole photo by it.
     Raises ValueError for an unknown renderer or a strength outside [0, 1], and
@@ -270,6 +274,17 @@ def render(srgb: np.ndarray, recipe: Recipe, *, renderer: str | None = None, str
     if name != "fusion" and recipe.labels is None and evs.size != 1:
         raise DataError(f"the {name} renderer needs segment labels; this recipe has none (make it with "
                         f"--renderer {name})")
+    out = _render_evs(img, evs, recipe, name, strength, renderer_kw)
+    if recipe.style is not None and strength > 0:
+        from deepexposure.look import Style, apply_style, scaled_style
+
+        out = apply_style(out, scaled_style(Style.from_dict(recipe.style), strength))
+    return out
+
+
+def _render_evs(img: np.ndarray, evs: np.ndarray, recipe: Recipe, name: str, strength: float,
+                renderer_kw: dict) -> np.ndarray:
+    """The exposure part of :func:`render` (the recipe's style is applied after it)."""
     if not np.any(evs):
         return img.copy()
     if name == "fusion":

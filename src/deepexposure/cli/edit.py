@@ -5,7 +5,8 @@ from __future__ import annotations
 import click
 
 from deepexposure.cli.common import max_pixels_limit, max_pixels_option
-from deepexposure.render import ENHANCE_RENDERER, RENDERER_HELP, RENDERERS
+from deepexposure.cli.enhance import LOOK_HELP
+from deepexposure.render import ENHANCE_RENDERER, NATURAL_RENDERER, RENDERER_HELP, RENDERERS
 
 
 @click.command(no_args_is_help=True)
@@ -14,10 +15,15 @@ from deepexposure.render import ENHANCE_RENDERER, RENDERER_HELP, RENDERERS
               help="Start from this recipe (written by enhance --recipe, render --save-recipe or a previous edit) "
                    "instead of the policy's EVs; it must have been made for PHOTO.")
 @click.option("--model", type=click.Path(), default=None,
-              help="Policy that seeds the sliders: a .onnx or .pt policy file, or a training run folder (default: the "
-                   "shipped model).")
+              help="Model that seeds the sliders: natural (default: one global EV slider), paper (the shipped "
+                   "DeepExposure policy: one slider per segment), a global-EV .npz, a .onnx or .pt policy file, or "
+                   "a training run folder.")
+@click.option("--look", default=None, metavar="natural|expert|FILE",
+              help=f"Look that seeds the edit (its style follows the sliders; a --recipe carries its own). "
+                   f"{LOOK_HELP}")
 @click.option("--renderer", type=click.Choice(RENDERERS), default=None,
-              help=f"Renderer to start with (default: the recipe's, else {ENHANCE_RENDERER}). {RENDERER_HELP}")
+              help=f"Renderer to start with (default: the recipe's, else {NATURAL_RENDERER} for the natural model "
+                   f"and {ENHANCE_RENDERER} for policies). {RENDERER_HELP}")
 @click.option("--out-dir", type=click.Path(file_okay=False, path_type=str), default=None,
               help="Folder the page saves into (default: the photo's folder). Only plain file names typed in the "
                    "page are accepted, inside this folder.")
@@ -28,8 +34,8 @@ from deepexposure.render import ENHANCE_RENDERER, RENDERER_HELP, RENDERERS
 @click.option("--device", default=None,
               help="Where the policy runs: cpu, cuda, cuda:N (mps for .pt policies; default: CUDA if present).")
 @max_pixels_option
-def edit(photo, recipe_file, model, renderer, out_dir, host, port, no_browser, device, max_pixels):
-    """Edit the exposure of PHOTO in the browser: one EV slider per segment, seeded by the policy.
+def edit(photo, recipe_file, model, look, renderer, out_dir, host, port, no_browser, device, max_pixels):
+    """Edit the exposure of PHOTO in the browser: EV sliders seeded by the model, in a look.
 
     Starts a local web app (127.0.0.1, a random token in the URL) and opens the browser. Moving a slider
     re-renders a screen-size preview; "save" writes the full-resolution photo and its recipe (never replacing
@@ -39,13 +45,14 @@ def edit(photo, recipe_file, model, renderer, out_dir, host, port, no_browser, d
     \b
     Examples:
       deepexposure edit photo.jpg
+      deepexposure edit photo.jpg --model paper --look expert
       deepexposure edit photo.jpg --recipe out/photo.recipe.json --renderer local
       deepexposure edit IMG_0119.CRW --no-browser --port 8800
     """
     from deepexposure.editor.launch import open_editor
 
     limit, why = max_pixels_limit(max_pixels)
-    open_editor(photo, recipe_file=recipe_file, model=model, renderer=renderer, out_dir=out_dir, host=host,
+    open_editor(photo, recipe_file=recipe_file, model=model, look=look, renderer=renderer, out_dir=out_dir, host=host,
                 port=port, open_browser=not no_browser, device=device, max_pixels=limit, max_pixels_why=why,
                 announce=lambda line: click.echo(line, err=line.startswith("warning:")))
 

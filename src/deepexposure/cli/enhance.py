@@ -1,4 +1,4 @@
-"""``deepexposure enhance``: the shipped (or a given) policy fixes the exposure of photos."""
+"""``deepexposure enhance``: the shipped natural model (or a given one) fixes the exposure of photos, in a look."""
 
 from __future__ import annotations
 
@@ -15,21 +15,30 @@ from deepexposure.cli.common import (
     report,
 )
 from deepexposure.pipeline import cached_enhancer, enhance_file
-from deepexposure.render import ENHANCE_RENDERER, RENDERER_HELP, RENDERERS
+from deepexposure.render import ENHANCE_RENDERER, NATURAL_RENDERER, RENDERER_HELP, RENDERERS
+
+LOOK_HELP = ("natural (default): restore the exposure, as shot; a well-exposed photo comes back nearly unchanged. "
+             "expert: the natural correction, then a style fitted on real expert retouches (MIT-Adobe FiveK expert "
+             "C: shadows lifted, more contrast). Or a look file (.json).")
 
 
 @click.command(no_args_is_help=True)
 @click.argument("photos", nargs=-1, required=True, type=click.Path(path_type=str))
 @click.option("-o", "--out", required=True, type=click.Path(), help="Output file (one photo) or folder.")
+@click.option("--look", default="natural", show_default=True, metavar="natural|expert|FILE", help=LOOK_HELP)
 @click.option("--model", type=click.Path(), default=None,
-              help="A policy .onnx or .pt file, or a training run folder (its policy.onnx if present, else its "
-                   "policy.pt) (default: the model shipped with deepexposure). .pt files need torch.")
-@click.option("--renderer", type=click.Choice(RENDERERS), default=ENHANCE_RENDERER, show_default=True,
-              help=RENDERER_HELP)
+              help="natural (default: one global EV from boosted trees on the preview's statistics), paper (the "
+                   "shipped DeepExposure policy, the paper's configuration: one EV per segment), a global-EV .npz, "
+                   "a policy .onnx or .pt file, or a training run folder (its policy.onnx if present, else its "
+                   "policy.pt). .pt files need torch.")
+@click.option("--renderer", type=click.Choice(RENDERERS), default=None,
+              help=f"Default: {NATURAL_RENDERER} for the natural model, {ENHANCE_RENDERER} for policies. "
+                   f"{RENDERER_HELP}")
 @click.option("--strength", type=click.FloatRange(0, 1), default=1.0, show_default=True,
-              help="Scale every EV: 0 = unchanged, 1 = the policy's full edit.")
+              help="Scale every EV and the look's style: 0 = unchanged, 1 = the full edit.")
 @click.option("--highlight-guard/--no-highlight-guard", default=True, show_default=True,
-              help="With the local, rolloff and balanced renderers, lower a segment's EV where brightening it "
+              help="Policies (--model paper, runs) with the local, rolloff and balanced renderers: lower a segment's "
+                   "EV where brightening it "
                    "would push its brightest 5% past white (a bright sky next to a dark building); fusion is never "
                    "guarded. The recipe holds the EVs applied.")
 @click.option("--recipe", "save_recipe", is_flag=True,
@@ -51,16 +60,19 @@ from deepexposure.render import ENHANCE_RENDERER, RENDERER_HELP, RENDERERS
               help="Where the policy runs: cpu, cuda or cuda:N (ONNX Runtime for .onnx models; torch for .pt, "
                    "where mps works too) (default: CUDA if present).")
 @max_pixels_option
-def enhance(photos, out, model, renderer, strength, highlight_guard, save_recipe, fmt, bit_depth, jobs, cluster,
+def enhance(photos, out, look, model, renderer, strength, highlight_guard, save_recipe, fmt, bit_depth, jobs, cluster,
             recursive, skip_existing, overwrite, device, max_pixels):
-    """Fix the exposure of photos with a learned DeepExposure policy.
+    """Fix the exposure of photos, in the natural or the expert look.
 
-    Each photo is reduced to 64x64, segmented, the policy picks one exposure value per segment, and the
-    exposures are applied to the full-resolution photo. EXIF/ICC and bit depth are kept.
+    Each photo is reduced to 64x64; the model picks its exposure (one global EV, or with a policy one EV per
+    segment) and the exposure is applied to the full-resolution photo, then the look's style. EXIF/ICC and bit
+    depth are kept.
 
     \b
     Examples:
       deepexposure enhance photo.jpg -o fixed.jpg
+      deepexposure enhance photo.jpg -o retouched.jpg --look expert
+      deepexposure enhance photo.jpg -o paper.jpg --model paper
       deepexposure enhance holiday/ -o fixed/ --recursive --jobs 2 --skip-existing
       deepexposure enhance photo.jpg -o out/ --recipe --renderer local --strength 0.7
       deepexposure enhance s3://bucket/in -o s3://bucket/out -r --cluster tcp://scheduler:8786
@@ -70,13 +82,13 @@ def enhance(photos, out, model, renderer, strength, highlight_guard, save_recipe
         from deepexposure.cluster import require_dask
 
         require_dask()  # before loading anything
-    cached_enhancer(model, renderer, strength, device, highlight_guard)  # fail early on a bad model or device (and keep it)
+    cached_enhancer(model, renderer, strength, device, highlight_guard, look)  # fail early on a bad model/look/device
     if cluster is not None:
         from deepexposure.cluster import enhance_on_cluster
 
         result, url_jobs = enhance_on_cluster(
             photos, out, cluster, model=model, renderer=renderer, strength=strength, device=device,
-            highlight_guard=highlight_guard,
+            highlight_guard=highlight_guard, look=look,
             bit_depth=int(bit_depth) if bit_depth else None, max_pixels=max_pixels, recursive=recursive, fmt=fmt,
             overwrite=overwrite, skip_existing=skip_existing, recipes=save_recipe)
         report(result, verb="enhanced", out=url_jobs[0].dst if len(url_jobs) == 1 else out)
@@ -85,7 +97,7 @@ def enhance(photos, out, model, renderer, strength, highlight_guard, save_recipe
     limit, why = max_pixels_limit(max_pixels, jobs)
     fn = functools.partial(
         enhance_file, model=model, renderer=renderer, strength=strength, device=device,
-        highlight_guard=highlight_guard,
+        highlight_guard=highlight_guard, look=look,
         bit_depth=int(bit_depth) if bit_depth else None, max_pixels=limit, max_pixels_why=why, overwrite=overwrite,
         skip_existing=skip_existing,
     )

@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from deepexposure.errors import DataError
-from deepexposure.render import ENHANCE_RENDERER, RENDERERS
+from deepexposure.render import ENHANCE_RENDERER, NATURAL_RENDERER, RENDERERS
 
 __all__ = ["COMMANDS", "evaluate", "default_methods"]
 
@@ -16,13 +16,16 @@ _DEFAULTS = ("identity", "auto-exposure", "clahe", "fixed-fusion", "oracle-globa
 
 
 def default_methods(*, paired: bool = True) -> list[str]:
-    """Methods used when none is given: the baselines (oracle-global only when paired), plus ``deepexposure``
-    when the shipped model exists."""
+    """Methods used when none is given: the baselines (oracle-global only when paired), plus the two looks of the
+    shipped natural model (``natural``, ``expert``) and the paper's policy (``paper``) where they are shipped."""
     from deepexposure.enhance import default_model_path
+    from deepexposure.global_ev import default_natural_path
 
     names = [m for m in _DEFAULTS if paired or not m.startswith("oracle")]
+    if default_natural_path().is_file():
+        names += ["natural", "expert"]
     if default_model_path().is_file():
-        names.append("deepexposure")
+        names.append("paper")
     return names
 
 
@@ -40,9 +43,10 @@ def default_methods(*, paired: bool = True) -> list[str]:
               help="Folder of good photos for --unpaired.")
 @click.option("-m", "--method", "methods", multiple=True,
               help="Method name, policy .onnx/.pt file / run folder, or folder:PATH (repeatable). Default: identity, "
-                   "auto-exposure, clahe, fixed-fusion, oracle-global (+ deepexposure when shipped).")
-@click.option("--renderer", type=click.Choice(list(RENDERERS)), default=ENHANCE_RENDERER, show_default=True,
-              help="Renderer for policies (as `enhance`).")
+                   "auto-exposure, clahe, fixed-fusion, oracle-global, natural, expert, paper.")
+@click.option("--renderer", type=click.Choice(list(RENDERERS)), default=None,
+              help=f"Renderer for the models (as `enhance`; default: each model's own, {NATURAL_RENDERER} for "
+                   f"natural/expert, {ENHANCE_RENDERER} for paper and policies).")
 @click.option("--highlight-guard/--no-highlight-guard", default=True, show_default=True,
               help="As `enhance`: lower a segment's EV that would push its brightest 5% past white (local, rolloff "
                    "and balanced renderers only). --no-highlight-guard gives the policies' own EVs.")

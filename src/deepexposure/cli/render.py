@@ -16,6 +16,7 @@ from deepexposure.cli.common import (
     report,
 )
 from deepexposure.errors import PhotoError
+from deepexposure.look import load_look
 from deepexposure.pipeline import render_file, segment_file
 from deepexposure.recipe import MAX_ABS_EV
 from deepexposure.render import RENDERER_HELP, RENDERERS
@@ -31,7 +32,11 @@ from deepexposure.segmentation import segmentation_params
               help="Render from a recipe JSON written by `enhance --recipe` (edit its EVs to adjust).")
 @click.option("--renderer", type=click.Choice(RENDERERS), default=None,
               help=RENDERER_HELP)
-@click.option("--strength", type=click.FloatRange(0, 1), default=1.0, show_default=True, help="Scale every EV.")
+@click.option("--look", default=None, metavar="natural|expert|FILE",
+              help="With --ev: follow the EVs by this look's style (expert: the bracket, contrast and saturation "
+                   "fitted on FiveK expert C). A --recipe carries its own look.")
+@click.option("--strength", type=click.FloatRange(0, 1), default=1.0, show_default=True,
+              help="Scale every EV and the look's style.")
 @click.option("-o", "--out", required=True, type=click.Path(), help="Output file (one photo) or folder.")
 @click.option("--format", "fmt", type=click.Choice(["jpg", "png", "tif", "webp"]), default=None,
               help="Output format in folder mode (default: the input's).")
@@ -44,7 +49,7 @@ from deepexposure.segmentation import segmentation_params
                    "as the --recipe being rendered, without --overwrite).")
 @click.option("--jobs", "-j", type=click.IntRange(1), default=1, show_default=True, help="Parallel worker processes.")
 @max_pixels_option
-def render(photos, evs, recipe_file, renderer, strength, out, fmt, bit_depth, recursive, overwrite, skip_existing,
+def render(photos, evs, recipe_file, renderer, look, strength, out, fmt, bit_depth, recursive, overwrite, skip_existing,
            save_recipe, jobs, max_pixels):
     """Apply exposure values to photos, at full resolution.
 
@@ -53,6 +58,7 @@ def render(photos, evs, recipe_file, renderer, strength, out, fmt, bit_depth, re
       deepexposure render photo.jpg --ev -1 --ev 1 --ev 2 -o fused.jpg
       deepexposure render photos/ --ev 1.5 --ev -0.5 --renderer local -o out/
       deepexposure render photo.jpg --recipe photo.recipe.json -o again.jpg
+      deepexposure render photo.jpg --ev 0.5 --renderer rolloff --look expert -o retouched.jpg
     """
     if not evs and recipe_file is None:
         raise PhotoError("give exposure values with --ev (repeatable) or a --recipe file")
@@ -61,12 +67,16 @@ def render(photos, evs, recipe_file, renderer, strength, out, fmt, bit_depth, re
     for ev in evs:
         if not (math.isfinite(ev) and abs(ev) <= MAX_ABS_EV):
             raise PhotoError(f"--ev {ev:g}: exposure values must be from -{MAX_ABS_EV:g} to {MAX_ABS_EV:g} EV stops")
+    if look is not None:
+        if recipe_file is not None:
+            raise PhotoError("--look goes with --ev; a --recipe carries its own look")
+        load_look(look)  # a bad name or file: one line, before any photo
     check_strength(strength)
     job_list = plan_jobs(photos, out, recursive=recursive, fmt=fmt, overwrite=overwrite, recipes=save_recipe,
                          protect=[recipe_file] if recipe_file else [])
     limit, why = max_pixels_limit(max_pixels, jobs)
     fn = functools.partial(
-        render_file, evs=list(evs), recipe_file=recipe_file, renderer=renderer, strength=strength,
+        render_file, evs=list(evs), recipe_file=recipe_file, renderer=renderer, strength=strength, look=look,
         bit_depth=int(bit_depth) if bit_depth else None, max_pixels=limit, max_pixels_why=why, overwrite=overwrite,
         skip_existing=skip_existing,
     )

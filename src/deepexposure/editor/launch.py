@@ -8,19 +8,19 @@ from collections.abc import Callable
 from pathlib import Path
 
 from deepexposure.errors import DataError
-from deepexposure.render import ENHANCE_RENDERER
 
 
 def open_editor(photo: str | os.PathLike, *, recipe_file: str | os.PathLike | None = None,
                 model: str | os.PathLike | None = None, renderer: str | None = None,
                 out_dir: str | os.PathLike | None = None, host: str = "127.0.0.1", port: int = 0,
                 open_browser: bool = True, device: str | None = None, max_pixels: int | None = None,
-                max_pixels_why: str | None = None, announce: Callable[[str], None] = print) -> None:
+                max_pixels_why: str | None = None, announce: Callable[[str], None] = print,
+                look: str | None = None) -> None:
     """Serve the editor for ``photo`` until interrupted.
 
     The checks that need no work come first (the web extra, the output folder, the port), then the photo is read
     (``max_pixels`` / ``max_pixels_why``: the pixel limit and why, as :func:`deepexposure.io.read_photo` takes them)
-    and the sliders are seeded from ``recipe_file`` (which must fit the photo) or from the policy ``model``.
+    and the sliders are seeded from ``recipe_file`` (which must fit the photo) or from ``model`` in ``look``.
     ``renderer`` overrides the recipe's. Bad input raises a :class:`~deepexposure.errors.DeepExposureError`.
     """
     from deepexposure.atomic import blocked_by
@@ -31,6 +31,8 @@ def open_editor(photo: str | os.PathLike, *, recipe_file: str | os.PathLike | No
     from deepexposure.recipe import Recipe
 
     require_web()  # before any slow work: say at once when the extra is missing
+    if look is not None and recipe_file is not None:
+        raise DataError("--look seeds a new edit; a --recipe carries its own look")
     out = Path(out_dir) if out_dir is not None else Path(photo).parent
     blocked = blocked_by(out)
     if blocked:
@@ -44,7 +46,7 @@ def open_editor(photo: str | os.PathLike, *, recipe_file: str | os.PathLike | No
         else:
             from deepexposure.enhance import Enhancer
 
-            recipe = Enhancer(model, renderer=renderer or ENHANCE_RENDERER, device=device).recipe(img.pixels)
+            recipe = Enhancer(model, renderer=renderer, device=device, look=look).recipe(img.pixels)
         if renderer is not None and renderer != recipe.renderer:
             recipe = dataclasses.replace(recipe, renderer=renderer)
         session = EditSession(img, recipe, out_dir=out, source=photo, recipe_source=recipe_file)

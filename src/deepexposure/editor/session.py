@@ -29,6 +29,7 @@ from deepexposure.atomic import blocked_by
 from deepexposure.batch import recipe_path_for
 from deepexposure.errors import DataError, DeepExposureError
 from deepexposure.io import SUPPORTED_EXTENSIONS, Photo, from_float, write_photo
+from deepexposure.look import Style, scaled_style
 from deepexposure.pipeline import LABEL_AGREEMENT, recipe_matches
 from deepexposure.raw import RawPhoto, render_photo
 from deepexposure.recipe import MAX_ABS_EV, Recipe
@@ -175,7 +176,9 @@ class EditSession:
             raise EditorError(f"EVs must be numbers from -{MAX_ABS_EV:g} to {MAX_ABS_EV:g} stops")
         model = self.seed.model if values == list(self.seed.evs) else "manual"
         try:
-            return dataclasses.replace(self.seed, evs=[round(e * s, 6) for e in values], renderer=renderer, model=model)
+            style = None if self.seed.style is None else scaled_style(Style.from_dict(self.seed.style), s).to_dict()
+            return dataclasses.replace(self.seed, evs=[round(e * s, 6) for e in values], renderer=renderer,
+                                       model=model, style=style)
         except DataError as exc:
             raise EditorError(str(exc)) from None
 

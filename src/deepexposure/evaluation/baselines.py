@@ -20,8 +20,12 @@ methods a user could run. Names (:func:`get_method`):
   segmentation, ``SEGMENT_DEFAULTS``): coordinate descent over segments, started
   at the oracle-global EV, each step a grid of 0.5 EV over [-4, 4] refined by a 0.1 EV grid within +-0.4 of the best,
   3 sweeps at most, on copies with long edge <= 128 px; rendered at full resolution.
-* ``deepexposure``: the shipped policy (:class:`deepexposure.enhance.Enhancer`), renderer as given.
-* a path to a policy ``.onnx`` / ``policy.pt`` or a training run folder: that policy through ``Enhancer(model=path)``.
+* ``deepexposure`` / ``natural``: what ``enhance`` does by default (:class:`deepexposure.enhance.Enhancer`): the
+  shipped natural model (one global EV, ``rolloff``), natural look.
+* ``expert``: the natural model in the ``expert`` look (the style fitted on the 14 FiveK expert-C pairs).
+* ``paper``: the shipped DeepExposure policy (the paper's configuration), renderer as given (default ``fusion``).
+* a path to a policy ``.onnx`` / ``policy.pt``, a global-EV ``.npz`` or a training run folder: that model through
+  ``Enhancer(model=path)``.
 * ``folder:PATH``: precomputed outputs in PATH, matched by file stem (e.g. a published method's results).
 * ``learned-global:RUN``: the learned global-EV baseline fitted by ``deepexposure train`` on that run's data
   (:mod:`deepexposure.training.learned_global`), one EV applied by the renderer given (``local`` and
@@ -38,8 +42,9 @@ import cv2
 import numpy as np
 
 from deepexposure.color import apply_ev, luminance
+from deepexposure.enhance import MODEL_NAMES
 from deepexposure.errors import DeepExposureError, ModelError, PhotoError
-from deepexposure.render import ENHANCE_RENDERER
+from deepexposure.render import ENHANCE_RENDERER, NATURAL_RENDERER
 from deepexposure.segmentation import reduce_long_edge
 
 __all__ = [
@@ -277,20 +282,24 @@ class OracleRecipe:
 
 
 class ModelMethod:
-    """A trained policy through :class:`deepexposure.enhance.Enhancer` (``model`` None = the shipped one)."""
+    """A model through :class:`deepexposure.enhance.Enhancer` (``model`` None = the shipped natural model;
+    ``renderer`` None = the model's own; ``look`` None = natural)."""
 
     needs_target = False
 
-    def __init__(self, model: str | Path | None = None, *, renderer: str = ENHANCE_RENDERER,
+    def __init__(self, model: str | Path | None = None, *, renderer: str | None = None, look: str | None = None,
                  name: str | None = None, highlight_guard: bool = True) -> None:
         from deepexposure.enhance import Enhancer
         from deepexposure.render import GUARDED_RENDERERS
 
-        self.enhancer = Enhancer(model=model, renderer=renderer, highlight_guard=highlight_guard)
-        self.name = name or ("deepexposure" if model is None else _model_name(Path(model)))
-        if renderer != ENHANCE_RENDERER:
+        self.enhancer = Enhancer(model=model, renderer=renderer, look=look, highlight_guard=highlight_guard)
+        own = NATURAL_RENDERER if self.enhancer.is_global else ENHANCE_RENDERER
+        renderer = self.enhancer.renderer
+        self.name = name or ("deepexposure" if model is None else str(model) if str(model) in MODEL_NAMES
+                             else _model_name(Path(model)))
+        if renderer != own:
             self.name += f"[{renderer}]"
-        if not highlight_guard and renderer in GUARDED_RENDERERS:
+        if not highlight_guard and renderer in GUARDED_RENDERERS and not self.enhancer.is_global:
             self.name += "[unguarded]"
 
     def __call__(self, srgb: np.ndarray, *, target: np.ndarray | None = None) -> np.ndarray:
@@ -380,15 +389,15 @@ ORACLES = ("oracle-global", "oracle-recipe", "oracle-recipe-fusion", "oracle-rec
 
 def method_names() -> list[str]:
     """Every valid method name (paths and ``folder:PATH`` are accepted too)."""
-    return [*BASELINES, *ORACLES, "deepexposure"]
+    return [*BASELINES, *ORACLES, "deepexposure", *MODEL_NAMES, "expert"]
 
 
-def get_method(name_or_path: str | Path, *, renderer: str = ENHANCE_RENDERER, highlight_guard: bool = True
+def get_method(name_or_path: str | Path, *, renderer: str | None = None, highlight_guard: bool = True
                ) -> Method:
     """Resolve a method by name (see the module docstring), a policy path / run folder, or ``folder:PATH``.
 
-    ``renderer`` (one of :data:`deepexposure.render.RENDERERS`) and ``highlight_guard`` (as ``enhance``'s)
-    apply to policies. The returned object has ``spec`` set to the
+    ``renderer`` (one of :data:`deepexposure.render.RENDERERS`; None: each model's own) and ``highlight_guard``
+    (as ``enhance``'s) apply to the models. The returned object has ``spec`` set to the
     arguments that re-create it (used to rebuild methods in worker processes).
     Raises :class:`DeepExposureError` for an unknown name, listing the valid ones.
     """
@@ -403,12 +412,16 @@ def get_method(name_or_path: str | Path, *, renderer: str = ENHANCE_RENDERER, hi
         m = OracleRecipe("fusion")
     elif spec == "oracle-recipe-rolloff":
         m = OracleRecipe("rolloff")
-    elif spec == "deepexposure":
-        m = ModelMethod(None, renderer=renderer, highlight_guard=highlight_guard)
+    elif spec in ("deepexposure", "natural"):
+        m = ModelMethod(None, renderer=renderer, highlight_guard=highlight_guard, name=spec)
+    elif spec == "expert":
+        m = ModelMethod(None, renderer=renderer, look="expert", highlight_guard=highlight_guard, name="expert")
+    elif spec == "paper":
+        m = ModelMethod("paper", renderer=renderer, highlight_guard=highlight_guard)
     elif spec.startswith("folder:"):
         m = FolderMethod(spec[len("folder:"):])
     elif spec.startswith("learned-global:"):
-        m = LearnedGlobalMethod(spec[len("learned-global:"):], renderer=renderer)
+        m = LearnedGlobalMethod(spec[len("learned-global:"):], renderer=renderer or ENHANCE_RENDERER)
     elif Path(spec).exists():
         try:
             m = ModelMethod(spec, renderer=renderer, highlight_guard=highlight_guard)

@@ -22,7 +22,6 @@ from deepexposure.atomic import atomic_write_bytes
 from deepexposure.errors import DeepExposureError
 from deepexposure.evaluation.baselines import Method, get_method
 from deepexposure.evaluation.metrics import DEFAULT_LONG_EDGE, METRICS, compute_metrics
-from deepexposure.render import ENHANCE_RENDERER
 
 __all__ = ["evaluate_pairs", "THUMB_LONG_EDGE", "thumb_name", "save_thumb"]
 
@@ -105,7 +104,7 @@ def _worker(pair, long_edge, ssim_variant, thumbs_dir) -> list[dict]:
 
 def evaluate_pairs(pairs: Sequence, methods: Sequence[Method | str], *, long_edge: int | None = DEFAULT_LONG_EDGE,
                    ssim_variant: str = "wang", jobs: int = 1, progress: bool = True,
-                   thumbs_dir: str | os.PathLike | None = None, renderer: str = ENHANCE_RENDERER,
+                   thumbs_dir: str | os.PathLike | None = None, renderer: str | None = None,
                    highlight_guard: bool = True) -> list[dict]:
     """Measure ``methods`` (objects or names for :func:`get_method`) on ``pairs`` (``Pair(stem, input_path, target_path)``).
 

@@ -28,7 +28,6 @@ from deepexposure.atomic import atomic_write_bytes
 from deepexposure.errors import DataError, DeepExposureError
 from deepexposure.evaluation.baselines import Method, get_method
 from deepexposure.evaluation.metrics import DEFAULT_LONG_EDGE, prepare
-from deepexposure.render import ENHANCE_RENDERER
 
 __all__ = ["STATS", "BINS", "photo_histograms", "set_histograms", "histogram_intersection", "evaluate_unpaired",
            "contact_sheet", "write_unpaired_report"]
@@ -113,7 +112,7 @@ def contact_sheet(rows: Sequence[Sequence[np.ndarray]], columns: Sequence[str], 
 
 def evaluate_unpaired(photos: Sequence[str | os.PathLike], reference: Sequence[str | os.PathLike],
                       methods: Sequence[Method | str], *, long_edge: int | None = DEFAULT_LONG_EDGE,
-                      progress: bool = True, sheet_rows: int = 12, renderer: str = ENHANCE_RENDERER,
+                      progress: bool = True, sheet_rows: int = 12, renderer: str | None = None,
                       highlight_guard: bool = True) -> dict:
     """Histogram intersections with the ``reference`` photos, for the input set and each method's outputs.
 
