@@ -510,7 +510,22 @@ def _tiff_ep_tags(exif: bytes | None) -> list[tuple]:
 
 def _encode(fh, suffix: str, arr: np.ndarray, exif: bytes | None, icc: bytes | None, depth: int,
             quality: int) -> None:
-    """Encode ``arr`` (uint8/uint16 (H, W, 3|4), RGB(A)) into the open binary file ``fh``."""
+    """Encode ``arr`` (uint8/uint16 (H, W, 3|4), RGB(A)) into the open binary file ``fh``.
+
+    The codec writes into memory and the bytes go to ``fh`` through Python's ``write``, which raises on a short
+    write: given a real file, Pillow's encoders write to its descriptor themselves and take a short write (a full
+    disk, a file size limit) for success, so a truncated photo would pass as written.
+    """
+    import io
+
+    buf = io.BytesIO()
+    _encode_to(buf, suffix, arr, exif, icc, depth, quality)
+    fh.write(buf.getbuffer())
+
+
+def _encode_to(fh, suffix: str, arr: np.ndarray, exif: bytes | None, icc: bytes | None, depth: int,
+               quality: int) -> None:
+    """:func:`_encode` into a file-like object ``fh``."""
     if depth == 16:
         if suffix in (".tif", ".tiff"):
             import tifffile
