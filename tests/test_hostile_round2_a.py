@@ -16,9 +16,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from deepexposure.atomic import NAME_MAX, is_temp_name, temp_path
 from deepexposure.errors import PhotoError
 from deepexposure.io import read_photo, write_photo
-from test_hostile import _cli, _env, _photo, _temps
+from test_hostile import _cli, _env, _one_error, _photo, _temps
 
 
 @contextlib.contextmanager
@@ -73,3 +74,28 @@ def test_enhance_on_a_full_disk_fails_and_a_rerun_redoes_it(tmp_path: Path):
     assert not (out / "a.jpg").exists() and _temps(out) == []
     assert _cli("enhance", src, "-o", f"{out}/", "--recipe", "--skip-existing").exit_code == 0
     assert read_photo(out / "a.jpg").pixels.shape == (240, 320, 3)
+
+
+# ------------------------------------------------------------------------------ 4. file names of 216-255 bytes
+
+
+@pytest.mark.parametrize("stem", ["a" * 251, "é" * 125, "日本" * 41 + "x"])
+def test_names_up_to_255_bytes_are_written(tmp_path: Path, stem: str):
+    """A legal name of up to 255 bytes is written (its temporary name once passed 255 bytes: ENAMETOOLONG)."""
+    name = stem + ".png"
+    assert 250 <= len(name.encode()) <= 255
+    assert len(temp_path(tmp_path / name).name.encode()) <= NAME_MAX
+    assert is_temp_name(temp_path(tmp_path / name).name)
+    write_photo(tmp_path / name, _noise(8, 8))
+    assert [p.name for p in tmp_path.iterdir()] == [name]
+
+
+def test_enhance_long_name_in_a_folder_and_its_recipe(tmp_path: Path):
+    """``enhance`` of a photo with a 250-byte name writes it; with ``--recipe`` the sidecar's name would pass 255
+    bytes: refused before anything is written (not a photo without its recipe)."""
+    src = _photo(tmp_path / "in" / ("b" * 246 + ".jpg"))
+    assert _cli("enhance", src.parent, "-o", tmp_path / "out").exit_code == 0
+    assert [p.name for p in (tmp_path / "out").iterdir()] == [src.name]
+    res = _cli("enhance", src.parent, "-o", tmp_path / "rec", "--recipe")
+    _one_error(res, "recipe.json", "longer than the 255")
+    assert not (tmp_path / "rec").exists() or not any((tmp_path / "rec").iterdir())

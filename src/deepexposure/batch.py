@@ -22,7 +22,7 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from deepexposure.atomic import clean_stale
+from deepexposure.atomic import NAME_MAX, clean_stale
 from deepexposure.errors import DeepExposureError, PhotoError
 from deepexposure.io import RAW_EXTENSIONS, SUPPORTED_EXTENSIONS, iter_photo_paths
 
@@ -116,7 +116,8 @@ def plan_jobs(
     with ``recursive``, its path relative to the input folder, the output folder itself left out of the walk);
     ``fmt`` (e.g. ``"png"``) changes the suffix (a camera RAW input gets :data:`RAW_OUTPUT_SUFFIX` without it). ``recipes``: each job also writes ``<stem>.recipe.json`` beside
     its output. An output that would replace its own input, or a file in ``protect`` (e.g. the recipe being
-    rendered), is refused unless ``overwrite``; two inputs mapping to the same output (or recipe) is an error.
+    rendered), is refused unless ``overwrite``; two inputs mapping to the same output (or recipe) is an error, and
+    so is an output name longer than :data:`~deepexposure.atomic.NAME_MAX` bytes (before any photo is written).
     """
     out_text = os.fspath(out)
     out = Path(out_text)
@@ -155,6 +156,10 @@ def plan_jobs(
                 dst = dst.with_suffix(RAW_OUTPUT_SUFFIX)
         job = Job(src, dst, recipe_path_for(dst) if recipes else None)
         for target in job.outputs:
+            if len(os.fsencode(target.name)) > NAME_MAX:
+                raise PhotoError(f"{target}: a file name of {len(os.fsencode(target.name))} bytes, longer than the "
+                                 f"{NAME_MAX} file systems allow (rename {src.name}"
+                                 f"{', or leave out --recipe' if target == job.recipe else ''})")
             key = _resolve(target)
             if key in seen:
                 raise PhotoError(f"{seen[key]} and {src} would both be written to {target}; "
