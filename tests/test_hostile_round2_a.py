@@ -99,3 +99,32 @@ def test_enhance_long_name_in_a_folder_and_its_recipe(tmp_path: Path):
     res = _cli("enhance", src.parent, "-o", tmp_path / "rec", "--recipe")
     _one_error(res, "recipe.json", "longer than the 255")
     assert not (tmp_path / "rec").exists() or not any((tmp_path / "rec").iterdir())
+
+
+# ------------------------------------------------------------------------------ 5, 6. cluster URLs
+
+
+def test_cluster_unknown_url_protocol_is_one_line(tmp_path: Path):
+    pytest.importorskip("distributed")
+    res = _cli("enhance", "nosuchproto://x/", "-o", f"{tmp_path / 'o'}/", "--cluster", "tcp://127.0.0.1:1")
+    _one_error(res, "nosuchproto://x/", "unknown URL protocol nosuchproto://")
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("where", ["in", "out"])
+def test_cluster_s3_without_s3fs_says_what_to_install(tmp_path: Path, monkeypatch, where: str):
+    """The README's ``s3://`` example with the cluster extra but no s3fs: one line naming the extra (which now
+    installs s3fs), not fsspec's ImportError traceback."""
+    pytest.importorskip("distributed")
+    monkeypatch.setitem(sys.modules, "s3fs", None)  # import fails, as without it
+    src = _photo(tmp_path / "in" / "a.jpg")
+    args = ("s3://bucket/in", "-o", f"{tmp_path / 'o'}/") if where == "in" else (src, "-o", "s3://bucket/out/")
+    res = _cli("enhance", *args, "-r", "--cluster", "tcp://127.0.0.1:1")
+    _one_error(res, "s3://bucket/", "s3fs is not installed", "pip install 'deepexposure[cluster]'")
+
+
+def test_cluster_extra_installs_s3fs():
+    from conftest import REPO
+
+    line = next(ln for ln in (REPO / "pyproject.toml").read_text().splitlines() if ln.startswith("cluster = ["))
+    assert '"s3fs' in line.split("#")[0]
