@@ -7,6 +7,7 @@ only from a real process (a file size limit) run one.
 from __future__ import annotations
 
 import contextlib
+import json
 import resource
 import signal
 import subprocess
@@ -17,8 +18,9 @@ import numpy as np
 import pytest
 
 from deepexposure.atomic import NAME_MAX, is_temp_name, temp_path
-from deepexposure.errors import PhotoError
+from deepexposure.errors import DataError, PhotoError
 from deepexposure.io import read_photo, write_photo
+from deepexposure.recipe import rle_decode
 from test_hostile import _cli, _env, _one_error, _photo, _temps
 
 
@@ -128,3 +130,43 @@ def test_cluster_extra_installs_s3fs():
 
     line = next(ln for ln in (REPO / "pyproject.toml").read_text().splitlines() if ln.startswith("cluster = ["))
     assert '"s3fs' in line.split("#")[0]
+
+
+# ------------------------------------------------------------------------------ 7, 10. hostile recipes
+
+
+def _recipe_file(tmp_path: Path, src: Path, edit) -> Path:
+    """The recipe ``render --save-recipe`` writes for ``src`` (local renderer), changed by ``edit(dict)``."""
+    made = tmp_path / "made"
+    assert _cli("render", src, "--ev", "-1", "--ev", "1", "--renderer", "local", "-o", f"{made}/",
+                "--save-recipe").exit_code == 0
+    d = json.loads(next(made.glob("*.recipe.json")).read_text())
+    edit(d)
+    path = tmp_path / "edited.recipe.json"
+    path.write_text(json.dumps(d))
+    return path
+
+
+def test_recipe_declaring_huge_labels_is_refused_before_allocating(tmp_path: Path):
+    """A 200-byte recipe declaring 60000 x 60000 labels (one run) made ``render`` spend 46 s and 14 GB first."""
+    src = _photo(tmp_path / "a.jpg")
+    rec = _recipe_file(tmp_path, src, lambda d: d.update(
+        evs=[1.0], labels={"shape": [60000, 60000], "values": [0], "counts": [60000 * 60000]}))
+    assert rec.stat().st_size < 1024
+    res = _cli("render", src, "--recipe", rec, "-o", tmp_path / "o.jpg")
+    _one_error(res, str(rec), "labels shape [60000, 60000]", "above the")
+    assert not (tmp_path / "o.jpg").exists()
+    with pytest.raises(DataError, match="above the"):
+        rle_decode({"shape": [5000, 5000], "values": [0], "counts": [25_000_000]})
+
+
+@pytest.mark.parametrize(("key", "value"), [("sigma", -1), ("sigma", 1e9), ("scale", "x"), ("max_segments", 0),
+                                            ("max_segments", 2.5), ("min_size", True), ("scale", None)])
+def test_recipe_segmentation_errors_name_the_recipe_and_key(tmp_path: Path, key: str, value):
+    """``segmentation.sigma -1`` was reported against the photo (``a.jpg: ValueError: Sigma values ...``), and a
+    string scale was a traceback: the error names the recipe file and the key."""
+    src = _photo(tmp_path / "a.jpg")
+    rec = _recipe_file(tmp_path, src, lambda d: d["segmentation"].update({key: value}))
+    res = _cli("render", src, "--recipe", rec, "-o", tmp_path / "o.jpg")
+    _one_error(res, f"{rec}: recipe segmentation.{key} must be")
+    assert not (tmp_path / "o.jpg").exists()
