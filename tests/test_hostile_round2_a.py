@@ -170,3 +170,48 @@ def test_recipe_segmentation_errors_name_the_recipe_and_key(tmp_path: Path, key:
     res = _cli("render", src, "--recipe", rec, "-o", tmp_path / "o.jpg")
     _one_error(res, f"{rec}: recipe segmentation.{key} must be")
     assert not (tmp_path / "o.jpg").exists()
+
+
+# ------------------------------------------------------------------------------ 8. policy metadata
+
+
+def _onnx_with_config(path: Path, **config) -> Path:
+    """A copy of the shipped .onnx policy whose metadata ``config`` has ``config`` keys replaced."""
+    onnx = pytest.importorskip("onnx")
+    from deepexposure.enhance import default_model_path
+
+    model = onnx.load(default_model_path())
+    for prop in model.metadata_props:
+        if prop.key == "config":
+            prop.value = json.dumps({**json.loads(prop.value), **config})
+    onnx.save(model, path)
+    return path
+
+
+@pytest.mark.parametrize(("config", "needle"), [({"segments": 10**9}, "segments must be an integer from 1 to 256"),
+                                                ({"segmentation": {"sigma": 1e12}}, "segmentation sigma")])
+def test_onnx_metadata_asking_for_gigabytes_is_one_error(tmp_path: Path, config: dict, needle: str):
+    """``segments = 10**9`` in an ONNX policy's metadata allocated 8 GB of masks before failing."""
+    model = _onnx_with_config(tmp_path / "big.onnx", **config)
+    res = _cli("enhance", _photo(tmp_path / "a.jpg"), "-o", tmp_path / "o.jpg", "--model", model)
+    _one_error(res, str(model), needle)
+    assert not (tmp_path / "o.jpg").exists()
+
+
+def test_pt_policy_whose_arch_does_not_match_its_weights(tmp_path: Path):
+    """A ``.pt`` whose arch says width 10**6 (tiny weights) built that actor before loading the weights; and its
+    config's ``segments`` is checked as the ONNX one is."""
+    torch = pytest.importorskip("torch")
+    from deepexposure.models import Actor
+    from deepexposure.policy import Policy
+
+    arch = {"width": 8, "hidden": 16, "size": 64, "max_ev": 3.0, "in_channels": 8}
+    Policy(Actor(**arch), arch, {"segments": 6, "max_ev": 3.0}, device="cpu").save(tmp_path / "p.pt")
+    d = torch.load(tmp_path / "p.pt", weights_only=True)
+    src = _photo(tmp_path / "a.jpg")
+    for name, change, needle in (("wide.pt", ("arch", "width", 10**6), "does not match the actor architecture"),
+                                 ("steps.pt", ("config", "segments", 10**9), "segments must be")):
+        bad = {**d, change[0]: {**d[change[0]], change[1]: change[2]}}
+        torch.save(bad, tmp_path / name)
+        _one_error(_cli("enhance", src, "-o", tmp_path / "o.jpg", "--model", tmp_path / name), needle)
+    assert not (tmp_path / "o.jpg").exists()
