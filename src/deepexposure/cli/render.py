@@ -10,6 +10,7 @@ import click
 from deepexposure.batch import plan_jobs, run_batch
 from deepexposure.cli.common import (
     bit_depth_option,
+    check_overwrite,
     check_strength,
     max_pixels_limit,
     max_pixels_option,
@@ -62,6 +63,7 @@ def render(photos, evs, recipe_file, renderer, strength, out, fmt, bit_depth, re
         if not (math.isfinite(ev) and abs(ev) <= MAX_ABS_EV):
             raise PhotoError(f"--ev {ev:g}: exposure values must be from -{MAX_ABS_EV:g} to {MAX_ABS_EV:g} EV stops")
     check_strength(strength)
+    check_overwrite(overwrite, skip_existing)
     job_list = plan_jobs(photos, out, recursive=recursive, fmt=fmt, overwrite=overwrite, recipes=save_recipe,
                          protect=[recipe_file] if recipe_file else [])
     limit, why = max_pixels_limit(max_pixels, jobs)
