@@ -60,6 +60,15 @@ def recipe_path_for(dst: Path) -> Path:
     return dst.with_name(dst.stem + ".recipe.json")
 
 
+def _check_name_lengths(p: Path) -> None:
+    """A path with a name over :data:`~deepexposure.atomic.NAME_MAX` bytes (which the file system refuses: its
+    stat fails with ENAMETOOLONG) raises :class:`PhotoError` naming it."""
+    for part in p.parts:
+        if len(os.fsencode(part)) > NAME_MAX:
+            raise PhotoError(f"{p}: a name of {len(os.fsencode(part))} bytes, longer than the {NAME_MAX} file "
+                             f"systems allow")
+
+
 def _resolve(p: Path) -> Path:
     """``p.resolve()``, with a symbolic link loop reported as one line."""
     try:
@@ -124,6 +133,8 @@ def plan_jobs(
     roots = [Path(p) for p in inputs]
     if not roots:
         raise PhotoError("no input photos given")
+    for p in (*roots, out):
+        _check_name_lengths(p)
     out_key = _resolve(out)
     pairs: list[tuple[Path, Path]] = []  # (src, relative dst)
     for root in roots:
