@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 from pathlib import Path
 
@@ -76,6 +77,26 @@ def evaluate(pairs_dir, fivek_root, fold, expert, unpaired_dir, reference_dir, m
               long_edge, ssim_variant, jobs, limit, no_thumbs, quiet, highlight_guard)
 
 
+@contextlib.contextmanager
+def _undo_new_files(out: Path, thumbs: Path | None):
+    """On a failure inside, remove the thumbnails this run wrote (those of an earlier report stay) and the
+    folders it created: a failed evaluation leaves no half-written report folder."""
+    existed = [p for p in (out, thumbs) if p is not None and p.is_dir()]
+    before = set(thumbs.iterdir()) if thumbs is not None and thumbs.is_dir() else set()
+    try:
+        yield
+    except BaseException:
+        if thumbs is not None and thumbs.is_dir():
+            for f in set(thumbs.iterdir()) - before:
+                with contextlib.suppress(OSError):
+                    f.unlink()
+        for folder in (thumbs, out):
+            if folder is not None and folder not in existed:
+                with contextlib.suppress(OSError):
+                    folder.rmdir()  # only if empty
+        raise
+
+
 def _parse_long_edge(value: str) -> int | None:
     if value.lower() in ("native", "none", "0"):
         return None
@@ -136,10 +157,11 @@ def _evaluate(pairs_dir, fivek_root, fold, expert, unpaired_dir, reference_dir, 
     if limit:
         pairs = pairs[:limit]
     config["n_pairs"] = len(pairs)
-    with warnings.catch_warnings(record=True) as caught:
+    thumbs_dir = None if no_thumbs else Path(out) / "thumbs"
+    with warnings.catch_warnings(record=True) as caught, _undo_new_files(Path(out), thumbs_dir):
         warnings.simplefilter("always")
         records = evaluate_pairs(pairs, names, long_edge=le, ssim_variant=ssim_variant, jobs=jobs,
-                                 progress=not quiet, thumbs_dir=None if no_thumbs else Path(out) / "thumbs",
+                                 progress=not quiet, thumbs_dir=thumbs_dir,
                                  renderer=renderer, highlight_guard=highlight_guard)
     for w in caught:
         click.echo(f"warning: {w.message}", err=True)
