@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from deepexposure.atomic import NAME_MAX, is_temp_name, temp_path
 from deepexposure.errors import DataError, PhotoError
@@ -215,3 +216,85 @@ def test_pt_policy_whose_arch_does_not_match_its_weights(tmp_path: Path):
         torch.save(bad, tmp_path / name)
         _one_error(_cli("enhance", src, "-o", tmp_path / "o.jpg", "--model", tmp_path / name), needle)
     assert not (tmp_path / "o.jpg").exists()
+
+
+# ------------------------------------------------------------------------------ 11. own hostile pass
+
+
+def _frames_file(path: Path, n: int = 3) -> Path:
+    frames = [Image.fromarray((np.roll(_noise(24, 32), 5 * k, axis=1) * 255).astype(np.uint8)) for k in range(n)]
+    frames[0].save(path, save_all=True, append_images=frames[1:])
+    return path
+
+
+@pytest.mark.parametrize("name", ["pages.tif", "anim.gif", "anim.webp", "anim.png"])
+def test_multi_frame_files_are_refused_not_cut_to_their_first_frame(tmp_path: Path, name: str):
+    """A 3-page TIFF or an animation was enhanced to its first frame without a word (the other frames lost)."""
+    src = _frames_file(tmp_path / name)
+    _one_error(_cli("enhance", src, "-o", tmp_path / "o.jpg"), str(src), "of 3 frames")
+    assert not (tmp_path / "o.jpg").exists()
+
+
+def test_single_photos_with_extra_images_are_still_read(tmp_path: Path):
+    """Not refused: a JPEG with a multi-picture extra (MPO, as phones write) and a TIFF whose second page is a
+    reduced-resolution thumbnail (NewSubfileType 1)."""
+    tifffile = pytest.importorskip("tifffile")
+    mpo = _frames_file(tmp_path / "phone.mpo", n=2)
+    jpg = mpo.rename(tmp_path / "phone.jpg")
+    with Image.open(jpg) as im:
+        assert im.format == "MPO"
+    tif = tmp_path / "thumb.tif"
+    with tifffile.TiffWriter(tif) as w:
+        w.write((_noise(24, 32) * 255).astype(np.uint8), photometric="rgb")
+        w.write((_noise(6, 8) * 255).astype(np.uint8), photometric="rgb", subfiletype=1)
+    assert read_photo(jpg).pixels.shape == (24, 32, 3)
+    assert read_photo(tif).pixels.shape == (24, 32, 3)
+
+
+def test_overwrite_and_skip_existing_together_are_refused(tmp_path: Path):
+    """``--overwrite --skip-existing``: the existing output was replaced (overwrite won without a word)."""
+    src = _photo(tmp_path / "in" / "a.jpg")
+    out = tmp_path / "out"
+    assert _cli("render", src, "--ev", "1", "-o", f"{out}/").exit_code == 0
+    before = (out / "a.jpg").read_bytes()
+    for cmd in (("render", src, "--ev", "-2"), ("enhance", src)):
+        _one_error(_cli(*cmd, "-o", f"{out}/", "--overwrite", "--skip-existing"), "contradict")
+    assert (out / "a.jpg").read_bytes() == before
+
+
+@pytest.mark.parametrize("cmd", ["enhance", "make-pairs", "evaluate-out", "evaluate-pairs", "segment"])
+def test_names_over_255_bytes_are_one_line(tmp_path: Path, cmd: str):
+    """A path with a name the file system refuses (ENAMETOOLONG) was a traceback from a stat."""
+    src = _photo(tmp_path / "in" / "input" / "a.jpg")
+    _photo(tmp_path / "in" / "target" / "a.jpg")
+    long = tmp_path / ("z" * 260)
+    args = {"enhance": ("enhance", src, "-o", f"{long}.jpg"), "make-pairs": ("make-pairs", src.parent, "-o", long),
+            "evaluate-out": ("evaluate", "--pairs", tmp_path / "in", "-m", "identity", "-o", long, "-q"),
+            "evaluate-pairs": ("evaluate", "--pairs", long, "-o", tmp_path / "ev"),
+            "segment": ("segment", src, "-o", f"{long}/")}[cmd]
+    res = _cli(*args)
+    assert res.exit_code == 2 and "Traceback" not in res.output, res.output
+    assert "z" * 100 in res.stderr and ("long" in res.stderr or "255" in res.stderr), res.stderr
+
+
+def test_failed_evaluation_leaves_no_half_written_report(tmp_path: Path):
+    """An unreadable pair (0 bytes) stopped ``evaluate`` after the thumbnails of the pairs before it were written:
+    OUT/thumbs was left half-filled. Now OUT is not created; an earlier report's thumbnails are kept."""
+    pairs = tmp_path / "pairs"
+    for stem in ("a", "b"):
+        _photo(pairs / "input" / f"{stem}.jpg")
+        _photo(pairs / "target" / f"{stem}.jpg", seed=1)
+    (pairs / "input" / "c.jpg").write_bytes(b"")
+    _photo(pairs / "target" / "c.jpg")
+    _one_error(_cli("evaluate", "--pairs", pairs, "-m", "identity", "-o", tmp_path / "ev", "-q"), "c.jpg", "empty")
+    assert not (tmp_path / "ev").exists()
+    old = tmp_path / "old" / "thumbs" / "kept.jpg"
+    _photo(old)
+    _one_error(_cli("evaluate", "--pairs", pairs, "-m", "identity", "-o", tmp_path / "old", "-q"), "empty")
+    assert sorted(p.name for p in old.parent.iterdir()) == ["kept.jpg"]
+
+
+def test_make_pairs_from_a_folder_without_photos_names_it(tmp_path: Path):
+    (tmp_path / "empty.jpg").mkdir()  # a folder named like a photo
+    _one_error(_cli("make-pairs", tmp_path / "empty.jpg", "-o", tmp_path / "mp"), "no source photos found in",
+               "empty.jpg")

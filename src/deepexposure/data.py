@@ -799,14 +799,16 @@ def make_dev_pairs(
     Raises :class:`DataError` for a non-empty ``out_dir`` without ``overwrite`` (with it, files are replaced and
     others left), duplicate stems or no readable source.
     """
+    sources = [Path(s) for s in sources]
     try:
-        paths = iter_photo_paths([Path(s) for s in sources])
+        paths = iter_photo_paths(sources)
     except PhotoError as exc:
         raise DataError(str(exc)) from None
     if limit is not None:
         paths = paths[:limit]
     if not paths:
-        raise DataError("no source photos given")
+        raise DataError(f"no source photos found in {', '.join(map(str, sources))}" if sources else
+                        "no source photos given")
     stems: dict[str, Path] = {}
     for p in paths:
         if p.stem in stems:
