@@ -298,3 +298,18 @@ def test_make_pairs_from_a_folder_without_photos_names_it(tmp_path: Path):
     (tmp_path / "empty.jpg").mkdir()  # a folder named like a photo
     _one_error(_cli("make-pairs", tmp_path / "empty.jpg", "-o", tmp_path / "mp"), "no source photos found in",
                "empty.jpg")
+
+
+@pytest.mark.parametrize("cmd", ["enhance", "render", "segment", "make-pairs", "evaluate"])
+def test_empty_out_is_refused_not_the_working_folder(tmp_path: Path, monkeypatch, cmd: str):
+    """``-o ""`` (an unset shell variable) wrote the outputs into the working folder."""
+    src = _photo(tmp_path / "p" / "input" / "a.jpg")
+    _photo(tmp_path / "p" / "target" / "a.jpg")
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    args = {"enhance": ("enhance", src), "render": ("render", src, "--ev", "1"), "segment": ("segment", src),
+            "make-pairs": ("make-pairs", src.parent),
+            "evaluate": ("evaluate", "--pairs", tmp_path / "p", "-m", "identity", "-q")}[cmd]
+    _one_error(_cli(*args, "-o", ""), "-o is empty")
+    assert list(work.iterdir()) == []

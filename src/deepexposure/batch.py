@@ -129,6 +129,8 @@ def plan_jobs(
     so is an output name longer than :data:`~deepexposure.atomic.NAME_MAX` bytes (before any photo is written).
     """
     out_text = os.fspath(out)
+    if not out_text.strip():  # an unset shell variable: the photos would land in the working folder
+        raise PhotoError("-o is empty: give an output file or folder (-o . for the current folder)")
     out = Path(out_text)
     roots = [Path(p) for p in inputs]
     if not roots:

@@ -814,6 +814,8 @@ def make_dev_pairs(
         if p.stem in stems:
             raise DataError(f"two sources named {p.stem}: {stems[p.stem]} and {p}")
         stems[p.stem] = p
+    if not os.fspath(out_dir).strip():
+        raise DataError("-o is empty: give the output folder")
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise DataError(f"{out}: not a folder")

@@ -47,7 +47,7 @@ def default_methods(*, paired: bool = True) -> list[str]:
 @click.option("--highlight-guard/--no-highlight-guard", default=True, show_default=True,
               help="As `enhance`: lower a segment's EV that would push its brightest 5% past white (local, rolloff "
                    "and balanced renderers only). --no-highlight-guard gives the policies' own EVs.")
-@click.option("-o", "--out", required=True, type=click.Path(file_okay=False, path_type=Path),
+@click.option("-o", "--out", required=True, type=click.Path(file_okay=False, path_type=str),
               help="Output folder for the report (created).")
 @click.option("--long-edge", default="500", show_default=True,
               help="Long edge (px) the metrics are computed at; 'native' for the photos' own size.")
@@ -119,6 +119,8 @@ def _evaluate(pairs_dir, fivek_root, fold, expert, unpaired_dir, reference_dir, 
     sources = [x for x in (pairs_dir, fivek_root, unpaired_dir) if x is not None]
     if len(sources) != 1:
         raise DataError("give exactly one of --pairs DIR, --fivek ROOT or --unpaired DIR")
+    if not str(out).strip():
+        raise DataError("-o is empty: give the report folder")
     le = _parse_long_edge(long_edge)
     names = list(methods) or default_methods(paired=unpaired_dir is None)
     config = {"long_edge": le, "ssim_variant": ssim_variant, "renderer": renderer, "highlight_guard": highlight_guard,
