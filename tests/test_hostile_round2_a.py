@@ -313,3 +313,14 @@ def test_empty_out_is_refused_not_the_working_folder(tmp_path: Path, monkeypatch
             "evaluate": ("evaluate", "--pairs", tmp_path / "p", "-m", "identity", "-q")}[cmd]
     _one_error(_cli(*args, "-o", ""), "-o is empty")
     assert list(work.iterdir()) == []
+
+
+@pytest.mark.parametrize("blocked", ["a.jpg", "a.recipe.json"])
+def test_a_folder_in_the_way_of_an_output_fails_before_anything_is_written(tmp_path: Path, blocked: str):
+    """``enhance --recipe --overwrite`` with a folder named like the recipe wrote the photo, then failed on the
+    recipe: a photo without its recipe was left (and --skip-existing would not redo it)."""
+    src = _photo(tmp_path / "in" / "a.jpg")
+    out = tmp_path / "out"
+    (out / blocked).mkdir(parents=True)
+    _one_error(_cli("enhance", src, "-o", f"{out}/", "--recipe", "--overwrite"), blocked, "folder is in the way")
+    assert [p.name for p in out.iterdir()] == [blocked]

@@ -309,6 +309,10 @@ def run_batch(
     result = BatchResult()
     todo: list[Job] = []
     for job in jobs:
+        folders = [p for p in job.outputs if p.is_dir()]
+        if folders:  # never replaced, even with overwrite: fail before the photo is written without its recipe
+            result.failed.append((job.src, f"{folders[0]}: a folder is in the way of this output"))
+            continue
         existing = [p for p in job.outputs if p.exists() or p.is_symlink()]
         if existing and not overwrite:
             if skip_existing:
