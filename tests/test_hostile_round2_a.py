@@ -324,3 +324,11 @@ def test_a_folder_in_the_way_of_an_output_fails_before_anything_is_written(tmp_p
     (out / blocked).mkdir(parents=True)
     _one_error(_cli("enhance", src, "-o", f"{out}/", "--recipe", "--overwrite"), blocked, "folder is in the way")
     assert [p.name for p in out.iterdir()] == [blocked]
+
+
+def test_cluster_missing_scheduler_file_is_named(tmp_path: Path):
+    """``--cluster nosuch.json`` was reported as 'missing port number in address'."""
+    pytest.importorskip("distributed")
+    src = _photo(tmp_path / "in" / "a.jpg")
+    _one_error(_cli("enhance", src, "-o", f"{tmp_path / 'o'}/", "--cluster", tmp_path / "nosuch.json"),
+               "nosuch.json: no such scheduler file")

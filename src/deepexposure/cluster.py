@@ -287,6 +287,9 @@ def connect(address: str, *, timeout_s: float = 30.0):
     require_dask()
     from distributed import Client
 
+    if address.lower().endswith(".json") and not Path(address).is_file():
+        raise ClusterError(f"--cluster {address}: no such scheduler file (written by dask scheduler "
+                           f"--scheduler-file FILE); or give the scheduler address, tcp://host:8786")
     box: dict = {}
 
     def make() -> None:  # in a thread: a server that accepts but never answers would hang Client() for minutes
