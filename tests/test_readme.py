@@ -26,6 +26,15 @@ def test_ci_runs_the_readme_test_command():
     assert _readme_commands()[1] in [ln.strip() for ln in ci]
 
 
+def test_readme_warns_of_the_cuda_torch_next_to_the_test_command():
+    """The test extra pulls torch: the paragraph explaining the test command says that Linux gets the multi-GB CUDA
+    build from the public index and gives the CPU index instead (not only the training extra's paragraph)."""
+    text = (REPO / "README.md").read_text()
+    para = next(p for p in text.split("\n\n") if "The second installs the test extras" in p)
+    assert "CUDA" in para and "GB" in para
+    assert "download.pytorch.org/whl/cpu" in para and "'.[test]'" in para
+
+
 def test_sample_photos_exist():
     samples = sorted((REPO / "samples").glob("*.jpg"))
     assert len(samples) >= 3

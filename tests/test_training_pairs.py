@@ -126,6 +126,29 @@ def test_pair_with_another_aspect_ratio_is_skipped_with_one_warning(paired_dir: 
     np.testing.assert_allclose(d.targets[2], _preview(paired_dir / "target" / "big.png"), atol=1e-6)
 
 
+def test_rotated_target_is_reported_on_every_run_also_from_the_caches(paired_dir: Path, tmp_path: Path):
+    """A target turned 90 degrees (its shape the input's transposed) is skipped with a warning naming it as rotated,
+    on the first run and on cached reruns alike (the train cache, and the pair preview cache alone); before, a rerun
+    from either cache skipped it without a word while the missing and extra files still warned."""
+    photo = _small(SAMPLES[4])
+    _pair(paired_dir, "turned", photo, target=np.ascontiguousarray(np.rot90(photo)))
+    kw = dict(pairs=[paired_dir], experts=[paired_dir / "target"], segmentation=SEG, progress=False,
+              cache_dir=tmp_path / "cache")
+
+    def run() -> list[str]:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            assert len(build_training_data(**kw).inputs) == 4
+        return [str(c.message) for c in caught]
+
+    first = run()
+    assert len(first) == 1 and "pair turned skipped" in first[0] and "rotated" in first[0], first
+    assert run() == first  # from the train cache
+    for f in (tmp_path / "cache").glob("train-*.npz"):
+        f.unlink()
+    assert run() == first  # from the pair preview cache
+
+
 def test_no_usable_pair_is_a_data_error(tmp_path: Path):
     photo = _small(SAMPLES[0])
     bad = tmp_path / "bad"

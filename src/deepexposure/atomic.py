@@ -6,6 +6,8 @@ file under a final name. Temporary names follow one scheme::
 
     .<final name>.deepexposure-<host>-<pid>-<random>.tmp
 
+(the final name cut short where the whole would pass 255 bytes, so that a final name of up to 255 bytes can be
+written).
 ``<host>`` is 6 hex digits of a hash of the host name, ``<pid>`` the writing process. A write killed midway
 (SIGKILL, power loss) leaves its temporary file behind; the first write of a later process into the same folder
 removes the temporaries of this scheme whose writer is gone (same host, pid not running) or that are older than
@@ -29,11 +31,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
-__all__ = ["STALE_AFTER_S", "temp_path", "is_temp_name", "clean_stale", "atomic_write", "atomic_write_bytes",
+__all__ = ["STALE_AFTER_S", "NAME_MAX", "temp_path", "is_temp_name", "clean_stale", "atomic_write", "atomic_write_bytes",
            "atomic_write_text", "fsync_dir", "blocked_by"]
 
 #: A temporary file of another host (or of a live pid, which may be a reused one) is stale after this long.
 STALE_AFTER_S = 6 * 3600
+#: Longest file name in bytes (ext4, XFS, btrfs, APFS, NTFS in UTF-16 units): temporary names keep within it.
+NAME_MAX = 255
 _HOST = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:6]
 _TMP_RE = re.compile(r"^\..+\.deepexposure-(?P<host>[0-9a-f]{6})-(?P<pid>\d+)-[0-9a-f]{8}\.tmp$")
 _cleaned: set[tuple[int, str]] = set()  # (pid, folder) already cleaned by this process
@@ -41,9 +45,20 @@ _lock = threading.Lock()
 
 
 def temp_path(path: str | os.PathLike) -> Path:
-    """A fresh temporary name for ``path`` in its folder (see the module docstring for the scheme)."""
+    """A fresh temporary name for ``path`` in its folder (see the module docstring for the scheme).
+
+    The final name in it is shortened (whole characters dropped from its end) so that the temporary name keeps
+    within :data:`NAME_MAX` bytes: a final name of up to 255 bytes can be written.
+    """
     path = Path(path)
-    return path.with_name(f".{path.name}.deepexposure-{_HOST}-{os.getpid()}-{secrets.token_hex(4)}.tmp")
+    tail = f".deepexposure-{_HOST}-{os.getpid()}-{secrets.token_hex(4)}.tmp"
+    name, room = path.name, NAME_MAX - 1 - len(tail)
+    if len(os.fsencode(name)) > room:
+        cut = os.fsencode(name)[:room].decode("utf-8", "ignore") or "x"
+        while len(os.fsencode(cut)) > room:  # a name not in UTF-8: drop characters until it fits
+            cut = cut[:-1] or "x"
+        name = cut
+    return path.with_name(f".{name}{tail}")
 
 
 def is_temp_name(name: str) -> bool:

@@ -22,7 +22,7 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from deepexposure.atomic import clean_stale
+from deepexposure.atomic import NAME_MAX, clean_stale
 from deepexposure.errors import DeepExposureError, PhotoError
 from deepexposure.io import RAW_EXTENSIONS, SUPPORTED_EXTENSIONS, iter_photo_paths
 
@@ -58,6 +58,15 @@ class BatchResult:
 def recipe_path_for(dst: Path) -> Path:
     """Sidecar path of an output photo: ``out/photo.jpg`` -> ``out/photo.recipe.json``."""
     return dst.with_name(dst.stem + ".recipe.json")
+
+
+def _check_name_lengths(p: Path) -> None:
+    """A path with a name over :data:`~deepexposure.atomic.NAME_MAX` bytes (which the file system refuses: its
+    stat fails with ENAMETOOLONG) raises :class:`PhotoError` naming it."""
+    for part in p.parts:
+        if len(os.fsencode(part)) > NAME_MAX:
+            raise PhotoError(f"{p}: a name of {len(os.fsencode(part))} bytes, longer than the {NAME_MAX} file "
+                             f"systems allow")
 
 
 def _resolve(p: Path) -> Path:
@@ -116,13 +125,18 @@ def plan_jobs(
     with ``recursive``, its path relative to the input folder, the output folder itself left out of the walk);
     ``fmt`` (e.g. ``"png"``) changes the suffix (a camera RAW input gets :data:`RAW_OUTPUT_SUFFIX` without it). ``recipes``: each job also writes ``<stem>.recipe.json`` beside
     its output. An output that would replace its own input, or a file in ``protect`` (e.g. the recipe being
-    rendered), is refused unless ``overwrite``; two inputs mapping to the same output (or recipe) is an error.
+    rendered), is refused unless ``overwrite``; two inputs mapping to the same output (or recipe) is an error, and
+    so is an output name longer than :data:`~deepexposure.atomic.NAME_MAX` bytes (before any photo is written).
     """
     out_text = os.fspath(out)
+    if not out_text.strip():  # an unset shell variable: the photos would land in the working folder
+        raise PhotoError("-o is empty: give an output file or folder (-o . for the current folder)")
     out = Path(out_text)
     roots = [Path(p) for p in inputs]
     if not roots:
         raise PhotoError("no input photos given")
+    for p in (*roots, out):
+        _check_name_lengths(p)
     out_key = _resolve(out)
     pairs: list[tuple[Path, Path]] = []  # (src, relative dst)
     for root in roots:
@@ -155,6 +169,10 @@ def plan_jobs(
                 dst = dst.with_suffix(RAW_OUTPUT_SUFFIX)
         job = Job(src, dst, recipe_path_for(dst) if recipes else None)
         for target in job.outputs:
+            if len(os.fsencode(target.name)) > NAME_MAX:
+                raise PhotoError(f"{target}: a file name of {len(os.fsencode(target.name))} bytes, longer than the "
+                                 f"{NAME_MAX} file systems allow (rename {src.name}"
+                                 f"{', or leave out --recipe' if target == job.recipe else ''})")
             key = _resolve(target)
             if key in seen:
                 raise PhotoError(f"{seen[key]} and {src} would both be written to {target}; "
@@ -291,6 +309,10 @@ def run_batch(
     result = BatchResult()
     todo: list[Job] = []
     for job in jobs:
+        folders = [p for p in job.outputs if p.is_dir()]
+        if folders:  # never replaced, even with overwrite: fail before the photo is written without its recipe
+            result.failed.append((job.src, f"{folders[0]}: a folder is in the way of this output"))
+            continue
         existing = [p for p in job.outputs if p.exists() or p.is_symlink()]
         if existing and not overwrite:
             if skip_existing:

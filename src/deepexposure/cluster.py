@@ -20,8 +20,9 @@ that kills ``distributed.scheduler.allowed-failures + 1`` workers (Dask's defaul
 At most a few tasks per worker thread are queued at the scheduler at a time, so a million photos cost no more
 scheduler memory than a thousand.
 
-Needs the ``cluster`` extra (``pip install 'deepexposure[cluster]'``: Dask distributed and fsspec); without it
-:func:`require_dask` raises one clear line.
+Needs the ``cluster`` extra (``pip install 'deepexposure[cluster]'``: Dask distributed, fsspec, and s3fs for
+``s3://`` URLs); without it :func:`require_dask` raises one clear line, and so does :func:`url_to_fs` for a URL
+whose back end is missing or whose protocol is unknown.
 """
 
 from __future__ import annotations
@@ -37,10 +38,11 @@ from pathlib import Path, PurePosixPath
 
 from deepexposure.atomic import clean_stale, is_temp_name, temp_path
 from deepexposure.batch import BatchResult, Job, _out_is_folder, _run_one, plan_jobs, recipe_path_for
-from deepexposure.errors import DeepExposureError, PhotoError
+from deepexposure.errors import DeepExposureError, PhotoError, need_extra
 from deepexposure.io import SUPPORTED_EXTENSIONS
 
-__all__ = ["UrlJob", "require_dask", "connect", "plan_url_jobs", "run_cluster", "enhance_on_cluster", "is_url"]
+__all__ = ["UrlJob", "require_dask", "url_to_fs", "connect", "plan_url_jobs", "run_cluster", "enhance_on_cluster",
+           "is_url"]
 
 #: Tasks in flight per worker thread (queued at the scheduler or running).
 TASKS_PER_THREAD = 4
@@ -58,6 +60,33 @@ def require_dask() -> None:
     except ImportError:
         raise ClusterError("--cluster needs the cluster extra (Dask distributed is not installed): "
                            "pip install 'deepexposure[cluster]'") from None
+
+
+#: fsspec protocols whose back end the ``cluster`` extra installs: (module, protocols).
+_CLUSTER_BACKENDS = (("s3fs", ("s3", "s3a")),)
+
+
+def url_to_fs(text: str):
+    """``fsspec.core.url_to_fs(text)``; an unknown protocol or a back end that is not installed raises
+    :class:`ClusterError` (one line: what to install) instead of fsspec's ValueError / ImportError."""
+    import fsspec
+
+    proto = text.split("://", 1)[0].lower() if is_url(text) else "file"
+    for module, protocols in _CLUSTER_BACKENDS:
+        if proto in protocols:
+            try:
+                need_extra(module, f"{text}: reading or writing {proto}:// URLs", extra="cluster")
+            except DeepExposureError as exc:
+                raise ClusterError(str(exc)) from None
+    try:
+        return fsspec.core.url_to_fs(text)
+    except ImportError as exc:  # e.g. "Install gcsfs to access Google Storage"
+        raise ClusterError(f"{text}: {proto}:// URLs need a package that is not installed ({exc})") from None
+    except ValueError as exc:
+        if "protocol not known" not in str(exc).lower():
+            raise PhotoError(f"{text}: not a usable URL ({exc})") from None
+        raise PhotoError(f"{text}: unknown URL protocol {proto}:// (not one fsspec knows, such as file://, s3://, "
+                         f"gs://, https://)") from None
 
 
 def is_url(text: str | os.PathLike) -> bool:
@@ -85,9 +114,8 @@ def _local(text: str) -> str | None:
     """The local path of ``text`` (a plain path or a ``file://`` URL), else None."""
     if not is_url(text):
         return text
-    import fsspec
 
-    fs, path = fsspec.core.url_to_fs(text)
+    fs, path = url_to_fs(text)
     return path if _is_local_fs(fs) else None
 
 
@@ -117,12 +145,11 @@ def plan_url_jobs(inputs: Sequence[str], out: str, *, recursive: bool = False, f
 
 def _plan_remote(inputs: list[str], out: str, *, recursive: bool, fmt: str | None, overwrite: bool,
                  recipes: bool) -> list[UrlJob]:
-    import fsspec
 
     pairs: list[tuple[str, str]] = []  # (source URL, relative output path)
     single_file = False
     for text in inputs:
-        fs, root = fsspec.core.url_to_fs(text)
+        fs, root = url_to_fs(text)
         try:
             is_dir = fs.isdir(root)
             exists = is_dir or fs.exists(root)
@@ -146,7 +173,7 @@ def _plan_remote(inputs: list[str], out: str, *, recursive: bool, fmt: str | Non
             single_file = len(inputs) == 1
     if not pairs:
         raise PhotoError(f"no photos found in {', '.join(inputs)} (formats read: {', '.join(sorted(SUPPORTED_EXTENSIONS))})")
-    out_fs, out_root = fsspec.core.url_to_fs(out)
+    out_fs, out_root = url_to_fs(out)
     folder = out.endswith("/") or out_fs.isdir(out_root) or _out_is_folder(out, len(pairs), single_file)
     base = out_fs.unstrip_protocol(out_root.rstrip("/")) if is_url(out) else str(Path(out).absolute())
     jobs, seen = [], {}
@@ -175,9 +202,8 @@ def _plan_remote(inputs: list[str], out: str, *, recursive: bool, fmt: str | Non
 
 def _put(local: Path, url: str, *, overwrite: bool) -> None:
     """Upload ``local`` to ``url`` under a temporary name beside it, then move it into place."""
-    import fsspec
 
-    fs, path = fsspec.core.url_to_fs(url)
+    fs, path = url_to_fs(url)
     if not overwrite and fs.exists(path):
         raise PhotoError(f"{url}: already exists (pass --overwrite to replace it)")
     tmp = str(temp_path(path))
@@ -194,9 +220,8 @@ def _put(local: Path, url: str, *, overwrite: bool) -> None:
 
 
 def _exists(url: str) -> bool:
-    import fsspec
 
-    fs, path = fsspec.core.url_to_fs(url)
+    fs, path = url_to_fs(url)
     return fs.exists(path)
 
 
@@ -262,6 +287,9 @@ def connect(address: str, *, timeout_s: float = 30.0):
     require_dask()
     from distributed import Client
 
+    if address.lower().endswith(".json") and not Path(address).is_file():
+        raise ClusterError(f"--cluster {address}: no such scheduler file (written by dask scheduler "
+                           f"--scheduler-file FILE); or give the scheduler address, tcp://host:8786")
     box: dict = {}
 
     def make() -> None:  # in a thread: a server that accepts but never answers would hang Client() for minutes
@@ -287,7 +315,6 @@ def connect(address: str, *, timeout_s: float = 30.0):
 
 def _existing(urls: Sequence[str]) -> set[str]:
     """Which of ``urls`` exist: local ones by stat, remote ones by one listing per output folder."""
-    import fsspec
 
     found: set[str] = set()
     by_folder: dict[str, list[str]] = {}
@@ -299,7 +326,7 @@ def _existing(urls: Sequence[str]) -> set[str]:
         else:
             by_folder.setdefault(u.rsplit("/", 1)[0], []).append(u)
     for folder, members in by_folder.items():
-        fs, path = fsspec.core.url_to_fs(folder)
+        fs, path = url_to_fs(folder)
         try:
             listed = {fs.unstrip_protocol(p) for p in fs.ls(path, detail=False)} if fs.isdir(path) else set()
         except FileNotFoundError:
@@ -311,7 +338,6 @@ def _existing(urls: Sequence[str]) -> set[str]:
 def _clean_outputs(jobs: Sequence[UrlJob], before: set[str]) -> None:
     """Remove the temporaries that killed workers left in the output folders (local: :func:`clean_stale`;
     remote: the temporary objects of the :mod:`deepexposure.atomic` scheme that appeared during this run)."""
-    import fsspec
 
     folders = {j.dst.rsplit("/", 1)[0] for j in jobs} | {j.recipe.rsplit("/", 1)[0] for j in jobs if j.recipe}
     for folder in sorted(folders):
@@ -320,7 +346,7 @@ def _clean_outputs(jobs: Sequence[UrlJob], before: set[str]) -> None:
             if os.path.isdir(local):
                 clean_stale(local, force=True)
             continue
-        fs, path = fsspec.core.url_to_fs(folder)
+        fs, path = url_to_fs(folder)
         try:
             for p in fs.ls(path, detail=False):
                 if is_temp_name(PurePosixPath(p).name) and fs.unstrip_protocol(p) not in before:
@@ -330,11 +356,10 @@ def _clean_outputs(jobs: Sequence[UrlJob], before: set[str]) -> None:
 
 
 def _temps(jobs: Sequence[UrlJob]) -> set[str]:
-    import fsspec
 
     out: set[str] = set()
     for folder in {j.dst.rsplit("/", 1)[0] for j in jobs if _local(j.dst) is None}:
-        fs, path = fsspec.core.url_to_fs(folder)
+        fs, path = url_to_fs(folder)
         try:
             out |= {fs.unstrip_protocol(p) for p in fs.ls(path, detail=False) if is_temp_name(PurePosixPath(p).name)}
         except (FileNotFoundError, OSError):

@@ -552,12 +552,14 @@ def load_pair_previews(
     size: int = 64,
     cache_dir: str | os.PathLike | None = None,
     progress: bool = True,
+    notes: list[str] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, list[Pair]]:
     """Previews of every pair's input and target (read_photo + make_preview, as :func:`load_previews`), in order.
 
     Returns (float32 (N, size, size, 3) sRGB [0, 1] input previews, the target previews alike, the N pairs kept).
     A pair with an unreadable side, or whose input and target aspect ratios differ by more than
-    :data:`PAIR_ASPECT_TOLERANCE`, is reported with one warning line naming it and skipped; no usable pair raises
+    :data:`PAIR_ASPECT_TOLERANCE` (a rotated target), is reported with one warning line naming it and skipped, also
+    when the result comes from the cache; the lines are appended to ``notes`` when given. No usable pair raises
     :class:`DataError`. With ``cache_dir`` the result is stored as ``pairs-<size>-<hash>.npz``, keyed by the
     resolved paths, mtimes and byte sizes of both files of every pair, and ``size``.
     """
@@ -569,26 +571,39 @@ def load_pair_previews(
         files = [f for p in pairs for f in (p.input_path, p.target_path)]
         cache = Path(cache_dir) / f"pairs-{size}-{_cache_key(files, size)}.npz"
         if cache.is_file():
+            got = None
             try:
                 with np.load(cache, allow_pickle=False) as z:
-                    return (z["inputs"].astype(np.float32, copy=False), z["targets"].astype(np.float32, copy=False),
-                            [pairs[int(i)] for i in z["kept"]])
+                    if "skipped" in z.files:  # a cache of an earlier release does not say what it skipped: rebuilt
+                        got = (z["inputs"].astype(np.float32, copy=False),
+                               z["targets"].astype(np.float32, copy=False), [pairs[int(i)] for i in z["kept"]])
+                        skipped = [str(m) for m in z["skipped"]]
             except (OSError, KeyError, ValueError, IndexError) as exc:
                 log.warning("ignoring unreadable pair preview cache %s (%s)", cache, exc)
+            if got is not None:
+                for msg in skipped:  # said again on every run, as when the cache was built
+                    warnings.warn(msg, stacklevel=2)
+                if notes is not None:
+                    notes.extend(skipped)
+                return got
     ins: list[np.ndarray] = []
     tgs: list[np.ndarray] = []
     kept: list[int] = []
+    skipped: list[str] = []
     for k, p in enumerate(tqdm(pairs, desc="pairs", unit="pair", disable=not progress, leave=False)):
         try:
             a, b = read_photo(p.input_path).pixels, read_photo(p.target_path).pixels
         except PhotoError as exc:
-            warnings.warn(f"pair {p.stem} skipped: {exc}", stacklevel=2)
+            skipped.append(f"pair {p.stem} skipped: {exc}")
+            warnings.warn(skipped[-1], stacklevel=2)
             continue
         off = _aspect_mismatch(a.shape, b.shape)
         if off > PAIR_ASPECT_TOLERANCE:
-            warnings.warn(f"pair {p.stem} skipped: input {p.input_path} ({a.shape[1]}x{a.shape[0]}) and target "
-                          f"{p.target_path} ({b.shape[1]}x{b.shape[0]}) differ in aspect ratio by {off:.1%} "
-                          f"(more than {PAIR_ASPECT_TOLERANCE:.0%})", stacklevel=2)
+            turned = " (the target is rotated)" if a.shape[:2] == b.shape[1::-1] else ""
+            skipped.append(f"pair {p.stem} skipped: input {p.input_path} ({a.shape[1]}x{a.shape[0]}) and target "
+                           f"{p.target_path} ({b.shape[1]}x{b.shape[0]}) differ in aspect ratio by {off:.1%} "
+                           f"(more than {PAIR_ASPECT_TOLERANCE:.0%}){turned}")
+            warnings.warn(skipped[-1], stacklevel=2)
             continue
         ins.append(make_preview(a, size))
         tgs.append(make_preview(b, size))
@@ -598,9 +613,12 @@ def load_pair_previews(
     x, y = np.stack(ins).astype(np.float32), np.stack(tgs).astype(np.float32)
     if cache is not None:
         try:
-            atomic_write(cache, lambda fh: np.savez(fh, inputs=x, targets=y, kept=np.array(kept, np.int64)))
+            atomic_write(cache, lambda fh: np.savez(fh, inputs=x, targets=y, kept=np.array(kept, np.int64),
+                                                     skipped=np.array(skipped, dtype=str)))
         except OSError as exc:
             log.warning("cannot write pair preview cache %s (%s)", cache, exc)
+    if notes is not None:
+        notes.extend(skipped)
     return x, y, [pairs[k] for k in kept]
 
 
@@ -781,19 +799,23 @@ def make_dev_pairs(
     Raises :class:`DataError` for a non-empty ``out_dir`` without ``overwrite`` (with it, files are replaced and
     others left), duplicate stems or no readable source.
     """
+    sources = [Path(s) for s in sources]
     try:
-        paths = iter_photo_paths([Path(s) for s in sources])
+        paths = iter_photo_paths(sources)
     except PhotoError as exc:
         raise DataError(str(exc)) from None
     if limit is not None:
         paths = paths[:limit]
     if not paths:
-        raise DataError("no source photos given")
+        raise DataError(f"no source photos found in {', '.join(map(str, sources))}" if sources else
+                        "no source photos given")
     stems: dict[str, Path] = {}
     for p in paths:
         if p.stem in stems:
             raise DataError(f"two sources named {p.stem}: {stems[p.stem]} and {p}")
         stems[p.stem] = p
+    if not os.fspath(out_dir).strip():
+        raise DataError("-o is empty: give the output folder")
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise DataError(f"{out}: not a folder")

@@ -25,12 +25,15 @@ class ModelError(DeepExposureError):
 TRAIN_EXTRA = "pip install 'deepexposure[train]'"
 
 
-def need_extra(module: str, what: str) -> None:
+def need_extra(module: str, what: str, extra: str = "train") -> None:
     """Import ``module`` or raise :class:`DeepExposureError` "``what`` needs the training extra (``module`` is not
-    installed): pip install 'deepexposure[train]'" (one line for the CLI, before any work is done)."""
+    installed): pip install 'deepexposure[train]'" (one line for the CLI, before any work is done); ``extra``
+    names another extra (e.g. ``"cluster"``)."""
     import importlib
 
     try:
         importlib.import_module(module)
     except ImportError:
-        raise DeepExposureError(f"{what} needs the training extra ({module} is not installed): {TRAIN_EXTRA}") from None
+        how = TRAIN_EXTRA if extra == "train" else f"pip install 'deepexposure[{extra}]'"
+        name = "training" if extra == "train" else extra
+        raise DeepExposureError(f"{what} needs the {name} extra ({module} is not installed): {how}") from None

@@ -280,7 +280,30 @@ def _open(path: Path, max_pixels: int, why: str | None = None) -> Image.Image:
     if w == 0 or h == 0:
         im.close()
         raise PhotoError(f"{path}: image has no pixels ({w}x{h})")
+    frames = _frames(im)
+    if frames > 1:
+        im.close()
+        raise PhotoError(f"{path}: a {im.format} of {frames} frames (pages or an animation); deepexposure reads single "
+                         "photos and would keep only the first: save the frame you want as a file of its own")
     return im
+
+
+def _frames(im: Image.Image) -> int:
+    """How many full images ``im`` holds: 1 for a single photo, also for a JPEG's multi-picture extras (MPO: the
+    photo first, then previews or depth maps) and a TIFF's reduced-resolution pages (thumbnails, pyramids)."""
+    if im.format == "MPO" or not getattr(im, "is_animated", False):
+        return 1
+    try:
+        if im.format != "TIFF":
+            return int(getattr(im, "n_frames", 2))
+        full = 0
+        for i in range(int(im.n_frames)):
+            im.seek(i)
+            full += not int(im.tag_v2.get(254, 0) or 0) & 1  # NewSubfileType bit 0: a reduced-resolution copy
+        im.seek(0)
+        return max(1, full)
+    except Exception as exc:  # a broken later page: the file is refused as corrupt, not half-read
+        raise PhotoError(f"{im.filename}: corrupt {im.format} page ({type(exc).__name__}: {exc})") from None
 
 
 def _bits_per_sample(im: Image.Image, path: Path) -> int:
@@ -385,7 +408,9 @@ def read_photo(path: str | os.PathLike, *, max_pixels: int = DEFAULT_MAX_PIXELS,
 
     Returns a :class:`Photo`: float32 (H, W, 3) sRGB [0, 1] pixels (grey expanded, palette converted), alpha
     float32 (H, W) or None, ``bit_depth`` 8 or 16, EXIF (orientation reset to 1) and ICC bytes. Pixels are not
-    colour-managed: the ICC profile is carried, not applied. Multi-frame files give their first frame.
+    colour-managed: the ICC profile is carried, not applied. A file of several full frames (multi-page TIFF,
+    animated GIF, PNG or WebP) is refused; a JPEG's multi-picture extras and a TIFF's reduced-resolution pages are
+    ignored.
     Raises :class:`PhotoError` (one-line message naming the file) for a missing file, a folder, an empty,
     truncated or non-image file, or a photo above ``max_pixels`` (width x height, checked from the header before
     decoding; ``max_pixels_why`` says where the limit comes from, for the message).
@@ -510,7 +535,22 @@ def _tiff_ep_tags(exif: bytes | None) -> list[tuple]:
 
 def _encode(fh, suffix: str, arr: np.ndarray, exif: bytes | None, icc: bytes | None, depth: int,
             quality: int) -> None:
-    """Encode ``arr`` (uint8/uint16 (H, W, 3|4), RGB(A)) into the open binary file ``fh``."""
+    """Encode ``arr`` (uint8/uint16 (H, W, 3|4), RGB(A)) into the open binary file ``fh``.
+
+    The codec writes into memory and the bytes go to ``fh`` through Python's ``write``, which raises on a short
+    write: given a real file, Pillow's encoders write to its descriptor themselves and take a short write (a full
+    disk, a file size limit) for success, so a truncated photo would pass as written.
+    """
+    import io
+
+    buf = io.BytesIO()
+    _encode_to(buf, suffix, arr, exif, icc, depth, quality)
+    fh.write(buf.getbuffer())
+
+
+def _encode_to(fh, suffix: str, arr: np.ndarray, exif: bytes | None, icc: bytes | None, depth: int,
+               quality: int) -> None:
+    """:func:`_encode` into a file-like object ``fh``."""
     if depth == 16:
         if suffix in (".tif", ".tiff"):
             import tifffile

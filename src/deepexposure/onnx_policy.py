@@ -30,8 +30,8 @@ import numpy as np
 from deepexposure import episode
 from deepexposure.errors import ModelError
 
-__all__ = ["OnnxPolicy", "PolicyBase", "POLICY_FORMAT", "ARCH_KEYS", "config_problem", "select_providers",
-           "policy_segmentation", "file_sha256"]
+__all__ = ["OnnxPolicy", "PolicyBase", "POLICY_FORMAT", "ARCH_KEYS", "MAX_POLICY_SEGMENTS", "config_problem",
+           "select_providers", "policy_segmentation", "file_sha256"]
 
 POLICY_FORMAT = "deepexposure-policy"
 #: The Actor constructor arguments a policy file stores (``arch``).
@@ -99,21 +99,29 @@ def _is_number(x) -> bool:
     return isinstance(x, int | float) and not isinstance(x, bool)
 
 
+#: Most segments (episode steps) a policy file may declare: inference allocates masks and EVs per segment before
+#: the first step (``segments = 10**9`` in a file's metadata once asked for 8 GB). Training allows at most 16.
+MAX_POLICY_SEGMENTS = 256
+#: Upper bounds of the segmentation parameters a policy file may store (``sigma``: the smoothing kernel grows
+#: with it; ``min_size``: preview pixels).
+_SEGMENTATION_MAX = {"max_segments": MAX_POLICY_SEGMENTS, "min_size": 1 << 24, "scale": 1e9, "sigma": 100.0}
+
+
 def config_problem(config) -> str | None:
     """What is wrong with a policy's ``config`` (types and ranges of the keys inference uses), or None."""
     if not isinstance(config, dict):
         return f"expected an object, got {type(config).__name__}"
-    if "segments" in config and not (_is_int(config["segments"]) and config["segments"] >= 1):
-        return f"segments must be a positive integer, got {config['segments']!r}"
-    if "max_ev" in config and not _is_number(config["max_ev"]):
+    if "segments" in config and not (_is_int(config["segments"]) and 1 <= config["segments"] <= MAX_POLICY_SEGMENTS):
+        return f"segments must be an integer from 1 to {MAX_POLICY_SEGMENTS}, got {config['segments']!r}"
+    if "max_ev" in config and not (_is_number(config["max_ev"]) and np.isfinite(config["max_ev"])):
         return f"max_ev must be a number, got {config['max_ev']!r}"
     seg = config.get("segmentation", {})
     if not isinstance(seg, dict):
         return f"segmentation must be an object, got {seg!r}"
     for key, check, what in (("max_segments", _is_int, "an integer"), ("min_size", _is_int, "an integer"),
                              ("scale", _is_number, "a number"), ("sigma", _is_number, "a number")):
-        if key in seg and not (check(seg[key]) and seg[key] >= 0):
-            return f"segmentation {key} must be {what} >= 0, got {seg[key]!r}"
+        if key in seg and not (check(seg[key]) and 0 <= seg[key] <= _SEGMENTATION_MAX[key]):
+            return f"segmentation {key} must be {what} from 0 to {_SEGMENTATION_MAX[key]:g}, got {seg[key]!r}"
     return None
 
 

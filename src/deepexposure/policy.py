@@ -105,6 +105,12 @@ class Policy(PolicyBase):
             raise ModelError(f"{path} is not a deepexposure policy file")
         try:
             arch = {k: d["arch"][k] for k in ARCH_KEYS if k in d["arch"]}
+            with torch.device("meta"):  # shapes only, nothing allocated: a stored width of 10**9 fails here
+                want = {k: tuple(v.shape) for k, v in Actor(**arch).state_dict().items()}
+            got = {k: tuple(v.shape) for k, v in d["state_dict"].items()}
+            if want != got:
+                wrong = sorted(set(want) ^ set(got)) or sorted(k for k in want if want[k] != got[k])
+                raise ValueError(f"the stored arch {arch} and weights differ ({', '.join(wrong[:3])})")
             actor = Actor(**arch)
             actor.load_state_dict(d["state_dict"])
         except Exception as exc:  # noqa: BLE001

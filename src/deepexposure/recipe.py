@@ -42,7 +42,7 @@ import numpy as np
 from deepexposure.atomic import atomic_write_text
 from deepexposure.errors import DataError
 
-__all__ = ["Recipe", "RECIPE_VERSION", "MAX_ABS_EV", "rle_encode", "rle_decode"]
+__all__ = ["Recipe", "RECIPE_VERSION", "MAX_ABS_EV", "MAX_LABEL_CELLS", "rle_encode", "rle_decode"]
 
 RECIPE_VERSION = 2
 #: The look of a recipe without one (version 1 recipes): the exposure alone.
@@ -71,6 +71,29 @@ def _int_list(x, name: str) -> list[int]:
     return x
 
 
+#: Most cells a recipe's segment labels may declare (4096 x 4096, 64 MiB decoded): deepexposure writes 64 x 64, and
+#: a declared shape is checked before anything is allocated (a 1 KB file could otherwise ask for gigabytes).
+MAX_LABEL_CELLS = 4096 * 4096
+#: Checks of the known ``segmentation`` keys of a recipe (those of ``segmentation.SEGMENT_DEFAULTS``): integer
+#: or not, lowest, highest. The highest ``sigma`` bounds the smoothing kernel (its size grows with it).
+_SEGMENTATION_RANGES = {"max_segments": (True, 1, MAX_LABEL_CELLS), "scale": (False, 0.0, 1e9),
+                        "sigma": (False, 0.0, 100.0), "min_size": (True, 0, MAX_LABEL_CELLS)}
+
+
+def _check_segmentation(seg: dict) -> None:
+    """Raise :class:`DataError` naming the key (``segmentation.sigma``) when a known segmentation parameter is not
+    a number in its range (:data:`_SEGMENTATION_RANGES`), before it reaches the segmentation of a photo."""
+    for key, (integer, low, high) in _SEGMENTATION_RANGES.items():
+        if key not in seg:
+            continue
+        v = seg[key]
+        kind = "an integer" if integer else "a number"
+        if isinstance(v, bool) or not isinstance(v, int | float | np.integer | np.floating) or (
+                integer and not float(v).is_integer()) or not (math.isfinite(v) and low <= v <= high):
+            bounds = f"{low:,} to {high:,}" if integer else f"{low:g} to {high:g}"
+            raise DataError(f"recipe segmentation.{key} must be {kind} from {bounds}, got {v!r}")
+
+
 def rle_decode(code: dict) -> np.ndarray:
     """Inverse of :func:`rle_encode` -> int32 array; raises :class:`DataError` on a malformed code."""
     if not isinstance(code, dict):
@@ -83,6 +106,9 @@ def rle_decode(code: dict) -> np.ndarray:
     values, counts = _int_list(values, "values"), _int_list(counts, "counts")
     if len(shape) != 2 or min(shape) < 1:
         raise DataError(f"labels shape must be two positive integers, got {shape}")
+    if math.prod(shape) > MAX_LABEL_CELLS:
+        raise DataError(f"labels shape {shape} declares {math.prod(shape):,} cells, above the {MAX_LABEL_CELLS:,} a "
+                        f"recipe's segment labels may have (deepexposure writes 64 x 64)")
     if len(values) != len(counts) or any(c < 1 for c in counts) or sum(counts) != math.prod(shape):
         raise DataError("labels run lengths do not match their shape")
     if any(v < 0 or v > 2**31 - 1 for v in values):
@@ -135,6 +161,7 @@ class Recipe:
             raise DataError(f"recipe version {self.version} is newer than this deepexposure reads ({RECIPE_VERSION})")
         if not isinstance(self.segmentation, dict):
             raise DataError("recipe segmentation parameters must be an object")
+        _check_segmentation(self.segmentation)
         self.model = str(self.model)
         if not isinstance(self.look, str) or not 1 <= len(self.look) <= 64:
             raise DataError(f"recipe look must be a name of 1-64 characters, got {self.look!r}")

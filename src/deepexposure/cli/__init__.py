@@ -28,7 +28,7 @@ SUBCOMMANDS = {"enhance": "enhance", "render": "render", "segment": "render", "t
 
 class _Group(click.Group):
     """Click group that loads sub-commands lazily (:data:`SUBCOMMANDS`) and turns every :class:`DeepExposureError`
-    into one line on stderr and exit code 2."""
+    (and an OSError about a named file, e.g. a name too long) into one line on stderr and exit code 2."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:  # noqa: D102
         return sorted(SUBCOMMANDS)
@@ -50,6 +50,11 @@ class _Group(click.Group):
             ctx.exit(130)
         except MemoryError:
             click.echo("error: out of memory (try fewer --jobs or a smaller photo)", err=True)
+            ctx.exit(EXIT_USER_ERROR)
+        except OSError as exc:  # a path the system refuses (name too long, permission, read-only) that no check
+            if exc.filename is None or exc.strerror is None:  # caught first: one line naming it; others are bugs
+                raise
+            click.echo(f"error: {exc.filename}: {exc.strerror}", err=True)
             ctx.exit(EXIT_USER_ERROR)
 
 

@@ -41,6 +41,13 @@ def check_strength(strength: float) -> float:
     return strength
 
 
+def check_overwrite(overwrite: bool, skip_existing: bool) -> None:
+    """``--overwrite`` (replace existing outputs) and ``--skip-existing`` (keep them) say opposite things."""
+    if overwrite and skip_existing:
+        raise PhotoError("--overwrite and --skip-existing contradict each other (replace existing outputs, or keep "
+                         "them): give one")
+
+
 def report(result: BatchResult, *, verb: str, out: str | os.PathLike | None = None) -> None:
     """Print a one-line summary (saying where the outputs went); raise (exit 2) when any photo failed, after all
     were tried."""

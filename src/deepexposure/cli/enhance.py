@@ -9,6 +9,7 @@ import click
 from deepexposure.batch import plan_jobs, run_batch
 from deepexposure.cli.common import (
     bit_depth_option,
+    check_overwrite,
     check_strength,
     max_pixels_limit,
     max_pixels_option,
@@ -78,6 +79,7 @@ def enhance(photos, out, look, model, renderer, strength, highlight_guard, save_
       deepexposure enhance s3://bucket/in -o s3://bucket/out -r --cluster tcp://scheduler:8786
     """
     check_strength(strength)
+    check_overwrite(overwrite, skip_existing)
     if cluster is not None:
         from deepexposure.cluster import require_dask
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 from pathlib import Path
 
@@ -50,7 +51,7 @@ def default_methods(*, paired: bool = True) -> list[str]:
 @click.option("--highlight-guard/--no-highlight-guard", default=True, show_default=True,
               help="As `enhance`: lower a segment's EV that would push its brightest 5% past white (local, rolloff "
                    "and balanced renderers only). --no-highlight-guard gives the policies' own EVs.")
-@click.option("-o", "--out", required=True, type=click.Path(file_okay=False, path_type=Path),
+@click.option("-o", "--out", required=True, type=click.Path(file_okay=False, path_type=str),
               help="Output folder for the report (created).")
 @click.option("--long-edge", default="500", show_default=True,
               help="Long edge (px) the metrics are computed at; 'native' for the photos' own size.")
@@ -80,6 +81,26 @@ def evaluate(pairs_dir, fivek_root, fold, expert, unpaired_dir, reference_dir, m
               long_edge, ssim_variant, jobs, limit, no_thumbs, quiet, highlight_guard)
 
 
+@contextlib.contextmanager
+def _undo_new_files(out: Path, thumbs: Path | None):
+    """On a failure inside, remove the thumbnails this run wrote (those of an earlier report stay) and the
+    folders it created: a failed evaluation leaves no half-written report folder."""
+    existed = [p for p in (out, thumbs) if p is not None and p.is_dir()]
+    before = set(thumbs.iterdir()) if thumbs is not None and thumbs.is_dir() else set()
+    try:
+        yield
+    except BaseException:
+        if thumbs is not None and thumbs.is_dir():
+            for f in set(thumbs.iterdir()) - before:
+                with contextlib.suppress(OSError):
+                    f.unlink()
+        for folder in (thumbs, out):
+            if folder is not None and folder not in existed:
+                with contextlib.suppress(OSError):
+                    folder.rmdir()  # only if empty
+        raise
+
+
 def _parse_long_edge(value: str) -> int | None:
     if value.lower() in ("native", "none", "0"):
         return None
@@ -102,6 +123,8 @@ def _evaluate(pairs_dir, fivek_root, fold, expert, unpaired_dir, reference_dir, 
     sources = [x for x in (pairs_dir, fivek_root, unpaired_dir) if x is not None]
     if len(sources) != 1:
         raise DataError("give exactly one of --pairs DIR, --fivek ROOT or --unpaired DIR")
+    if not str(out).strip():
+        raise DataError("-o is empty: give the report folder")
     le = _parse_long_edge(long_edge)
     names = list(methods) or default_methods(paired=unpaired_dir is None)
     config = {"long_edge": le, "ssim_variant": ssim_variant, "renderer": renderer, "highlight_guard": highlight_guard,
@@ -140,10 +163,11 @@ def _evaluate(pairs_dir, fivek_root, fold, expert, unpaired_dir, reference_dir, 
     if limit:
         pairs = pairs[:limit]
     config["n_pairs"] = len(pairs)
-    with warnings.catch_warnings(record=True) as caught:
+    thumbs_dir = None if no_thumbs else Path(out) / "thumbs"
+    with warnings.catch_warnings(record=True) as caught, _undo_new_files(Path(out), thumbs_dir):
         warnings.simplefilter("always")
         records = evaluate_pairs(pairs, names, long_edge=le, ssim_variant=ssim_variant, jobs=jobs,
-                                 progress=not quiet, thumbs_dir=None if no_thumbs else Path(out) / "thumbs",
+                                 progress=not quiet, thumbs_dir=thumbs_dir,
                                  renderer=renderer, highlight_guard=highlight_guard)
     for w in caught:
         click.echo(f"warning: {w.message}", err=True)

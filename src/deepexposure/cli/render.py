@@ -10,6 +10,7 @@ import click
 from deepexposure.batch import plan_jobs, run_batch
 from deepexposure.cli.common import (
     bit_depth_option,
+    check_overwrite,
     check_strength,
     max_pixels_limit,
     max_pixels_option,
@@ -72,6 +73,7 @@ def render(photos, evs, recipe_file, renderer, look, strength, out, fmt, bit_dep
             raise PhotoError("--look goes with --ev; a --recipe carries its own look")
         load_look(look)  # a bad name or file: one line, before any photo
     check_strength(strength)
+    check_overwrite(overwrite, skip_existing)
     job_list = plan_jobs(photos, out, recursive=recursive, fmt=fmt, overwrite=overwrite, recipes=save_recipe,
                          protect=[recipe_file] if recipe_file else [])
     limit, why = max_pixels_limit(max_pixels, jobs)

@@ -6,6 +6,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -139,7 +140,12 @@ def build_training_data(*, inputs: Sequence[str | os.PathLike] = (), synthetic: 
         cache = Path(cache_dir) / f"train-{hashlib.sha256(key.encode()).hexdigest()[:16]}.npz"
         if cache.is_file():
             with np.load(cache) as z:
-                return TrainData(z["inputs"], z["labels"], z["experts"], z["targets"], z["has_target"])
+                # the pairs skipped when it was built are reported again (a cache without that record: rebuilt)
+                notes = [str(m) for m in z["pair_notes"]] if "pair_notes" in z.files else None
+                if notes is not None or not real_pairs:
+                    for msg in notes or []:
+                        warnings.warn(msg, stacklevel=2)
+                    return TrainData(z["inputs"], z["labels"], z["experts"], z["targets"], z["has_target"])
     pcache = None if cache_dir is None else Path(cache_dir) / "previews"
     in_paths: list = [*inputs]
     for root in sice:
@@ -152,8 +158,9 @@ def build_training_data(*, inputs: Sequence[str | os.PathLike] = (), synthetic: 
         parts.append(real)
         tparts.append(np.zeros_like(real))
         known.append(np.zeros(len(real), bool))
+    pair_notes: list[str] = []
     if real_pairs:
-        px, py, _ = data.load_pair_previews(real_pairs, cache_dir=pcache, progress=progress)
+        px, py, _ = data.load_pair_previews(real_pairs, cache_dir=pcache, progress=progress, notes=pair_notes)
         parts.append(np.repeat(px, pairs_repeat, axis=0))  # output i * pairs_repeat + r is pair i
         tparts.append(np.repeat(py, pairs_repeat, axis=0))
         known.append(np.ones(len(px) * pairs_repeat, bool))
@@ -177,5 +184,6 @@ def build_training_data(*, inputs: Sequence[str | os.PathLike] = (), synthetic: 
     out = TrainData(ins, labels, exs, np.concatenate(tparts).astype(np.float32), np.concatenate(known))
     if cache is not None:
         atomic_write(cache, lambda fh: np.savez_compressed(  # unique temporary: parallel builds do not collide
-            fh, inputs=ins, labels=labels, experts=exs, targets=out.targets, has_target=out.has_target))
+            fh, inputs=ins, labels=labels, experts=exs, targets=out.targets, has_target=out.has_target,
+            pair_notes=np.array(pair_notes, dtype=str)))
     return out
