@@ -85,7 +85,8 @@ def _differences(a: dict, b: dict, prefix: str = "") -> list[str]:
 @click.option("--variant", type=click.Choice(["I", "II"]), default=None,
               help="DE I (value network, TD) or DE II (critic as value) (default: I).")
 @click.option("--out", required=True, type=click.Path(path_type=str), help="Run folder, e.g. runs/NAME.")
-@click.option("--steps", type=click.IntRange(1), default=None, help="Actor updates (also the lr-schedule length).")
+@click.option("--steps", type=click.IntRange(1), default=None, help="Actor updates (also the lr-schedule length). With --resume: a new total, e.g. more to train longer; the "
+                   "learning rates then decay from where they are to their final value at the new last step.")
 @click.option("--minutes", type=click.FloatRange(0, min_open=True), default=None,
               help="Stop after this much wall time (the lr schedule still spans --steps).")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
@@ -156,7 +157,8 @@ def train(inputs, synthetic_inputs, copies, sice, sice_references, experts, five
             copies=copies, sice=sice, sice_references=sice_references, experts=experts, fivek=fivek,
             fivek_paired=fivek_paired, pairs=pairs, pairs_repeat=pairs_repeat))
         if resume:
-            trainer = Trainer.resume(Path(out), data, device=device, world=world, threads=threads)
+            trainer = Trainer.resume(Path(out), data, device=device, world=world, threads=threads,
+                                     steps=cfg.run.steps)
         else:
             trainer = Trainer(cfg, data, Path(out), device=device, world=world)
         trainer.train(minutes=minutes)
@@ -189,6 +191,7 @@ def _prepare(out_dir: Path, given: dict, *, resume: bool, config_path: str | Non
         asked = _apply_options(TrainConfig.load(config_path) if config_path else TrainConfig.from_dict(cfg.to_dict()),
                                given)
         asked.run.threads = cfg.run.threads
+        cfg.run.steps = asked.run.steps  # the horizon may change (Trainer.resume: the lr schedule follows it)
         changed = _differences(asked.to_dict(), cfg.to_dict())
         if changed:
             raise TrainingError(f"--resume continues {out_dir} with its own config.json; these differ from it: "

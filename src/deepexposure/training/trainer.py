@@ -66,6 +66,11 @@ def _result_config(d: dict) -> dict:
     return {**d, "run": run}
 
 
+def _horizonless(d: dict) -> dict:
+    """The config without ``run.steps`` (a resume may extend or shorten the horizon)."""
+    return {**d, "run": {k: v for k, v in d.get("run", {}).items() if k != "steps"}}
+
+
 def _to_nchw(x: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).permute(0, 3, 1, 2).contiguous()
 
@@ -159,9 +164,16 @@ class Trainer:
         self._restore(self.world.from_rank0(lambda: load_checkpoint(path or self.out / CHECKPOINT_NAME)))
 
     def _restore(self, d: dict) -> None:
+        """Restore from checkpoint ``d``. Only ``run.steps`` (the horizon) may differ from the checkpoint's config:
+        the learning rates then decay from where they are to their final fraction at the new last step."""
         saved = TrainConfig.from_dict(d.get("config", {})).to_dict()  # fields added since then get their defaults
-        if _result_config(saved) != _result_config(self.cfg.to_dict()):
+        mine = self.cfg.to_dict()
+        if _result_config(_horizonless(saved)) != _result_config(_horizonless(mine)):
             raise TrainingError("the checkpoint was written with a different configuration")
+        step = int(d["step"])
+        if self.cfg.run.steps < step:
+            raise TrainingError(f"the run is already at step {step}: --steps {self.cfg.run.steps} is fewer "
+                                "(give at least as many steps as it has done)")
         self.actor.load_state_dict(d["actor"])
         self.critic.load_state_dict(d["critic"])
         self.opt_actor.load_state_dict(d["opt_actor"])
@@ -173,7 +185,20 @@ class Trainer:
             s.load_state_dict(sd)
         set_rng_states(d["rng"])
         self.ou.load_state_dict(d["ou"])
-        self.step = int(d["step"])
+        self.step = step
+        if saved["run"]["steps"] != self.cfg.run.steps:
+            self._new_horizon()
+
+    def _new_horizon(self) -> None:
+        """After a resume with another ``run.steps``: each learning rate decays exponentially from its current value
+        to ``final_lr_fraction`` of its initial value at the new last step (the schedule continues on the new
+        horizon; an uninterrupted run of that many steps would have decayed more slowly from the start)."""
+        left = self.cfg.run.steps - self.step
+        for s in self.scheds:
+            for group in s.optimizer.param_groups:
+                if left > 0:
+                    final = group["initial_lr"] * self.cfg.optim.final_lr_fraction
+                    s.gamma = (final / group["lr"]) ** (1.0 / left) if group["lr"] > 0 else 1.0
 
     def _sync_models(self) -> None:
         """Every process takes rank 0's network parameters (so a start is identical even on mixed hardware)."""
@@ -201,14 +226,20 @@ class Trainer:
                                 f"torch versions on the same kind of hardware everywhere)")
 
     @classmethod
-    def resume(cls, out: str | os.PathLike, data: TrainData, *, threads: int | None = None, **kw) -> Trainer:
+    def resume(cls, out: str | os.PathLike, data: TrainData, *, threads: int | None = None,
+               steps: int | None = None, **kw) -> Trainer:
         """A trainer continuing the run in ``out`` from its last checkpoint (config taken from the checkpoint). The
-        process count (``world``) and ``threads`` may differ from the run's: they do not change results."""
+        process count (``world``) and ``threads`` may differ from the run's: they do not change results. ``steps``
+        sets a new horizon (train longer, or stop sooner, but not before the step reached): the learning rates
+        continue from their current values and reach their final fraction at the new last step (so the result
+        differs from an uninterrupted run of ``steps``)."""
         world = kw.get("world") or SINGLE
         d = world.from_rank0(lambda: load_checkpoint(Path(out) / CHECKPOINT_NAME))
         cfg = TrainConfig.from_dict(d["config"])
         if threads is not None:
             cfg.run.threads = threads
+        if steps is not None:
+            cfg.run.steps = steps
         t = cls(cfg, data, out, **kw)
         t._restore(d)
         return t
