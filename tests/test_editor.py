@@ -151,7 +151,7 @@ def test_bad_render_requests_are_400_with_a_message(work, body, needle):
     r = work["client"].post("/api/render", content=b"{not json", headers={"X-Token": TOKEN})
     assert r.status_code == 400 and "JSON" in r.json()["error"]
     r = work["client"].post("/api/render", content=b"[" * 70000, headers={"X-Token": TOKEN})
-    assert r.status_code == 400 and "too large" in r.json()["error"]
+    assert r.status_code == 413 and "too large" in r.json()["error"]
     nan = work["client"].post("/api/render", content=b'{"evs": [NaN, 0, 0, 0]}', headers={"X-Token": TOKEN})
     assert nan.status_code == 400
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -90,3 +91,120 @@ def test_resume_with_more_steps_trains_longer(photos):
     _one_error(_cli(*_train_args(photos, out, "--steps", "3", "--resume")), "already at step 4")
     _one_error(_cli(*_train_args(photos, out, "--steps", "6", "--segments", "3", "--resume")), "rl.segments")
     assert load_checkpoint(out / "checkpoint.pt")["step"] == 4
+
+
+# --------------------------------------------------------------------------------------------- 2-4. editor bodies
+
+TOKEN = "round2-token-0123456789"
+
+
+@pytest.fixture
+def editor(tmp_path: Path) -> dict:
+    """An editor session on the sample photo (4 segments, local renderer), outputs in tmp/out, and its app."""
+    pytest.importorskip("starlette", reason="starlette (the 'edit' extra) is not installed")
+    import shutil
+
+    from deepexposure.editor.app import create_app
+    from deepexposure.editor.session import EditSession
+    from deepexposure.io import read_photo
+    from deepexposure.pipeline import manual_recipe
+
+    src = tmp_path / "in" / "photo.jpg"
+    src.parent.mkdir()
+    shutil.copy(REPO / "samples" / "dicm_02.jpg", src)
+    photo = read_photo(src)
+    session = EditSession(photo, manual_recipe(photo.pixels, [0.8, -0.4, 0.3, 1.0], "local"), out_dir=tmp_path / "out",
+                          source=src, preview_long_edge=200)
+    return {"src": src, "out": tmp_path / "out", "session": session, "app": create_app(session, TOKEN)}
+
+
+@pytest.fixture
+def client(editor):
+    pytest.importorskip("httpx2", reason="httpx2 (Starlette's TestClient) is not installed")
+    from starlette.testclient import TestClient
+
+    return TestClient(editor["app"], raise_server_exceptions=False)
+
+
+def _post(client, path: str, raw: bytes | str, **headers):
+    return client.post(path, content=raw, headers={"X-Token": TOKEN, "Content-Type": "application/json", **headers})
+
+
+@pytest.mark.parametrize("body", [
+    pytest.param('{"evs": [0, 0, 0, 1%s]}' % ("0" * 400), id="huge-ev"),
+    pytest.param('{"evs": [0, 0, 0, 0], "strength": 1%s}' % ("0" * 400), id="huge-strength"),
+    pytest.param('{"evs": [0, 0, 0, -1%s]}' % ("0" * 400), id="huge-negative-ev"),
+])
+@pytest.mark.parametrize("path", ["/api/render", "/api/save"])
+def test_a_400_digit_number_is_a_400(client, editor, body, path):
+    r = _post(client, path, body.replace("}", ', "name": "x.jpg"}') if path == "/api/save" else body)
+    assert r.status_code == 400, r.text
+    assert "from" in r.json()["error"] and "too large" in r.json()["error"]
+    assert not editor["out"].exists()
+
+
+def test_a_deeply_nested_body_is_a_400(client):
+    closed = '{"evs": ' + "[" * 32000 + "]" * 32000 + "}"  # valid JSON, 32,000 deep
+    unclosed = '{"evs": ' + "[" * 40000  # 40,000 deep, the recursion fails before the missing ends are seen
+    for raw in (closed, unclosed):
+        assert len(raw) < 64 * 1024
+        for path in ("/api/render", "/api/save"):
+            r = _post(client, path, raw)
+            assert r.status_code == 400 and "nested too deeply" in r.json()["error"], r.text
+
+
+def _serve(app):
+    """Run ``app`` on a real uvicorn server in a thread (a free loopback port) -> (port, stop)."""
+    import threading
+
+    import uvicorn
+
+    from deepexposure.editor.app import listen
+
+    sock = listen("127.0.0.1", 0)
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+    def stop():
+        server.should_exit = True
+        thread.join(10)
+        sock.close()
+
+    return sock.getsockname()[1], stop
+
+
+def test_a_chunked_body_is_not_read_past_the_limit(editor):
+    """A chunked body (no Content-Length) of limit+1 bytes, its end never sent: refused at once (413, closed);
+    reading it whole first would wait for the end forever (and a 400 MB one took 470 MB of memory)."""
+    import socket
+
+    from deepexposure.editor.app import _MAX_BODY
+
+    port, stop = _serve(editor["app"])
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=15) as s:
+            s.sendall(b"POST /api/render HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Token: " + TOKEN.encode() +
+                      b"\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n")
+            chunk = b" " * 8192
+            sent = 0
+            while sent <= _MAX_BODY:
+                s.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+                sent += len(chunk)
+            reply = b""
+            try:
+                while True:
+                    data = s.recv(65536)
+                    if not data:
+                        break  # the server closed the connection
+                    reply += data
+            except TimeoutError:
+                pytest.fail(f"no answer within 15 s to a body over the limit (reply so far: {reply[:200]!r})")
+        head = reply.split(b"\r\n", 1)[0]
+        assert head.startswith(b"HTTP/1.1 413"), reply[:300]
+        assert b"too large" in reply
+    finally:
+        stop()

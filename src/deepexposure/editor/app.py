@@ -64,6 +64,20 @@ def _static(name: str) -> bytes:
     return (resources.files("deepexposure.editor") / "static" / name).read_bytes()
 
 
+class _TooLarge(EditorError):
+    """A request body over the limit: 413, and the connection is closed (the rest of the body is never read)."""
+
+    status = 413
+    headers = {"Connection": "close"}
+
+
+class _WrongType(EditorError):
+    """A request body declared as something else than JSON: 415."""
+
+    status = 415
+    headers: dict = {}
+
+
 class _TokenGuard:
     """ASGI middleware: an HTTP request without the right token (query ``token`` or header ``X-Token``) gets 403."""
 
@@ -104,16 +118,32 @@ def create_app(session: EditSession, token: str):
     def error(msg: str, status: int = 400, **extra) -> JSONResponse:
         return JSONResponse({"error": msg, **extra}, status_code=status, headers=_SECURITY_HEADERS)
 
+    def refused(exc: DeepExposureError) -> JSONResponse:
+        """The JSON error of a refused request: 400, or the status (and headers) of a body refused as a whole."""
+        resp = error(str(exc), getattr(exc, "status", 400))
+        resp.headers.update(getattr(exc, "headers", {}))
+        return resp
+
     async def body(request: Request) -> dict:
-        if int(request.headers.get("content-length") or 0) > _MAX_BODY:
-            raise EditorError("request too large")
-        raw = await request.body()
-        if len(raw) > _MAX_BODY:
-            raise EditorError("request too large")
+        """The request's JSON object, read up to :data:`_MAX_BODY` bytes (a longer body, announced or chunked, is
+        refused with :class:`_TooLarge` as soon as it passes the limit: the rest is never read)."""
+        kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if kind and kind != "application/json":
+            raise _WrongType(f"send the request as JSON (Content-Type: application/json), not {kind[:80]}")
+        declared = request.headers.get("content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > _MAX_BODY):
+            raise _TooLarge(f"request too large (at most {_MAX_BODY} bytes)")
+        raw = bytearray()
+        async for chunk in request.stream():
+            raw += chunk
+            if len(raw) > _MAX_BODY:
+                raise _TooLarge(f"request too large (at most {_MAX_BODY} bytes)")
         try:
             import json
 
-            data = json.loads(raw or b"{}")
+            data = json.loads(bytes(raw) or b"{}")
+        except RecursionError:
+            raise EditorError("the request is nested too deeply") from None
         except ValueError:
             raise EditorError("the request is not valid JSON") from None
         if not isinstance(data, dict):
@@ -145,7 +175,7 @@ def create_app(session: EditSession, token: str):
                                           strength, renderer, view=str(data.get("view", "after")),
                                           draft=bool(data.get("draft", False)))
         except DeepExposureError as exc:
-            return error(str(exc))
+            return refused(exc)
         headers = {**_SECURITY_HEADERS, "X-Histogram": ",".join(map(str, img.histogram)),
                    "X-Clipped": f"{img.clipped:.6f}", "X-Render-Ms": f"{img.render_ms:.1f}"}
         return Response(img.jpeg, media_type="image/jpeg", headers=headers)
@@ -163,7 +193,7 @@ def create_app(session: EditSession, token: str):
         except OutputExists as exc:
             return error(str(exc), 409, exists=exc.names)
         except DeepExposureError as exc:
-            return error(str(exc))
+            return refused(exc)
         except OSError as exc:
             return error(f"cannot write ({exc.strerror or exc})", 500)
         return JSONResponse({"photo": str(dst), "recipe": str(rec)}, headers=_SECURITY_HEADERS)
