@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -208,3 +210,58 @@ def test_a_chunked_body_is_not_read_past_the_limit(editor):
         assert b"too large" in reply
     finally:
         stop()
+
+
+# --------------------------------------------------------------------------------------------- 5. --config
+
+
+@pytest.mark.parametrize("text, needles", [
+    pytest.param("steps = 10", ["not JSON"], id="not-json"),
+    pytest.param("[1, 2]", ["JSON object", "list"], id="array"),
+    pytest.param('{"rl": {"bogus": 1}}', ["rl.bogus"], id="unknown-key"),
+    pytest.param('{"rl": {"segments": 0}}', ["rl.segments", "from 1 to 16"], id="segments-0"),
+    pytest.param('{"steps": 10}', ["unknown config key steps", "run.steps"], id="flat-key"),
+    pytest.param('{"run": {"steps": "10"}}', ["run.steps", "whole number"], id="string-number"),
+    pytest.param('{"optim": {"lr_actor": NaN}}', ["optim.lr_actor", "finite"], id="nan"),
+    pytest.param('{"rl": {"variant": "III"}}', ["rl.variant", "I or II"], id="variant"),
+    pytest.param('{"run": {"seed": -1}}', ["run.seed"], id="negative-seed"),
+    pytest.param('{"model": {"size": 32}}', ["model.size", "64"], id="size"),
+    pytest.param('{"rl": {"degrade": {"p_spot": 1}}}', ["rl.degrade", "p_spot"], id="degrade-key"),
+    pytest.param('{"rl": []}', ["config key rl", "JSON object"], id="section-array"),
+])
+def test_a_bad_config_is_one_line_and_leaves_nothing(photos, text, needles):
+    bad = photos["tmp"] / "bad.json"
+    bad.write_text(text)
+    out = photos["tmp"] / "runs" / "new"
+    r = _cli("train", "--inputs", photos["inputs"], "--experts", photos["experts"], "--out", out, "--config", bad)
+    _one_error(r, "bad.json", *needles)
+    assert not out.exists() and not (photos["tmp"] / "runs").exists()
+
+
+def test_bad_values_from_the_command_line_leave_nothing(photos):
+    out = photos["tmp"] / "runs" / "new"
+    r = _cli(*_train_args(photos, out, "--seed", "-1"))
+    assert r.exit_code == 2 and "--seed" in r.output and not out.exists()
+    empty = photos["tmp"] / "empty"
+    empty.mkdir()
+    r = _cli("train", "--inputs", empty, "--experts", empty, "--out", out, "--config", photos["config"])
+    _one_error(r)
+    assert not out.exists()  # a data error after the run folder was made: removed again
+
+
+def test_a_bad_config_under_torchrun_is_one_line(photos):
+    pytest.importorskip("torch.distributed.run")
+    bad = photos["tmp"] / "bad.json"
+    bad.write_text('{"rl": {"segments": 0}}')
+    out = photos["tmp"] / "runs" / "new"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m",
+           "deepexposure", "train", "--inputs", str(photos["inputs"]), "--experts", str(photos["experts"]),
+           "--out", str(out), "--config", str(bad)]
+    p = subprocess.run(cmd, env={**_env(), "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=120)
+    if "error: config key" not in p.stderr and p.returncode != 0 and "rl.segments" not in p.stderr:
+        pytest.skip(f"torchrun could not start here: {p.stderr.strip().splitlines()[-1:]}")
+    assert p.returncode != 0
+    ours = [ln for ln in p.stderr.splitlines() if "rl.segments" in ln and ln.startswith("error:")]
+    assert len(ours) == 1, p.stderr
+    assert "/deepexposure/" not in p.stderr, p.stderr  # no traceback of ours (torchrun prints its own report)
+    assert not out.exists()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -10,7 +11,7 @@ import click
 
 from deepexposure.data import FAMILIES as _FAMILIES
 from deepexposure.data import check_fivek_paired
-from deepexposure.errors import DataError, DeepExposureError, need_extra
+from deepexposure.errors import ConfigError, DataError, DeepExposureError, need_extra
 
 if TYPE_CHECKING:
     from deepexposure.training import TrainConfig
@@ -96,10 +97,11 @@ def _differences(a: dict, b: dict, prefix: str = "") -> list[str]:
               help="Torch threads of each training process (default 2; may change on --resume).")
 @click.option("--timeout", "timeout_s", type=click.FloatRange(1), default=300.0, show_default=True,
               help="With torchrun: seconds a process waits for the others at a step before the run stops.")
-@click.option("--seed", type=int, default=None, help="Random seed (default 0).")
+@click.option("--seed", type=click.IntRange(0), default=None, help="Random seed (default 0).")
 @click.option("--segments", type=click.IntRange(1, 16), default=None, help="Segments per photo = steps per episode.")
 @click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False), default=None,
-              help="A config.json (TrainConfig) to start from; the options above override it where given.")
+              help="A config.json (TrainConfig: sections model, rl, optim, run) to start from; the options above "
+                   "override it where given. Unknown keys and bad values are refused before anything starts.")
 @click.option("--paired-weight", type=click.FloatRange(min=0), default=None,
               help="Weight of the paired anchor MSE(result, clean target) on --synthetic-inputs (our extension; "
                    "0 = the paper's unpaired method, the default).")
@@ -143,6 +145,13 @@ def train(inputs, synthetic_inputs, copies, sice, sice_references, experts, five
     from deepexposure.training import Trainer
     from deepexposure.training.distributed import SINGLE, RankZeroFailed, init_world, launched_by_torchrun
 
+    try:  # checked before the process group and the run folder exist
+        file_cfg = _load_config(config_path)
+    except ConfigError:
+        if launched_by_torchrun() and os.environ.get("RANK", "0") != "0":  # process 0 says it, once
+            time.sleep(3)
+            click.get_current_context().exit(2)
+        raise
     world = SINGLE
     if launched_by_torchrun():
         world, device = init_world(device, timeout_s=timeout_s)
@@ -153,7 +162,7 @@ def train(inputs, synthetic_inputs, copies, sice, sice_references, experts, five
                          if withhold or degrade_preset else None)}
     try:
         cfg, data = world.from_rank0(lambda: _prepare(
-            Path(out), given, resume=resume, config_path=config_path, inputs=inputs, synthetic_inputs=synthetic_inputs,
+            Path(out), given, resume=resume, file_cfg=file_cfg, inputs=inputs, synthetic_inputs=synthetic_inputs,
             copies=copies, sice=sice, sice_references=sice_references, experts=experts, fivek=fivek,
             fivek_paired=fivek_paired, pairs=pairs, pairs_repeat=pairs_repeat))
         if resume:
@@ -177,9 +186,29 @@ def train(inputs, synthetic_inputs, copies, sice, sice_references, experts, five
                    + (f" ({world.size} processes)" if world.size > 1 else ""), err=True)
 
 
-def _prepare(out_dir: Path, given: dict, *, resume: bool, config_path: str | None, inputs, synthetic_inputs, copies,
-             sice, sice_references, experts, fivek, fivek_paired, pairs, pairs_repeat) -> tuple[TrainConfig, object]:
-    """Check the options against the run folder, and build the config and the training data (rank 0 only)."""
+def _load_config(path: str | None) -> TrainConfig | None:
+    """The ``--config`` file, checked (:meth:`TrainConfig.load`: one ConfigError line naming the key), or None."""
+    from deepexposure.training.config import TrainConfig
+
+    return TrainConfig.load(path) if path else None
+
+
+def _prepare(out_dir: Path, given: dict, *, resume: bool, file_cfg: TrainConfig | None, **data_options
+             ) -> tuple[TrainConfig, object]:
+    """Check the options against the run folder, and build the config and the training data (rank 0 only). A run
+    folder made here is removed again when this fails (no empty folder left behind)."""
+    made = not out_dir.exists()
+    try:
+        return _prepare_in(out_dir, given, resume=resume, file_cfg=file_cfg, **data_options)
+    except BaseException:
+        if made and out_dir.is_dir() and not any(out_dir.iterdir()):
+            out_dir.rmdir()
+        raise
+
+
+def _prepare_in(out_dir: Path, given: dict, *, resume: bool, file_cfg: TrainConfig | None, inputs, synthetic_inputs,
+                copies, sice, sice_references, experts, fivek, fivek_paired, pairs, pairs_repeat
+                ) -> tuple[TrainConfig, object]:
     from deepexposure.training import TrainConfig, TrainingError, build_training_data
     from deepexposure.training.checkpoint import CHECKPOINT_NAME
 
@@ -188,8 +217,7 @@ def _prepare(out_dir: Path, given: dict, *, resume: bool, config_path: str | Non
             raise TrainingError(f"nothing to resume: {out_dir / CHECKPOINT_NAME} does not exist")
         cfg = TrainConfig.load(out_dir / "config.json")
         # options and --config may repeat the run's settings but not change them (threads may: same results)
-        asked = _apply_options(TrainConfig.load(config_path) if config_path else TrainConfig.from_dict(cfg.to_dict()),
-                               given)
+        asked = _apply_options(file_cfg or TrainConfig.from_dict(cfg.to_dict()), given).check()
         asked.run.threads = cfg.run.threads
         cfg.run.steps = asked.run.steps  # the horizon may change (Trainer.resume: the lr schedule follows it)
         changed = _differences(asked.to_dict(), cfg.to_dict())
@@ -199,7 +227,7 @@ def _prepare(out_dir: Path, given: dict, *, resume: bool, config_path: str | Non
     else:
         if out_dir.exists() and any(out_dir.iterdir()):
             raise TrainingError(f"{out_dir} is not empty; pass --resume to continue it or choose another --out")
-        cfg = _apply_options(TrainConfig.load(config_path) if config_path else TrainConfig(), given)
+        cfg = _apply_options(file_cfg or TrainConfig(), given).check()
     if not (inputs or synthetic_inputs or sice or sice_references or fivek or pairs):
         raise DataError("no inputs: give --inputs, --synthetic-inputs, --sice, --sice-references, --pairs or --fivek")
     out_dir.mkdir(parents=True, exist_ok=True)
