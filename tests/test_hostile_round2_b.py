@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -265,3 +266,58 @@ def test_a_bad_config_under_torchrun_is_one_line(photos):
     assert len(ours) == 1, p.stderr
     assert "/deepexposure/" not in p.stderr, p.stderr  # no traceback of ours (torchrun prints its own report)
     assert not out.exists()
+
+
+# --------------------------------------------------------------------------------------------- 6. Ctrl-C
+
+
+def test_ctrl_c_before_the_first_checkpoint_leaves_a_resumable_run(photos):
+    """SIGINT once training runs (its progress bar is seen), long before the first checkpoint: the step under way
+    ends, a checkpoint is written, the exit is 130; --resume continues it."""
+    from deepexposure.training.checkpoint import load_checkpoint
+
+    cfg = json.loads(photos["config"].read_text())
+    cfg["run"].update(steps=1000, checkpoint_every=1000)
+    photos["config"].write_text(json.dumps(cfg))
+    out = photos["tmp"] / "runs" / "r"
+    cmd = [sys.executable, "-m", "deepexposure", *map(str, _train_args(photos, out))]
+    proc = subprocess.Popen(cmd, env={**_env(), "OMP_NUM_THREADS": "1"}, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+    seen = b""
+    deadline = time.monotonic() + 120
+    try:
+        while time.monotonic() < deadline and b"/1000" not in seen:
+            chunk = os.read(proc.stderr.fileno(), 4096)
+            if not chunk:
+                break
+            seen += chunk
+        assert b"/1000" in seen, seen.decode(errors="replace")
+        proc.send_signal(signal.SIGINT)
+        _, rest = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    text = (seen + rest).decode(errors="replace")
+    assert proc.returncode == 130, text
+    assert "Traceback" not in text
+    step = load_checkpoint(out / "checkpoint.pt")["step"]
+    assert 1 <= step < 1000
+    r = _cli(*_train_args(photos, out, "--resume", "--steps", step + 1))
+    assert r.exit_code == 0, r.output
+    assert load_checkpoint(out / "checkpoint.pt")["step"] == step + 1
+
+
+def test_a_run_killed_before_its_first_checkpoint_is_started_again(photos):
+    """What a run killed (SIGKILL, a second Ctrl+C) before its first checkpoint leaves: config.json and tb/. A rerun
+    starts it again; --resume says so."""
+    out = photos["tmp"] / "runs" / "r"
+    (out / "tb").mkdir(parents=True)
+    (out / "tb" / "events.out.tfevents.1").write_bytes(b"x")
+    (out / "config.json").write_text(json.dumps(TINY))
+    _one_error(_cli(*_train_args(photos, out, "--resume")), "stopped before its first checkpoint", "without --resume")
+    r = _cli(*_train_args(photos, out))
+    assert r.exit_code == 0, r.output
+    assert (out / "checkpoint.pt").is_file() and not (out / "tb" / "events.out.tfevents.1").exists()
+    (out / "notes.txt").write_text("mine")  # anything else in the folder: still refused
+    (out / "checkpoint.pt").unlink()
+    _one_error(_cli(*_train_args(photos, out)), "not empty")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -212,7 +213,11 @@ def _prepare_in(out_dir: Path, given: dict, *, resume: bool, file_cfg: TrainConf
     from deepexposure.training import TrainConfig, TrainingError, build_training_data
     from deepexposure.training.checkpoint import CHECKPOINT_NAME
 
+    unfinished = _stopped_before_first_checkpoint(out_dir)
     if resume:
+        if unfinished:
+            raise TrainingError(f"nothing to resume: the run in {out_dir} stopped before its first checkpoint; run "
+                                "the same command without --resume to start it again")
         if not (out_dir / CHECKPOINT_NAME).is_file():
             raise TrainingError(f"nothing to resume: {out_dir / CHECKPOINT_NAME} does not exist")
         cfg = TrainConfig.load(out_dir / "config.json")
@@ -225,6 +230,10 @@ def _prepare_in(out_dir: Path, given: dict, *, resume: bool, file_cfg: TrainConf
             raise TrainingError(f"--resume continues {out_dir} with its own config.json; these differ from it: "
                                 f"{', '.join(changed)}")
     else:
+        if unfinished:  # what a run killed before its first checkpoint wrote: started again from scratch
+            click.echo(f"{out_dir}: the run there stopped before its first checkpoint; starting it again", err=True)
+            for name in unfinished:
+                shutil.rmtree(out_dir / name) if (out_dir / name).is_dir() else (out_dir / name).unlink()
         if out_dir.exists() and any(out_dir.iterdir()):
             raise TrainingError(f"{out_dir} is not empty; pass --resume to continue it or choose another --out")
         cfg = _apply_options(file_cfg or TrainConfig(), given).check()
@@ -238,6 +247,24 @@ def _prepare_in(out_dir: Path, given: dict, *, resume: bool, file_cfg: TrainConf
     click.echo(f"{len(data.inputs)} input previews ({int(data.has_target.sum())} with a target), "
                f"{len(data.experts)} expert previews", err=True)
     return cfg, data
+
+
+#: What a run writes before its first checkpoint (Trainer.train: config.json, the learned-global baseline, the
+#: TensorBoard folder).
+_BEFORE_FIRST_CHECKPOINT = ("config.json", "learned_global.pkl", "tb")
+
+
+def _stopped_before_first_checkpoint(out_dir: Path) -> list[str]:
+    """The entries of ``out_dir`` when it holds only what a run writes before its first checkpoint (a run killed
+    early: neither resumable nor empty), else []."""
+    from deepexposure.atomic import is_temp_name
+
+    if not out_dir.is_dir():
+        return []
+    names = [p.name for p in out_dir.iterdir()]
+    if names and all(n in _BEFORE_FIRST_CHECKPOINT or is_temp_name(n) for n in names) and "config.json" in names:
+        return names
+    return []
 
 
 def _need_training_extra() -> None:

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import math
 import os
+import signal
+import threading
 import time
 from pathlib import Path
 
@@ -92,6 +94,31 @@ def best_global_ev(x: torch.Tensor, y: torch.Tensor, *, bound: float = 3.0, chun
             best = cands.gather(1, errs.argmin(1, keepdim=True)).squeeze(1)
         out.append(best)
     return torch.cat(out)
+
+
+class _StopAtStepEnd:
+    """While training: the first Ctrl+C (SIGINT) asks the loop to stop after the current step and save a checkpoint
+    (so the run can be resumed); a second one stops at once. A no-op outside the main thread."""
+
+    def __init__(self) -> None:
+        self.asked = False
+        self._old = None
+        if threading.current_thread() is threading.main_thread():
+            self._old = signal.signal(signal.SIGINT, self._on_sigint)
+
+    def _on_sigint(self, signum, frame) -> None:
+        if self.asked:
+            raise KeyboardInterrupt
+        self.asked = True
+        from tqdm.auto import tqdm
+
+        tqdm.write("interrupted: stopping after this step and saving a checkpoint (--resume continues; "
+                        "Ctrl+C again to stop at once)")
+
+    def restore(self) -> None:
+        if self._old is not None:
+            signal.signal(signal.SIGINT, self._old)
+            self._old = None
 
 
 class Trainer:
@@ -467,13 +494,22 @@ class Trainer:
 
     def train(self, *, steps: int | None = None, minutes: float | None = None) -> dict:
         """Run until ``steps`` (default: config.run.steps) or ``minutes`` of wall time; checkpoints on the way and at
-        the end. The lr schedule always spans config.run.steps. Returns the last step's statistics.
+        the end. The lr schedule always spans config.run.steps. Returns the last step's statistics. Ctrl+C (SIGINT)
+        stops after the step under way (the first one, when it comes before), saves a checkpoint and raises
+        KeyboardInterrupt, so that the run can be resumed; a second Ctrl+C stops at once.
 
         With several processes (:mod:`.distributed`) every process calls this; rank 0 alone writes config.json,
         checkpoints, policies, the baseline and TensorBoard logs and shows progress; all stop at the same step
         (the first at which any process's clock passed ``minutes``)."""
-        main = self.world.is_main
         target = min(steps if steps is not None else self.cfg.run.steps, self.cfg.run.steps)
+        stop = _StopAtStepEnd()  # Ctrl+C: stop after the current step with a checkpoint
+        try:
+            return self._train(target, minutes, stop)
+        finally:
+            stop.restore()
+
+    def _train(self, target: int, minutes: float | None, stop: _StopAtStepEnd) -> dict:
+        main = self.world.is_main
         if main:
             self.cfg.save(self.out / "config.json")
         deadline = None if minutes is None else time.monotonic() + 60.0 * minutes
@@ -504,6 +540,10 @@ class Trainer:
                     self.save()
                 if deadline is not None and self.world.any(time.monotonic() > deadline, self.device):
                     break
+                if self.world.any(stop.asked, self.device):  # every process stops at the same step
+                    self._check_in_step()
+                    self.save()
+                    raise KeyboardInterrupt
             self._check_in_step()
             self.save()
         finally:
