@@ -321,3 +321,40 @@ def test_a_run_killed_before_its_first_checkpoint_is_started_again(photos):
     (out / "notes.txt").write_text("mine")  # anything else in the folder: still refused
     (out / "checkpoint.pt").unlink()
     _one_error(_cli(*_train_args(photos, out)), "not empty")
+
+
+# --------------------------------------------------------------------------------------------- 7. edit --out-dir
+
+
+@pytest.fixture
+def read_only_folder(tmp_path: Path):
+    """A folder no file can be written in: a chmod 555 one, or (root ignores modes) one of /sys."""
+    if os.geteuid() != 0:
+        folder = tmp_path / "ro"
+        folder.mkdir()
+        folder.chmod(0o555)
+        yield folder
+        folder.chmod(0o755)
+        return
+    import tempfile
+
+    folder = Path("/sys/fs")
+    try:
+        tempfile.TemporaryFile(dir=folder).close()
+    except OSError:
+        yield folder
+        return
+    pytest.skip("running as root without a read-only folder (/sys/fs) to test with")
+
+
+@pytest.mark.parametrize("sub", ["", "new/deeper"])
+def test_edit_refuses_an_unwritable_out_dir_at_start(tmp_path, read_only_folder, sub):
+    pytest.importorskip("starlette", reason="starlette (the 'edit' extra) is not installed")
+    import shutil
+
+    src = tmp_path / "photo.jpg"
+    shutil.copy(REPO / "samples" / "dicm_02.jpg", src)
+    out = read_only_folder / sub if sub else read_only_folder
+    r = _cli("edit", src, "--no-browser", "--out-dir", out)
+    _one_error(r, "--out-dir", "not writable")
+    assert "deepexposure edit:" not in r.output  # never served
