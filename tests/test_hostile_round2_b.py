@@ -358,3 +358,34 @@ def test_edit_refuses_an_unwritable_out_dir_at_start(tmp_path, read_only_folder,
     r = _cli("edit", src, "--no-browser", "--out-dir", out)
     _one_error(r, "--out-dir", "not writable")
     assert "deepexposure edit:" not in r.output  # never served
+
+
+# --------------------------------------------------------------------------------------------- 8. hostile pass: train
+
+
+@pytest.mark.parametrize("case", ["out-is-a-file", "out-under-a-file", "out-unwritable", "bad-device", "no-cuda"])
+def test_train_refuses_a_bad_out_or_device_before_any_work(photos, case):
+    afile = photos["tmp"] / "afile"
+    afile.write_text("x")
+    out = {"out-is-a-file": afile, "out-under-a-file": afile / "sub", "out-unwritable": Path("/sys/fs/run")
+           }.get(case, photos["tmp"] / "runs" / "r")
+    if case == "out-unwritable" and (os.geteuid() != 0 or not Path("/sys/fs").is_dir()):
+        pytest.skip("needs a folder not even root can write in (/sys/fs)")
+    if case == "no-cuda":
+        pytest.importorskip("torch")
+        import torch
+
+        if torch.cuda.is_available():
+            pytest.skip("CUDA is available here")
+    extra = {"bad-device": ["--device", "bogus"], "no-cuda": ["--device", "cuda"]}.get(case, [])
+    r = _cli(*_train_args(photos, out, *extra))
+    _one_error(r, "device" if extra else "--out")
+    assert "input previews" not in r.output  # refused before the data was built
+    assert not (photos["tmp"] / "runs").exists() and afile.read_text() == "x"
+
+
+@pytest.mark.parametrize("option", ["--minutes", "--timeout"])
+def test_train_refuses_nan_durations(photos, option):
+    r = _cli(*_train_args(photos, photos["tmp"] / "runs" / "r", option, "nan"))
+    assert r.exit_code == 2 and option in r.output and "nan" in r.output, r.output
+    assert not (photos["tmp"] / "runs").exists()

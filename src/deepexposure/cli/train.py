@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import time
@@ -12,7 +13,7 @@ import click
 
 from deepexposure.data import FAMILIES as _FAMILIES
 from deepexposure.data import check_fivek_paired
-from deepexposure.errors import ConfigError, DataError, DeepExposureError, need_extra
+from deepexposure.errors import DataError, DeepExposureError, need_extra
 
 if TYPE_CHECKING:
     from deepexposure.training import TrainConfig
@@ -56,6 +57,13 @@ def _differences(a: dict, b: dict, prefix: str = "") -> list[str]:
     return out
 
 
+def _not_nan(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
+    """Click's FloatRange lets NaN through (every comparison with it is false): refuse it."""
+    if value is not None and math.isnan(value):
+        raise click.BadParameter("must be a number, not nan", ctx=ctx, param=param)
+    return value
+
+
 @click.command(no_args_is_help=True)
 @click.option("--inputs", multiple=True, type=click.Path(path_type=str),
               help="Badly exposed photos (files or folders; repeatable), used as they are.")
@@ -89,14 +97,15 @@ def _differences(a: dict, b: dict, prefix: str = "") -> list[str]:
 @click.option("--out", required=True, type=click.Path(path_type=str), help="Run folder, e.g. runs/NAME.")
 @click.option("--steps", type=click.IntRange(1), default=None, help="Actor updates (also the lr-schedule length). With --resume: a new total, e.g. more to train longer; the "
                    "learning rates then decay from where they are to their final value at the new last step.")
-@click.option("--minutes", type=click.FloatRange(0, min_open=True), default=None,
+@click.option("--minutes", type=click.FloatRange(0, min_open=True), default=None, callback=_not_nan,
               help="Stop after this much wall time (the lr schedule still spans --steps).")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
 @click.option("--workers", type=click.IntRange(0), default=None, hidden=True,
               help="Removed: run several processes with torchrun (see --help).")
 @click.option("--threads", type=click.IntRange(1), default=None,
               help="Torch threads of each training process (default 2; may change on --resume).")
-@click.option("--timeout", "timeout_s", type=click.FloatRange(1), default=300.0, show_default=True,
+@click.option("--timeout", "timeout_s", type=click.FloatRange(1, 1e9), default=300.0, show_default=True,
+              callback=_not_nan,
               help="With torchrun: seconds a process waits for the others at a step before the run stops.")
 @click.option("--seed", type=click.IntRange(0), default=None, help="Random seed (default 0).")
 @click.option("--segments", type=click.IntRange(1, 16), default=None, help="Segments per photo = steps per episode.")
@@ -148,7 +157,11 @@ def train(inputs, synthetic_inputs, copies, sice, sice_references, experts, five
 
     try:  # checked before the process group and the run folder exist
         file_cfg = _load_config(config_path)
-    except ConfigError:
+        if device is not None:
+            from deepexposure.policy import select_device
+
+            select_device(device)
+    except DeepExposureError:
         if launched_by_torchrun() and os.environ.get("RANK", "0") != "0":  # process 0 says it, once
             time.sleep(3)
             click.get_current_context().exit(2)
@@ -210,9 +223,13 @@ def _prepare(out_dir: Path, given: dict, *, resume: bool, file_cfg: TrainConfig 
 def _prepare_in(out_dir: Path, given: dict, *, resume: bool, file_cfg: TrainConfig | None, inputs, synthetic_inputs,
                 copies, sice, sice_references, experts, fivek, fivek_paired, pairs, pairs_repeat
                 ) -> tuple[TrainConfig, object]:
+    from deepexposure.atomic import unwritable
     from deepexposure.training import TrainConfig, TrainingError, build_training_data
     from deepexposure.training.checkpoint import CHECKPOINT_NAME
 
+    blocked = unwritable(out_dir)
+    if blocked:
+        raise TrainingError(f"--out {out_dir}: cannot write the run there ({blocked})")
     unfinished = _stopped_before_first_checkpoint(out_dir)
     if resume:
         if unfinished:
