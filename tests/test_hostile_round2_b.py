@@ -389,3 +389,65 @@ def test_train_refuses_nan_durations(photos, option):
     r = _cli(*_train_args(photos, photos["tmp"] / "runs" / "r", option, "nan"))
     assert r.exit_code == 2 and option in r.output and "nan" in r.output, r.output
     assert not (photos["tmp"] / "runs").exists()
+
+
+# --------------------------------------------------------------------------------------------- 8. hostile pass: editor
+
+
+@pytest.mark.parametrize("path, body, needle", [
+    ("/api/render", '{"evs": "0000"}', "list of numbers"),  # was taken as [0, 0, 0, 0]
+    ("/api/render", '{"evs": {"0": 1, "1": 2, "2": 3, "3": 4}}', "list of numbers"),
+    ("/api/render", '{"evs": [0, 0, 0, 0], "strength": true}', "strength"),  # was taken as 1
+    ("/api/render", '{"evs": [0, 0, 0, true]}', "EVs"),
+    ("/api/render", '{"evs": [0, 0, 0, null]}', "EVs"),
+    ("/api/render", '{"evs": [0, 0, 0, -Infinity]}', "EVs"),
+    ("/api/render", '{"evs": [0, 0, 0, 0], "strength": Infinity}', "strength"),
+    ("/api/render", '{"evs": [0, 0, 0, 0], "draft": "no"}', "draft must be true or false"),  # was a draft
+    ("/api/render", '{"evs": [0, 0, 0, 0], "view": {"a": 1}}', "view"),
+    ("/api/save", '{"evs": [0, 0, 0, 0], "name": "x.jpg", "overwrite": "yes"}', "overwrite must be true or false"),
+    ("/api/save", '{"evs": [0, 0, 0, 0], "name": {"a": 1}}', "plain file name"),
+    ("/api/save", '{"evs": [0, 0, 0, 0], "name": "..\\\\x.jpg"}', "plain file name"),
+])
+def test_badly_typed_fields_are_a_400(client, editor, path, body, needle):
+    r = _post(client, path, body)
+    assert r.status_code == 400 and needle in r.json()["error"], r.text
+    assert not editor["out"].exists()
+
+
+def test_wrong_routes_methods_types_and_tokens_are_json_errors(client):
+    cases = [(client.get, "/api/render", {}, 405), (client.put, "/api/save", {}, 405), (client.delete, "/", {}, 405),
+             (client.get, "/a/b", {}, 404), (client.get, "/api/nope", {}, 404),
+             (client.post, "/api/render", {"Content-Type": "application/x-www-form-urlencoded"}, 415),
+             (client.post, "/api/save", {"Content-Type": "text/plain"}, 415),
+             (client.get, "/api/state", {"X-Token": "wrong"}, 403)]
+    for method, path, headers, status in cases:
+        r = method(path, headers={"X-Token": TOKEN, **headers})
+        assert r.status_code == status, (path, r.status_code, r.text)
+        assert r.headers["content-type"].startswith("application/json") and r.json()["error"], (path, r.text)
+
+
+def test_concurrent_saves_deleted_photo_and_deleted_out_dir(client, editor):
+    """Four saves of one name at once: one wins, three get 409; the photo deleted while editing, the output folder
+    deleted: the edit is still saved; the output folder replaced by a file: a 400, nothing written."""
+    import shutil
+    import threading
+
+    body = '{"evs": [0.2, 0, 0, 0], "name": "c.png"}'
+    codes: list[int] = []
+    threads = [threading.Thread(target=lambda: codes.append(_post(client, "/api/save", body).status_code))
+               for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(codes) == [200, 409, 409, 409]
+    editor["src"].unlink()
+    assert _post(client, "/api/save", body.replace("c.png", "d.png")).status_code == 200
+    shutil.rmtree(editor["out"])
+    assert _post(client, "/api/save", body.replace("c.png", "e.png")).status_code == 200
+    assert sorted(p.name for p in editor["out"].iterdir()) == ["e.png", "e.recipe.json"]
+    shutil.rmtree(editor["out"])
+    editor["out"].write_text("x")
+    r = _post(client, "/api/save", body)
+    assert r.status_code == 400 and "is a file" in r.json()["error"]
+    assert editor["out"].read_text() == "x"
