@@ -184,7 +184,8 @@ def test_save_equals_render_recipe_and_never_overwrites_silently(work):
     assert r.status_code == 409 and set(r.json()["exists"]) == {"mine.png", "mine.recipe.json"}
     assert {p: p.read_bytes() for p in before} == before
     r = post(c, "/api/save", {**body, "evs": [0, 0, 0, 0], "overwrite": "yes"})  # only JSON true confirms
-    assert r.status_code == 409
+    assert r.status_code == 400 and "true or false" in r.json()["error"]
+    assert {p: p.read_bytes() for p in before} == before
     # ... until confirmed
     r = post(c, "/api/save", {**body, "evs": [0, 0, 0, 0], "overwrite": True})
     assert r.status_code == 200 and Recipe.load(recipe_file).evs == [0, 0, 0, 0]
