@@ -451,3 +451,13 @@ def test_concurrent_saves_deleted_photo_and_deleted_out_dir(client, editor):
     r = _post(client, "/api/save", body)
     assert r.status_code == 400 and "is a file" in r.json()["error"]
     assert editor["out"].read_text() == "x"
+
+
+# --------------------------------------------------------------------------------------------- 8. hostile pass: export
+
+
+def test_export_onnx_refuses_an_unwritable_folder_first(tmp_path, read_only_folder):
+    pytest.importorskip("torch")
+    src = tmp_path / "policy.pt"
+    src.write_bytes(b"not read: the output folder is refused first")
+    _one_error(_cli("export-onnx", src, "-o", read_only_folder / "x.onnx"), "not writable")
