@@ -461,3 +461,13 @@ def test_export_onnx_refuses_an_unwritable_folder_first(tmp_path, read_only_fold
     src = tmp_path / "policy.pt"
     src.write_bytes(b"not read: the output folder is refused first")
     _one_error(_cli("export-onnx", src, "-o", read_only_folder / "x.onnx"), "not writable")
+
+
+def test_resume_from_a_corrupt_checkpoint_is_one_line(photos):
+    pytest.importorskip("torch")
+    out = photos["tmp"] / "runs" / "r"
+    out.mkdir(parents=True)
+    (out / "config.json").write_text(json.dumps(TINY))
+    (out / "checkpoint.pt").write_bytes(b"garbage, not a checkpoint")
+    line = _one_error(_cli(*_train_args(photos, out, "--resume")), "cannot read checkpoint", "corrupt")
+    assert "weights_only" not in line
