@@ -471,3 +471,16 @@ def test_resume_from_a_corrupt_checkpoint_is_one_line(photos):
     (out / "checkpoint.pt").write_bytes(b"garbage, not a checkpoint")
     line = _one_error(_cli(*_train_args(photos, out, "--resume")), "cannot read checkpoint", "corrupt")
     assert "weights_only" not in line
+
+
+@pytest.mark.parametrize("option, value", [("--threads", "1000000000"), ("--seed", str(10**23))])
+def test_train_refuses_absurd_threads_and_seeds_as_options(photos, option, value):
+    """--threads 10^9 made OpenMP abort the process (an empty run folder left); a 24-digit --seed was refused as
+    a config key."""
+    from deepexposure.cli import train as cli_train
+    from deepexposure.training import config
+
+    assert (cli_train._MAX_THREADS, cli_train._MAX_SEED) == (config.MAX_THREADS, config.MAX_SEED)
+    r = _cli(*_train_args(photos, photos["tmp"] / "runs" / "r", option, value))
+    assert r.exit_code == 2 and f"Invalid value for '{option}'" in r.output, r.output
+    assert not (photos["tmp"] / "runs").exists()

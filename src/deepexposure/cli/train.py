@@ -57,6 +57,10 @@ def _differences(a: dict, b: dict, prefix: str = "") -> list[str]:
     return out
 
 
+_MAX_THREADS = 1024  #: = training.config.MAX_THREADS (not imported here: it would import torch for --help)
+_MAX_SEED = 2**63 - 1  #: = training.config.MAX_SEED
+
+
 def _not_nan(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
     """Click's FloatRange lets NaN through (every comparison with it is false): refuse it."""
     if value is not None and math.isnan(value):
@@ -102,12 +106,12 @@ def _not_nan(ctx: click.Context, param: click.Parameter, value: float | None) ->
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
 @click.option("--workers", type=click.IntRange(0), default=None, hidden=True,
               help="Removed: run several processes with torchrun (see --help).")
-@click.option("--threads", type=click.IntRange(1), default=None,
+@click.option("--threads", type=click.IntRange(1, _MAX_THREADS), default=None,
               help="Torch threads of each training process (default 2; may change on --resume).")
 @click.option("--timeout", "timeout_s", type=click.FloatRange(1, 1e9), default=300.0, show_default=True,
               callback=_not_nan,
               help="With torchrun: seconds a process waits for the others at a step before the run stops.")
-@click.option("--seed", type=click.IntRange(0), default=None, help="Random seed (default 0).")
+@click.option("--seed", type=click.IntRange(0, _MAX_SEED), default=None, help="Random seed (default 0).")
 @click.option("--segments", type=click.IntRange(1, 16), default=None, help="Segments per photo = steps per episode.")
 @click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False), default=None,
               help="A config.json (TrainConfig: sections model, rl, optim, run) to start from; the options above "

@@ -104,6 +104,11 @@ class RunConfig:
     keep_policies: bool = True  #: also keep a snapshot policies/step-NNNNNN.pt at every checkpoint
 
 
+#: Most torch threads per training process (many more make OpenMP abort the process while allocating them).
+MAX_THREADS = 1024
+#: Largest run seed (torch's seeds are 64-bit).
+MAX_SEED = 2**63 - 1
+
 #: Allowed values of the config fields: dotted name -> ("range", low, high) (inclusive, None: open), ("above", low)
 #: or ("choices", ...). Types come from the dataclasses' annotations.
 LIMITS: dict[str, tuple] = {
@@ -119,7 +124,7 @@ LIMITS: dict[str, tuple] = {
     "optim.lr_critic": ("above", 0), "optim.lr_actor": ("above", 0), "optim.lr_value": ("above", 0),
     "optim.final_lr_fraction": ("above", 0), "optim.beta1": ("range", 0, 0.999), "optim.beta2": ("range", 0, 0.9999),
     "optim.grad_clip": ("range", 0, None),
-    "run.steps": ("range", 1, None), "run.seed": ("range", 0, 2**63 - 1), "run.threads": ("range", 1, None),
+    "run.steps": ("range", 1, None), "run.seed": ("range", 0, MAX_SEED), "run.threads": ("range", 1, MAX_THREADS),
     "run.log_every": ("range", 1, None), "run.image_every": ("range", 1, None),
     "run.checkpoint_every": ("range", 1, None),
 }
