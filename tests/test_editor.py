@@ -151,7 +151,7 @@ def test_bad_render_requests_are_400_with_a_message(work, body, needle):
     r = work["client"].post("/api/render", content=b"{not json", headers={"X-Token": TOKEN})
     assert r.status_code == 400 and "JSON" in r.json()["error"]
     r = work["client"].post("/api/render", content=b"[" * 70000, headers={"X-Token": TOKEN})
-    assert r.status_code == 400 and "too large" in r.json()["error"]
+    assert r.status_code == 413 and "too large" in r.json()["error"]
     nan = work["client"].post("/api/render", content=b'{"evs": [NaN, 0, 0, 0]}', headers={"X-Token": TOKEN})
     assert nan.status_code == 400
 
@@ -184,7 +184,8 @@ def test_save_equals_render_recipe_and_never_overwrites_silently(work):
     assert r.status_code == 409 and set(r.json()["exists"]) == {"mine.png", "mine.recipe.json"}
     assert {p: p.read_bytes() for p in before} == before
     r = post(c, "/api/save", {**body, "evs": [0, 0, 0, 0], "overwrite": "yes"})  # only JSON true confirms
-    assert r.status_code == 409
+    assert r.status_code == 400 and "true or false" in r.json()["error"]
+    assert {p: p.read_bytes() for p in before} == before
     # ... until confirmed
     r = post(c, "/api/save", {**body, "evs": [0, 0, 0, 0], "overwrite": True})
     assert r.status_code == 200 and Recipe.load(recipe_file).evs == [0, 0, 0, 0]

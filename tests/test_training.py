@@ -358,7 +358,8 @@ def test_cli_options_override_a_config_file_only_when_given(tmp_path, monkeypatc
     (run / "checkpoint.pt").write_bytes(b"")
     resume = ["train", "--synthetic-inputs", str(photos), "--experts", str(photos), "--out", str(run), "--resume"]
     r = CliRunner().invoke(main, [*resume, "--variant", "I", "--steps", "9"])
-    assert r.exit_code == 2 and "rl.variant, run.steps" in r.output, r.output
+    assert r.exit_code == 2 and "differ from it: rl.variant" in r.output, r.output
+    assert "run.steps" not in r.output  # the horizon may change on resume
     r = CliRunner().invoke(main, [*resume, "--variant", "II", "--config", str(tmp_path / "cfg.json"), "--threads", "1"])
     assert r.exit_code == 0, r.output
     assert _RecordingTrainer.configs[-1].rl.variant == "II"

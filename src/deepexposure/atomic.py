@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import IO
 
 __all__ = ["STALE_AFTER_S", "NAME_MAX", "temp_path", "is_temp_name", "clean_stale", "atomic_write", "atomic_write_bytes",
-           "atomic_write_text", "fsync_dir", "blocked_by"]
+           "atomic_write_text", "fsync_dir", "blocked_by", "unwritable"]
 
 #: A temporary file of another host (or of a live pid, which may be a reused one) is stale after this long.
 STALE_AFTER_S = 6 * 3600
@@ -132,6 +132,26 @@ def blocked_by(folder: str | os.PathLike) -> str | None:
             return f"{p} is a broken or looping symbolic link"
         if p.exists() and not p.is_dir():
             return f"{p} is a file"
+    return None
+
+
+def unwritable(folder: str | os.PathLike) -> str | None:
+    """Why no file can be written in ``folder`` (made first if missing), or None: :func:`blocked_by`, else a probe
+    (a temporary file of this module's scheme, removed at once) in the folder or, when it does not exist yet, in
+    its nearest existing ancestor (a read-only folder or file system, no permission; also for root)."""
+    folder = Path(folder)
+    blocked = blocked_by(folder)
+    if blocked:
+        return blocked
+    where = next(p for p in [folder, *folder.parents] if p.exists())
+    probe = temp_path(where / "write-test")
+    try:
+        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except OSError as exc:
+        return f"{where} is not writable ({exc.strerror or exc})"
+    os.close(fd)
+    with contextlib.suppress(OSError):
+        probe.unlink()
     return None
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["DeepExposureError", "PhotoError", "DataError", "ModelError", "need_extra", "TRAIN_EXTRA"]
+__all__ = ["DeepExposureError", "PhotoError", "DataError", "ModelError", "ConfigError", "need_extra", "TRAIN_EXTRA"]
 
 
 class DeepExposureError(Exception):
@@ -19,6 +19,10 @@ class DataError(DeepExposureError):
 
 class ModelError(DeepExposureError):
     """A model/policy/checkpoint file is missing, corrupt or of an unknown format."""
+
+
+class ConfigError(DeepExposureError):
+    """A training config (``--config``, a run's config.json) is not JSON, has unknown keys or bad values."""
 
 
 #: How to install what the training-side commands need (torch, tensorboard, onnx, scikit-learn).

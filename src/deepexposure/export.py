@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from deepexposure.atomic import atomic_write_bytes, blocked_by
+from deepexposure.atomic import atomic_write_bytes, unwritable
 from deepexposure.errors import ModelError, need_extra
 
 __all__ = ["export_onnx", "export_policy_file", "OPSET", "CHECK_TOLERANCE"]
@@ -133,7 +133,7 @@ def export_policy_file(src: str | os.PathLike, dst: str | os.PathLike, *, overwr
         out = out / "policy.onnx"
     if out.suffix.lower() != ".onnx":
         raise ModelError(f"-o {text}: the output must be a .onnx file (or a folder, for FOLDER/policy.onnx)")
-    blocked = blocked_by(out.parent)
+    blocked = unwritable(out.parent)  # before the export's work
     if blocked:
         raise ModelError(f"cannot write {out}: {blocked}")
     if out.is_dir():

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+import os
+import shutil
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -54,6 +57,17 @@ def _differences(a: dict, b: dict, prefix: str = "") -> list[str]:
     return out
 
 
+_MAX_THREADS = 1024  #: = training.config.MAX_THREADS (not imported here: it would import torch for --help)
+_MAX_SEED = 2**63 - 1  #: = training.config.MAX_SEED
+
+
+def _not_nan(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
+    """Click's FloatRange lets NaN through (every comparison with it is false): refuse it."""
+    if value is not None and math.isnan(value):
+        raise click.BadParameter("must be a number, not nan", ctx=ctx, param=param)
+    return value
+
+
 @click.command(no_args_is_help=True)
 @click.option("--inputs", multiple=True, type=click.Path(path_type=str),
               help="Badly exposed photos (files or folders; repeatable), used as they are.")
@@ -85,20 +99,23 @@ def _differences(a: dict, b: dict, prefix: str = "") -> list[str]:
 @click.option("--variant", type=click.Choice(["I", "II"]), default=None,
               help="DE I (value network, TD) or DE II (critic as value) (default: I).")
 @click.option("--out", required=True, type=click.Path(path_type=str), help="Run folder, e.g. runs/NAME.")
-@click.option("--steps", type=click.IntRange(1), default=None, help="Actor updates (also the lr-schedule length).")
-@click.option("--minutes", type=click.FloatRange(0, min_open=True), default=None,
+@click.option("--steps", type=click.IntRange(1), default=None, help="Actor updates (also the lr-schedule length). With --resume: a new total, e.g. more to train longer; the "
+                   "learning rates then decay from where they are to their final value at the new last step.")
+@click.option("--minutes", type=click.FloatRange(0, min_open=True), default=None, callback=_not_nan,
               help="Stop after this much wall time (the lr schedule still spans --steps).")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
 @click.option("--workers", type=click.IntRange(0), default=None, hidden=True,
               help="Removed: run several processes with torchrun (see --help).")
-@click.option("--threads", type=click.IntRange(1), default=None,
+@click.option("--threads", type=click.IntRange(1, _MAX_THREADS), default=None,
               help="Torch threads of each training process (default 2; may change on --resume).")
-@click.option("--timeout", "timeout_s", type=click.FloatRange(1), default=300.0, show_default=True,
+@click.option("--timeout", "timeout_s", type=click.FloatRange(1, 1e9), default=300.0, show_default=True,
+              callback=_not_nan,
               help="With torchrun: seconds a process waits for the others at a step before the run stops.")
-@click.option("--seed", type=int, default=None, help="Random seed (default 0).")
+@click.option("--seed", type=click.IntRange(0, _MAX_SEED), default=None, help="Random seed (default 0).")
 @click.option("--segments", type=click.IntRange(1, 16), default=None, help="Segments per photo = steps per episode.")
 @click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False), default=None,
-              help="A config.json (TrainConfig) to start from; the options above override it where given.")
+              help="A config.json (TrainConfig: sections model, rl, optim, run) to start from; the options above "
+                   "override it where given. Unknown keys and bad values are refused before anything starts.")
 @click.option("--paired-weight", type=click.FloatRange(min=0), default=None,
               help="Weight of the paired anchor MSE(result, clean target) on --synthetic-inputs (our extension; "
                    "0 = the paper's unpaired method, the default).")
@@ -142,6 +159,17 @@ def train(inputs, synthetic_inputs, copies, sice, sice_references, experts, five
     from deepexposure.training import Trainer
     from deepexposure.training.distributed import SINGLE, RankZeroFailed, init_world, launched_by_torchrun
 
+    try:  # checked before the process group and the run folder exist
+        file_cfg = _load_config(config_path)
+        if device is not None:
+            from deepexposure.policy import select_device
+
+            select_device(device)
+    except DeepExposureError:
+        if launched_by_torchrun() and os.environ.get("RANK", "0") != "0":  # process 0 says it, once
+            time.sleep(3)
+            click.get_current_context().exit(2)
+        raise
     world = SINGLE
     if launched_by_torchrun():
         world, device = init_world(device, timeout_s=timeout_s)
@@ -152,11 +180,12 @@ def train(inputs, synthetic_inputs, copies, sice, sice_references, experts, five
                          if withhold or degrade_preset else None)}
     try:
         cfg, data = world.from_rank0(lambda: _prepare(
-            Path(out), given, resume=resume, config_path=config_path, inputs=inputs, synthetic_inputs=synthetic_inputs,
+            Path(out), given, resume=resume, file_cfg=file_cfg, inputs=inputs, synthetic_inputs=synthetic_inputs,
             copies=copies, sice=sice, sice_references=sice_references, experts=experts, fivek=fivek,
             fivek_paired=fivek_paired, pairs=pairs, pairs_repeat=pairs_repeat))
         if resume:
-            trainer = Trainer.resume(Path(out), data, device=device, world=world, threads=threads)
+            trainer = Trainer.resume(Path(out), data, device=device, world=world, threads=threads,
+                                     steps=cfg.run.steps)
         else:
             trainer = Trainer(cfg, data, Path(out), device=device, world=world)
         trainer.train(minutes=minutes)
@@ -175,28 +204,60 @@ def train(inputs, synthetic_inputs, copies, sice, sice_references, experts, five
                    + (f" ({world.size} processes)" if world.size > 1 else ""), err=True)
 
 
-def _prepare(out_dir: Path, given: dict, *, resume: bool, config_path: str | None, inputs, synthetic_inputs, copies,
-             sice, sice_references, experts, fivek, fivek_paired, pairs, pairs_repeat) -> tuple[TrainConfig, object]:
-    """Check the options against the run folder, and build the config and the training data (rank 0 only)."""
+def _load_config(path: str | None) -> TrainConfig | None:
+    """The ``--config`` file, checked (:meth:`TrainConfig.load`: one ConfigError line naming the key), or None."""
+    from deepexposure.training.config import TrainConfig
+
+    return TrainConfig.load(path) if path else None
+
+
+def _prepare(out_dir: Path, given: dict, *, resume: bool, file_cfg: TrainConfig | None, **data_options
+             ) -> tuple[TrainConfig, object]:
+    """Check the options against the run folder, and build the config and the training data (rank 0 only). A run
+    folder made here is removed again when this fails (no empty folder left behind)."""
+    made = not out_dir.exists()
+    try:
+        return _prepare_in(out_dir, given, resume=resume, file_cfg=file_cfg, **data_options)
+    except BaseException:
+        if made and out_dir.is_dir() and not any(out_dir.iterdir()):
+            out_dir.rmdir()
+        raise
+
+
+def _prepare_in(out_dir: Path, given: dict, *, resume: bool, file_cfg: TrainConfig | None, inputs, synthetic_inputs,
+                copies, sice, sice_references, experts, fivek, fivek_paired, pairs, pairs_repeat
+                ) -> tuple[TrainConfig, object]:
+    from deepexposure.atomic import unwritable
     from deepexposure.training import TrainConfig, TrainingError, build_training_data
     from deepexposure.training.checkpoint import CHECKPOINT_NAME
 
+    blocked = unwritable(out_dir)
+    if blocked:
+        raise TrainingError(f"--out {out_dir}: cannot write the run there ({blocked})")
+    unfinished = _stopped_before_first_checkpoint(out_dir)
     if resume:
+        if unfinished:
+            raise TrainingError(f"nothing to resume: the run in {out_dir} stopped before its first checkpoint; run "
+                                "the same command without --resume to start it again")
         if not (out_dir / CHECKPOINT_NAME).is_file():
             raise TrainingError(f"nothing to resume: {out_dir / CHECKPOINT_NAME} does not exist")
         cfg = TrainConfig.load(out_dir / "config.json")
         # options and --config may repeat the run's settings but not change them (threads may: same results)
-        asked = _apply_options(TrainConfig.load(config_path) if config_path else TrainConfig.from_dict(cfg.to_dict()),
-                               given)
+        asked = _apply_options(file_cfg or TrainConfig.from_dict(cfg.to_dict()), given).check()
         asked.run.threads = cfg.run.threads
+        cfg.run.steps = asked.run.steps  # the horizon may change (Trainer.resume: the lr schedule follows it)
         changed = _differences(asked.to_dict(), cfg.to_dict())
         if changed:
             raise TrainingError(f"--resume continues {out_dir} with its own config.json; these differ from it: "
                                 f"{', '.join(changed)}")
     else:
+        if unfinished:  # what a run killed before its first checkpoint wrote: started again from scratch
+            click.echo(f"{out_dir}: the run there stopped before its first checkpoint; starting it again", err=True)
+            for name in unfinished:
+                shutil.rmtree(out_dir / name) if (out_dir / name).is_dir() else (out_dir / name).unlink()
         if out_dir.exists() and any(out_dir.iterdir()):
             raise TrainingError(f"{out_dir} is not empty; pass --resume to continue it or choose another --out")
-        cfg = _apply_options(TrainConfig.load(config_path) if config_path else TrainConfig(), given)
+        cfg = _apply_options(file_cfg or TrainConfig(), given).check()
     if not (inputs or synthetic_inputs or sice or sice_references or fivek or pairs):
         raise DataError("no inputs: give --inputs, --synthetic-inputs, --sice, --sice-references, --pairs or --fivek")
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -207,6 +268,24 @@ def _prepare(out_dir: Path, given: dict, *, resume: bool, config_path: str | Non
     click.echo(f"{len(data.inputs)} input previews ({int(data.has_target.sum())} with a target), "
                f"{len(data.experts)} expert previews", err=True)
     return cfg, data
+
+
+#: What a run writes before its first checkpoint (Trainer.train: config.json, the learned-global baseline, the
+#: TensorBoard folder).
+_BEFORE_FIRST_CHECKPOINT = ("config.json", "learned_global.pkl", "tb")
+
+
+def _stopped_before_first_checkpoint(out_dir: Path) -> list[str]:
+    """The entries of ``out_dir`` when it holds only what a run writes before its first checkpoint (a run killed
+    early: neither resumable nor empty), else []."""
+    from deepexposure.atomic import is_temp_name
+
+    if not out_dir.is_dir():
+        return []
+    names = [p.name for p in out_dir.iterdir()]
+    if names and all(n in _BEFORE_FIRST_CHECKPOINT or is_temp_name(n) for n in names) and "config.json" in names:
+        return names
+    return []
 
 
 def _need_training_extra() -> None:

@@ -19,6 +19,7 @@ Nothing else is served: no file path comes from the request except the output *n
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
 import secrets
 import socket
@@ -64,6 +65,20 @@ def _static(name: str) -> bytes:
     return (resources.files("deepexposure.editor") / "static" / name).read_bytes()
 
 
+class _TooLarge(EditorError):
+    """A request body over the limit: 413, and the connection is closed (the rest of the body is never read)."""
+
+    status = 413
+    headers = {"Connection": "close"}
+
+
+class _WrongType(EditorError):
+    """A request body declared as something else than JSON: 415."""
+
+    status = 415
+    headers: dict = {}
+
+
 class _TokenGuard:
     """ASGI middleware: an HTTP request without the right token (query ``token`` or header ``X-Token``) gets 403."""
 
@@ -81,10 +96,12 @@ class _TokenGuard:
                 qs = parse_qs(scope.get("query_string", b"").decode("latin-1"))
                 given = (qs.get("token") or [""])[0].encode("latin-1", "replace")
             if not secrets.compare_digest(given, self.token):
-                from starlette.responses import PlainTextResponse
+                from starlette.responses import JSONResponse, PlainTextResponse
 
-                resp = PlainTextResponse("forbidden: this page needs the token of its session (open the URL that "
-                                         "deepexposure edit printed)", status_code=403, headers=_SECURITY_HEADERS)
+                msg = "forbidden: this page needs the token of its session (open the URL that deepexposure edit printed)"
+                resp = (JSONResponse({"error": msg}, status_code=403, headers=_SECURITY_HEADERS)
+                        if scope.get("path", "").startswith("/api/")
+                        else PlainTextResponse(msg, status_code=403, headers=_SECURITY_HEADERS))
                 await resp(scope, receive, send)
                 return
         await self.app(scope, receive, send)
@@ -104,16 +121,30 @@ def create_app(session: EditSession, token: str):
     def error(msg: str, status: int = 400, **extra) -> JSONResponse:
         return JSONResponse({"error": msg, **extra}, status_code=status, headers=_SECURITY_HEADERS)
 
-    async def body(request: Request) -> dict:
-        if int(request.headers.get("content-length") or 0) > _MAX_BODY:
-            raise EditorError("request too large")
-        raw = await request.body()
-        if len(raw) > _MAX_BODY:
-            raise EditorError("request too large")
-        try:
-            import json
+    def refused(exc: DeepExposureError) -> JSONResponse:
+        """The JSON error of a refused request: 400, or the status (and headers) of a body refused as a whole."""
+        resp = error(str(exc), getattr(exc, "status", 400))
+        resp.headers.update(getattr(exc, "headers", {}))
+        return resp
 
-            data = json.loads(raw or b"{}")
+    async def body(request: Request) -> dict:
+        """The request's JSON object, read up to :data:`_MAX_BODY` bytes (a longer body, announced or chunked, is
+        refused with :class:`_TooLarge` as soon as it passes the limit: the rest is never read)."""
+        kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if kind and kind != "application/json":
+            raise _WrongType(f"send the request as JSON (Content-Type: application/json), not {kind[:80]}")
+        declared = request.headers.get("content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > _MAX_BODY):
+            raise _TooLarge(f"request too large (at most {_MAX_BODY} bytes)")
+        raw = bytearray()
+        async for chunk in request.stream():
+            raw += chunk
+            if len(raw) > _MAX_BODY:
+                raise _TooLarge(f"request too large (at most {_MAX_BODY} bytes)")
+        try:
+            data = json.loads(bytes(raw) or b"{}")
+        except RecursionError:
+            raise EditorError("the request is nested too deeply") from None
         except ValueError:
             raise EditorError("the request is not valid JSON") from None
         if not isinstance(data, dict):
@@ -122,6 +153,19 @@ def create_app(session: EditSession, token: str):
 
     def values(data: dict) -> tuple:
         return data.get("evs"), data.get("strength", 1.0), data.get("renderer", session.seed.renderer)
+
+    def flag(data: dict, key: str) -> bool:
+        """A true/false field (absent: false); anything else is refused rather than taken for true or false."""
+        value = data.get(key, False)
+        if not isinstance(value, bool):
+            raise EditorError(f"{key} must be true or false, got {json.dumps(value)[:40]}")
+        return value
+
+    def view(data: dict) -> str:
+        value = data.get("view", "after")
+        if not isinstance(value, str):
+            raise EditorError(f"view must be after, before or segments, got {json.dumps(value)[:40]}")
+        return value
 
     async def index(request: Request) -> Response:
         return Response(page, media_type="text/html; charset=utf-8", headers=_SECURITY_HEADERS)
@@ -142,10 +186,9 @@ def create_app(session: EditSession, token: str):
             data = await body(request)
             evs, strength, renderer = values(data)
             img = await run_in_threadpool(session.render_preview, evs if evs is not None else session.seed.evs,
-                                          strength, renderer, view=str(data.get("view", "after")),
-                                          draft=bool(data.get("draft", False)))
+                                          strength, renderer, view=view(data), draft=flag(data, "draft"))
         except DeepExposureError as exc:
-            return error(str(exc))
+            return refused(exc)
         headers = {**_SECURITY_HEADERS, "X-Histogram": ",".join(map(str, img.histogram)),
                    "X-Clipped": f"{img.clipped:.6f}", "X-Render-Ms": f"{img.render_ms:.1f}"}
         return Response(img.jpeg, media_type="image/jpeg", headers=headers)
@@ -159,14 +202,20 @@ def create_app(session: EditSession, token: str):
             if evs is None:
                 raise EditorError("no EVs given")
             dst, rec = await run_in_threadpool(session.save, evs, strength, renderer, data.get("name"),
-                                               overwrite=data.get("overwrite") is True)
+                                               overwrite=flag(data, "overwrite"))
         except OutputExists as exc:
             return error(str(exc), 409, exists=exc.names)
         except DeepExposureError as exc:
-            return error(str(exc))
+            return refused(exc)
         except OSError as exc:
             return error(f"cannot write ({exc.strerror or exc})", 500)
         return JSONResponse({"photo": str(dst), "recipe": str(rec)}, headers=_SECURITY_HEADERS)
+
+    async def http_error(request: Request, exc) -> JSONResponse:
+        """Starlette's own refusals (no such route: 404, wrong method: 405) as JSON errors too."""
+        what = {404: "not found", 405: f"method {request.method} not allowed here"}.get(exc.status_code, exc.detail)
+        headers = {**_SECURITY_HEADERS, **(getattr(exc, "headers", None) or {})}
+        return JSONResponse({"error": what}, status_code=exc.status_code, headers=headers)
 
     routes = [
         Route("/", index, methods=["GET"]),
@@ -175,7 +224,10 @@ def create_app(session: EditSession, token: str):
         Route("/api/save", save, methods=["POST"]),
         Route("/{name:str}", static, methods=["GET"]),
     ]
-    return Starlette(routes=routes, middleware=[Middleware(_TokenGuard, token=token)])
+    from starlette.exceptions import HTTPException
+
+    return Starlette(routes=routes, middleware=[Middleware(_TokenGuard, token=token)],
+                     exception_handlers={HTTPException: http_error})
 
 
 def _is_loopback(host: str) -> bool:

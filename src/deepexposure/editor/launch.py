@@ -23,7 +23,7 @@ def open_editor(photo: str | os.PathLike, *, recipe_file: str | os.PathLike | No
     and the sliders are seeded from ``recipe_file`` (which must fit the photo) or from ``model`` in ``look``.
     ``renderer`` overrides the recipe's. Bad input raises a :class:`~deepexposure.errors.DeepExposureError`.
     """
-    from deepexposure.atomic import blocked_by
+    from deepexposure.atomic import unwritable
     from deepexposure.editor.app import listen, require_web, serve
     from deepexposure.editor.session import EditSession
     from deepexposure.io import read_photo
@@ -34,7 +34,7 @@ def open_editor(photo: str | os.PathLike, *, recipe_file: str | os.PathLike | No
     if look is not None and recipe_file is not None:
         raise DataError("--look seeds a new edit; a --recipe carries its own look")
     out = Path(out_dir) if out_dir is not None else Path(photo).parent
-    blocked = blocked_by(out)
+    blocked = unwritable(out)  # said now, not at the first save
     if blocked:
         raise DataError(f"--out-dir {out}: cannot save there ({blocked})")
     sock = listen(host, port)  # a port in use is said at once too, not after reading the photo

@@ -102,6 +102,17 @@ def _same_file(a: Path, b: Path) -> bool:
         return False
 
 
+def _number(value, message: str) -> float:
+    """``value`` as a float, or :class:`EditorError` (``message``) for a non-number (a string, a bool, null, a list)
+    or an integer too large for a float."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise EditorError(f"{message}, got {'null' if value is None else type(value).__name__}")
+    try:
+        return float(value)
+    except OverflowError:
+        raise EditorError(f"{message}, got an integer too large for a number") from None
+
+
 class EditSession:
     """The state behind one ``deepexposure edit`` page.
 
@@ -163,11 +174,10 @@ class EditSession:
         if renderer not in self.renderers():
             raise EditorError(f"renderer {renderer!r} is not available for this recipe "
                               f"(choose from {', '.join(self.renderers())})")
-        try:
-            s = float(strength)
-            values = [float(e) for e in evs]
-        except (TypeError, ValueError):
-            raise EditorError("EVs and strength must be numbers") from None
+        s = _number(strength, "strength must be a number from 0 to 1")
+        if not isinstance(evs, (list, tuple)) and not (isinstance(evs, np.ndarray) and evs.ndim == 1):
+            raise EditorError("EVs must be a list of numbers, one per segment")
+        values = [_number(e, f"EVs must be numbers from -{MAX_ABS_EV:g} to {MAX_ABS_EV:g} stops") for e in evs]
         if not (math.isfinite(s) and 0.0 <= s <= 1.0):
             raise EditorError(f"strength must be from 0 to 1, got {strength}")
         if len(values) != self.n_segments:

@@ -52,5 +52,6 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
         raise ModelError(f"checkpoint not found: {path}")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001
-        raise ModelError(f"cannot read checkpoint {path}: {type(exc).__name__}: {exc}") from None
+    except Exception as exc:  # noqa: BLE001 - torch's message is many lines (and suggests unsafe loading)
+        raise ModelError(f"cannot read checkpoint {path}: not a deepexposure checkpoint, or a truncated or corrupt "
+                         f"one ({type(exc).__name__}); resume from another copy or start a new run") from None

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import math
 import os
+import signal
+import threading
 import time
 from pathlib import Path
 
@@ -66,6 +68,11 @@ def _result_config(d: dict) -> dict:
     return {**d, "run": run}
 
 
+def _horizonless(d: dict) -> dict:
+    """The config without ``run.steps`` (a resume may extend or shorten the horizon)."""
+    return {**d, "run": {k: v for k, v in d.get("run", {}).items() if k != "steps"}}
+
+
 def _to_nchw(x: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).permute(0, 3, 1, 2).contiguous()
 
@@ -87,6 +94,31 @@ def best_global_ev(x: torch.Tensor, y: torch.Tensor, *, bound: float = 3.0, chun
             best = cands.gather(1, errs.argmin(1, keepdim=True)).squeeze(1)
         out.append(best)
     return torch.cat(out)
+
+
+class _StopAtStepEnd:
+    """While training: the first Ctrl+C (SIGINT) asks the loop to stop after the current step and save a checkpoint
+    (so the run can be resumed); a second one stops at once. A no-op outside the main thread."""
+
+    def __init__(self) -> None:
+        self.asked = False
+        self._old = None
+        if threading.current_thread() is threading.main_thread():
+            self._old = signal.signal(signal.SIGINT, self._on_sigint)
+
+    def _on_sigint(self, signum, frame) -> None:
+        if self.asked:
+            raise KeyboardInterrupt
+        self.asked = True
+        from tqdm.auto import tqdm
+
+        tqdm.write("interrupted: stopping after this step and saving a checkpoint (--resume continues; "
+                        "Ctrl+C again to stop at once)")
+
+    def restore(self) -> None:
+        if self._old is not None:
+            signal.signal(signal.SIGINT, self._old)
+            self._old = None
 
 
 class Trainer:
@@ -159,9 +191,16 @@ class Trainer:
         self._restore(self.world.from_rank0(lambda: load_checkpoint(path or self.out / CHECKPOINT_NAME)))
 
     def _restore(self, d: dict) -> None:
+        """Restore from checkpoint ``d``. Only ``run.steps`` (the horizon) may differ from the checkpoint's config:
+        the learning rates then decay from where they are to their final fraction at the new last step."""
         saved = TrainConfig.from_dict(d.get("config", {})).to_dict()  # fields added since then get their defaults
-        if _result_config(saved) != _result_config(self.cfg.to_dict()):
+        mine = self.cfg.to_dict()
+        if _result_config(_horizonless(saved)) != _result_config(_horizonless(mine)):
             raise TrainingError("the checkpoint was written with a different configuration")
+        step = int(d["step"])
+        if self.cfg.run.steps < step:
+            raise TrainingError(f"the run is already at step {step}: --steps {self.cfg.run.steps} is fewer "
+                                "(give at least as many steps as it has done)")
         self.actor.load_state_dict(d["actor"])
         self.critic.load_state_dict(d["critic"])
         self.opt_actor.load_state_dict(d["opt_actor"])
@@ -173,7 +212,20 @@ class Trainer:
             s.load_state_dict(sd)
         set_rng_states(d["rng"])
         self.ou.load_state_dict(d["ou"])
-        self.step = int(d["step"])
+        self.step = step
+        if saved["run"]["steps"] != self.cfg.run.steps:
+            self._new_horizon()
+
+    def _new_horizon(self) -> None:
+        """After a resume with another ``run.steps``: each learning rate decays exponentially from its current value
+        to ``final_lr_fraction`` of its initial value at the new last step (the schedule continues on the new
+        horizon; an uninterrupted run of that many steps would have decayed more slowly from the start)."""
+        left = self.cfg.run.steps - self.step
+        for s in self.scheds:
+            for group in s.optimizer.param_groups:
+                if left > 0:
+                    final = group["initial_lr"] * self.cfg.optim.final_lr_fraction
+                    s.gamma = (final / group["lr"]) ** (1.0 / left) if group["lr"] > 0 else 1.0
 
     def _sync_models(self) -> None:
         """Every process takes rank 0's network parameters (so a start is identical even on mixed hardware)."""
@@ -201,14 +253,20 @@ class Trainer:
                                 f"torch versions on the same kind of hardware everywhere)")
 
     @classmethod
-    def resume(cls, out: str | os.PathLike, data: TrainData, *, threads: int | None = None, **kw) -> Trainer:
+    def resume(cls, out: str | os.PathLike, data: TrainData, *, threads: int | None = None,
+               steps: int | None = None, **kw) -> Trainer:
         """A trainer continuing the run in ``out`` from its last checkpoint (config taken from the checkpoint). The
-        process count (``world``) and ``threads`` may differ from the run's: they do not change results."""
+        process count (``world``) and ``threads`` may differ from the run's: they do not change results. ``steps``
+        sets a new horizon (train longer, or stop sooner, but not before the step reached): the learning rates
+        continue from their current values and reach their final fraction at the new last step (so the result
+        differs from an uninterrupted run of ``steps``)."""
         world = kw.get("world") or SINGLE
         d = world.from_rank0(lambda: load_checkpoint(Path(out) / CHECKPOINT_NAME))
         cfg = TrainConfig.from_dict(d["config"])
         if threads is not None:
             cfg.run.threads = threads
+        if steps is not None:
+            cfg.run.steps = steps
         t = cls(cfg, data, out, **kw)
         t._restore(d)
         return t
@@ -436,13 +494,22 @@ class Trainer:
 
     def train(self, *, steps: int | None = None, minutes: float | None = None) -> dict:
         """Run until ``steps`` (default: config.run.steps) or ``minutes`` of wall time; checkpoints on the way and at
-        the end. The lr schedule always spans config.run.steps. Returns the last step's statistics.
+        the end. The lr schedule always spans config.run.steps. Returns the last step's statistics. Ctrl+C (SIGINT)
+        stops after the step under way (the first one, when it comes before), saves a checkpoint and raises
+        KeyboardInterrupt, so that the run can be resumed; a second Ctrl+C stops at once.
 
         With several processes (:mod:`.distributed`) every process calls this; rank 0 alone writes config.json,
         checkpoints, policies, the baseline and TensorBoard logs and shows progress; all stop at the same step
         (the first at which any process's clock passed ``minutes``)."""
-        main = self.world.is_main
         target = min(steps if steps is not None else self.cfg.run.steps, self.cfg.run.steps)
+        stop = _StopAtStepEnd()  # Ctrl+C: stop after the current step with a checkpoint
+        try:
+            return self._train(target, minutes, stop)
+        finally:
+            stop.restore()
+
+    def _train(self, target: int, minutes: float | None, stop: _StopAtStepEnd) -> dict:
+        main = self.world.is_main
         if main:
             self.cfg.save(self.out / "config.json")
         deadline = None if minutes is None else time.monotonic() + 60.0 * minutes
@@ -473,6 +540,10 @@ class Trainer:
                     self.save()
                 if deadline is not None and self.world.any(time.monotonic() > deadline, self.device):
                     break
+                if self.world.any(stop.asked, self.device):  # every process stops at the same step
+                    self._check_in_step()
+                    self.save()
+                    raise KeyboardInterrupt
             self._check_in_step()
             self.save()
         finally:
