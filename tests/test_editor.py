@@ -330,3 +330,32 @@ def test_edit_a_raw_file(shared_data, tmp_path):
 
     with Image.open(saved) as im:
         assert im.getexif()[272] == "PowerShot S40"
+
+
+# ------------------------------------------------------------------------------------------------- looks
+
+def test_look_switch_renders_and_saves_the_expert_style(work):
+    """The page offers the looks; switching to expert renders the expert style over the same EVs, and the saved
+    recipe (look and style) re-renders the saved photo; an unknown look is a 400 and writes nothing."""
+    from deepexposure.look import load_look
+    from deepexposure.render import render
+
+    c, evs = work["client"], work["recipe"].evs
+    state = c.get("/api/state", params={"token": TOKEN}).json()
+    assert state["look"] == "natural" and state["looks"] == ["natural", "expert"]
+    nat = decode(post(c, "/api/render", {"evs": evs, "renderer": "local"}).content).astype(float)
+    exp = decode(post(c, "/api/render", {"evs": evs, "renderer": "local", "look": "expert"}).content).astype(float)
+    assert np.abs(nat - exp).mean() > 3  # the style changed the picture
+    bad = post(c, "/api/render", {"evs": evs, "renderer": "local", "look": "vivid"})
+    assert bad.status_code == 400 and "look must be one of" in bad.json()["error"]
+    assert post(c, "/api/save", {"evs": evs, "renderer": "local", "look": 7, "name": "x.jpg"}).status_code == 400
+    assert not work["out"].exists()
+    r = post(c, "/api/save", {"evs": evs, "renderer": "local", "look": "expert", "name": "e.png"})
+    assert r.status_code == 200, r.text
+    saved = Recipe.load(work["out"] / "e.recipe.json")
+    style = load_look("expert").style
+    assert saved.look == "expert" and saved.style["bracket"] == list(style.bracket)
+    assert saved.style["contrast"] == style.contrast and saved.evs == evs  # the sliders' EVs, not re-scaled
+    again = render(read_photo(work["src"]).pixels, saved)
+    got = read_photo(work["out"] / "e.png").pixels
+    assert np.abs(again - got).max() <= 1 / 255 + 1e-6

@@ -5,10 +5,10 @@ Routes (every request, the page and its script included, must carry the session 
 
 * ``GET /`` the page; ``GET /editor.js``, ``GET /editor.css`` its script and style (files of this package);
 * ``GET /api/state`` the photo, the seed recipe, the renderers, the default output name (JSON);
-* ``POST /api/render`` ``{"evs": [...], "strength": s, "renderer": r, "view": "after"|"before"|"segments",
-  "draft": bool}`` -> the preview as JPEG, with headers ``X-Histogram`` (comma-separated counts), ``X-Clipped``
+* ``POST /api/render`` ``{"evs": [...], "strength": s, "renderer": r, "look": name, "view": "after"|"before"|
+  "segments", "draft": bool}`` (``look``: one of the state's ``looks``; absent: the seed's) -> the preview as JPEG, with headers ``X-Histogram`` (comma-separated counts), ``X-Clipped``
   (share of pixels with a channel at 255) and ``X-Render-Ms``;
-* ``POST /api/save`` ``{"evs", "strength", "renderer", "name", "overwrite"}`` -> ``{"photo", "recipe"}`` (paths), 409
+* ``POST /api/save`` ``{"evs", "strength", "renderer", "look", "name", "overwrite"}`` -> ``{"photo", "recipe"}``, 409
   with ``{"error", "exists"}`` when an output exists and ``overwrite`` is not true, 400 with ``{"error"}`` for bad
   values or an unsafe name.
 
@@ -186,7 +186,8 @@ def create_app(session: EditSession, token: str):
             data = await body(request)
             evs, strength, renderer = values(data)
             img = await run_in_threadpool(session.render_preview, evs if evs is not None else session.seed.evs,
-                                          strength, renderer, view=view(data), draft=flag(data, "draft"))
+                                          strength, renderer, view=view(data), draft=flag(data, "draft"),
+                                          look=data.get("look"))
         except DeepExposureError as exc:
             return refused(exc)
         headers = {**_SECURITY_HEADERS, "X-Histogram": ",".join(map(str, img.histogram)),
@@ -202,7 +203,7 @@ def create_app(session: EditSession, token: str):
             if evs is None:
                 raise EditorError("no EVs given")
             dst, rec = await run_in_threadpool(session.save, evs, strength, renderer, data.get("name"),
-                                               overwrite=flag(data, "overwrite"))
+                                               overwrite=flag(data, "overwrite"), look=data.get("look"))
         except OutputExists as exc:
             return error(str(exc), 409, exists=exc.names)
         except DeepExposureError as exc:

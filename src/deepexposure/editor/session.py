@@ -13,6 +13,7 @@ and ``edit PHOTO --recipe SAVED`` reopens it (with strength 1).
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import os
 import re
@@ -29,8 +30,8 @@ from deepexposure.atomic import blocked_by
 from deepexposure.batch import recipe_path_for
 from deepexposure.errors import DataError, DeepExposureError
 from deepexposure.io import SUPPORTED_EXTENSIONS, Photo, from_float, write_photo
-from deepexposure.look import Style, scaled_style
-from deepexposure.pipeline import LABEL_AGREEMENT, recipe_matches
+from deepexposure.look import LOOKS, Style, scaled_style
+from deepexposure.pipeline import LABEL_AGREEMENT, recipe_matches, with_look
 from deepexposure.raw import RawPhoto, render_photo
 from deepexposure.recipe import MAX_ABS_EV, Recipe
 from deepexposure.render import RENDERERS
@@ -164,13 +165,29 @@ class EditSession:
             "evs": list(self.seed.evs), "renderer": self.seed.renderer, "model": self.seed.model,
             "segments": self.seed.labels is not None, "renderers": self.renderers(), "max_abs_ev": MAX_ABS_EV,
             "out_dir": str(self.out_dir), "output": self.default_output(),
-            "histogram_bins": HISTOGRAM_BINS,
+            "histogram_bins": HISTOGRAM_BINS, "look": self.seed.look, "looks": self.looks(),
         }
+
+    def looks(self) -> list[str]:
+        """Looks the page can switch between: the built-in ones and the seed recipe's own (a user's look)."""
+        return list(dict.fromkeys([*LOOKS, self.seed.look]))
+
+    def _style_of(self, look: str | None) -> tuple[str, dict | None]:
+        """(name, style dict) of ``look`` for this edit: the seed's own for None or the seed's look; another look's
+        style stage (bracket, contrast, saturation: its EV share and offset belong to a model's EVs, and the
+        sliders hold the EVs) for the other built-in looks."""
+        if look is None or look == self.seed.look:
+            return self.seed.look, self.seed.style
+        if not isinstance(look, str) or look not in self.looks():
+            raise EditorError(f"look must be one of {', '.join(self.looks())}, got {json.dumps(look)[:40]}")
+        r = with_look(dataclasses.replace(self.seed, style=None), look)
+        return r.look, r.style
 
     # --------------------------------------------------------------------------------------------- checks
 
-    def recipe_for(self, evs: Sequence[float], strength: float, renderer: str) -> Recipe:
-        """The recipe the page's values stand for (EVs times ``strength``), or :class:`EditorError`."""
+    def recipe_for(self, evs: Sequence[float], strength: float, renderer: str, look: str | None = None) -> Recipe:
+        """The recipe the page's values stand for (EVs times ``strength``, in ``look``: None = the seed's), or
+        :class:`EditorError`."""
         if renderer not in self.renderers():
             raise EditorError(f"renderer {renderer!r} is not available for this recipe "
                               f"(choose from {', '.join(self.renderers())})")
@@ -185,10 +202,11 @@ class EditSession:
         if not all(math.isfinite(e) and abs(e) <= MAX_ABS_EV for e in values):
             raise EditorError(f"EVs must be numbers from -{MAX_ABS_EV:g} to {MAX_ABS_EV:g} stops")
         model = self.seed.model if values == list(self.seed.evs) else "manual"
+        name, style = self._style_of(look)
         try:
-            style = None if self.seed.style is None else scaled_style(Style.from_dict(self.seed.style), s).to_dict()
+            style = None if style is None else scaled_style(Style.from_dict(style), s).to_dict()
             return dataclasses.replace(self.seed, evs=[round(e * s, 6) for e in values], renderer=renderer,
-                                       model=model, style=style)
+                                       model=model, style=style, look=name)
         except DataError as exc:
             raise EditorError(str(exc)) from None
 
@@ -231,24 +249,25 @@ class EditSession:
             raise EditorError("could not encode the preview")
         return PreviewImage(jpeg=buf.tobytes(), histogram=[int(c) for c in hist], clipped=clipped, render_ms=ms)
 
-    def render_srgb(self, evs: Sequence[float], strength: float, renderer: str, *, draft: bool = False) -> np.ndarray:
+    def render_srgb(self, evs: Sequence[float], strength: float, renderer: str, *, draft: bool = False,
+                    look: str | None = None) -> np.ndarray:
         """The preview rendering (float32 sRGB, preview size) of the page's values. ``draft``: the fusing renderers
-        render at :data:`DRAFT_LONG_EDGE` and are enlarged (while a slider moves); others ignore it."""
-        recipe = self.recipe_for(evs, strength, renderer)
+        (and a look with a bracket) render at :data:`DRAFT_LONG_EDGE` and are enlarged (while a slider moves)."""
+        recipe = self.recipe_for(evs, strength, renderer, look)
         with self._lock:
-            if draft and renderer in _SLOW_RENDERERS:
+            if draft and (renderer in _SLOW_RENDERERS or (recipe.style or {}).get("bracket")):
                 small = render_photo(self.draft, recipe)
                 h, w = self.preview.pixels.shape[:2]
                 return cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
             return render_photo(self.preview, recipe)
 
     def render_preview(self, evs: Sequence[float], strength: float, renderer: str, *, view: str = "after",
-                       draft: bool = False) -> PreviewImage:
+                       draft: bool = False, look: str | None = None) -> PreviewImage:
         """``view``: "after" (the edit), "before" (the photo as read: a RAW's default rendering) or "segments" (the
         edit with the segments drawn over it, numbered as the sliders; histogram and clipping stay the edit's)."""
         t0 = time.perf_counter()
         if view == "before":
-            self.recipe_for(evs, strength, renderer)  # same checks whatever the view
+            self.recipe_for(evs, strength, renderer, look)  # same checks whatever the view
             if self._before is None:
                 self._before = self._encode(self.preview.pixels, t0)
             return self._before
@@ -256,17 +275,17 @@ class EditSession:
             raise EditorError(f"unknown view {view!r}")
         if view == "segments" and self.seed.labels is None:
             raise EditorError("this recipe has no segments (made with --ev and the fusion renderer)")
-        out = self.render_srgb(evs, strength, renderer, draft=draft)
+        out = self.render_srgb(evs, strength, renderer, draft=draft, look=look)
         shown = overlay(out, self.seed.labels, tint=_OVERLAY_TINT) if view == "segments" else None
         return self._encode(out, t0, shown)  # the histogram is the edit's, also under the segments
 
     # --------------------------------------------------------------------------------------------- saving
 
     def save(self, evs: Sequence[float], strength: float, renderer: str, name: str, *,
-             overwrite: bool = False) -> tuple[Path, Path]:
+             overwrite: bool = False, look: str | None = None) -> tuple[Path, Path]:
         """Render at full resolution and write the photo, then its recipe (each atomically). Without
         ``overwrite`` nothing is written when either exists (:class:`OutputExists` naming them). Returns the paths."""
-        recipe = self.recipe_for(evs, strength, renderer)
+        recipe = self.recipe_for(evs, strength, renderer, look)
         dst, rec = self.output_paths(name)
         blocked = blocked_by(self.out_dir)
         if blocked:

@@ -3,7 +3,8 @@
 
 const TOKEN = document.body.dataset.token;
 const $ = (id) => document.getElementById(id);
-const state = { evs: [], seed: [], strength: 1, renderer: "fusion", before: false, segments: false, maxAbs: 10 };
+const state = { evs: [], seed: [], strength: 1, renderer: "fusion", look: null, before: false, segments: false,
+                maxAbs: 10 };
 let inflight = false;
 let pending = null;
 let renders = 0;
@@ -51,7 +52,8 @@ async function pump() {
   const job = pending;
   pending = null;
   inflight = true;
-  const body = { evs: state.evs, strength: state.strength, renderer: state.renderer, view: view(), draft: job.draft };
+  const body = { evs: state.evs, strength: state.strength, renderer: state.renderer, look: state.look, view: view(),
+                 draft: job.draft };
   try {
     const r = await api("api/render", body);
     if (!r.ok) {
@@ -144,8 +146,8 @@ async function save(overwrite) {
   button.disabled = true;  // one save at a time: a second click would only meet the first one's files
   $("save-status").textContent = "saving at full resolution…";
   try {
-    const r = await api("api/save", { evs: state.evs, strength: state.strength, renderer: state.renderer, name,
-                                      overwrite: Boolean(overwrite) });
+    const r = await api("api/save", { evs: state.evs, strength: state.strength, renderer: state.renderer,
+                                      look: state.look, name, overwrite: Boolean(overwrite) });
     if (r.status === 409) {
       const data = await r.json();
       button.disabled = false;
@@ -179,6 +181,7 @@ async function init() {
   state.evs = s.evs.slice();
   state.seed = s.evs.slice();
   state.renderer = s.renderer;
+  state.look = s.look;
   state.hasSegments = s.segments;
   state.maxAbs = s.max_abs_ev;
   $("photo-name").textContent = s.photo + (s.recipe_file ? `  (recipe ${s.recipe_file})` : "");
@@ -190,6 +193,9 @@ async function init() {
   $("segments").disabled = !s.segments;
   buildSliders();
   sel.addEventListener("change", () => { state.renderer = sel.value; request(false); });
+  const looks = $("look");
+  s.looks.forEach((name) => looks.append(new Option(name, name, false, name === s.look)));
+  looks.addEventListener("change", () => { state.look = looks.value; request(false); });
   $("strength").addEventListener("input", () => {
     state.strength = Number($("strength").value);
     $("strength-value").textContent = state.strength.toFixed(2);
