@@ -57,7 +57,9 @@ def main() -> None:
         for r, enh in columns.items():
             out, rec = enh.enhance(src)
             evs = " ".join(f"{e:+.1f}" for e in rec.evs)
-            tiles.append(_tile(out, f"{r}  EV {evs}"))
+            around = "" if not (rec.style or {}).get("bracket") else " fused " + "/".join(
+                f"{b:+g}" for b in rec.style["bracket"])
+            tiles.append(_tile(out, f"{r}  EV {evs}{around}"))
         rows.append(np.hstack(tiles))
     rows = [np.pad(r, ((0, 4), (0, 0), (0, 0))) for r in rows]
     args.out.mkdir(parents=True, exist_ok=True)
