@@ -8,7 +8,7 @@ on the preview with ``render_local`` and scored with ``deepexposure.evaluation.p
 mean preview PSNR of the three, the area-weighted EV errors, and the fit ``oracle mean EV = a * policy mean EV + b``
 (a < 1: the policy shrinks; b: a bias).
 
-Usage: ``python scripts/diagnose_policy.py [--model PATH] [--pairs DIR]`` (default model: the shipped one).
+Usage: ``python scripts/diagnose_policy.py [--model PATH] [--pairs DIR]`` (default model: the shipped policy, `paper`).
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ SHIFTS = np.round(np.arange(-2, 2.0001, 0.1), 2)
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", default=None, help="policy.pt or run folder (default: the shipped model)")
+    ap.add_argument("--model", default="paper", help="policy.pt or run folder (default: the shipped policy)")
     ap.add_argument("--pairs", default="data/dev", help="paired folder with input/ and target/")
     args = ap.parse_args()
     enh = Enhancer(args.model)

@@ -71,7 +71,7 @@ def test_every_user_segments_like_the_shipped_policy(photo, policy_params, tmp_p
     from deepexposure.pipeline import manual_recipe
 
     expected = segment(make_preview(photo), **policy_params)
-    rec = Enhancer(device="cpu").recipe(photo)  # enhance
+    rec = Enhancer("paper", device="cpu").recipe(photo)  # enhance --model paper
     np.testing.assert_array_equal(rec.labels, expected)
     assert rec.segmentation == policy_params
     n = int(expected.max()) + 1
