@@ -123,7 +123,7 @@ def test_tone_closed_forms():
     np.testing.assert_array_equal(tone(img, 1.0, 1.0), img)
     lin = srgb_to_linear(img)
     ref = linear_to_srgb(0.18 * (np.maximum(lin, 1e-7) / 0.18) ** 1.3)
-    np.testing.assert_allclose(tone(img, 1.3, 1.0), ref, atol=1e-5)
+    np.testing.assert_allclose(tone(img, 1.3, 1.0), ref, atol=2e-5)  # a 16-bit table of the formula
     grey = np.full((2, 2, 3), float(linear_to_srgb(np.float32(0.18))), np.float32)
     np.testing.assert_allclose(tone(grey, 1.5, 1.4), grey, atol=1e-5)
     sat = tone(img, 1.0, 1.2)
@@ -189,9 +189,10 @@ def test_expert_look_recipe_reproduces_the_output(dark_photo, tmp_path):
     rec.save(path)
     again = Recipe.load(path)
     assert again == rec and again.version == 2
-    np.testing.assert_allclose(render(dark_photo, again), out, atol=1e-6)
+    # 1e-4: fusion's float32 last bits can move a pixel to the next of the contrast table's 16-bit codes
+    np.testing.assert_allclose(render(dark_photo, again), out, atol=1e-4)
     exposed = render_rolloff(dark_photo, rec.evs, None)
-    np.testing.assert_allclose(apply_style(exposed, style), out, atol=1e-6)
+    np.testing.assert_allclose(apply_style(exposed, style), out, atol=1e-4)
 
 
 def test_strength_zero_returns_the_photo(dark_photo):
