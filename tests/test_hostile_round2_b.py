@@ -16,11 +16,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 from PIL import Image
 
 from conftest import REPO
-from deepexposure.cli import main
+from test_hostile import _cli, _one_error  # the same one-line-error checks as round 1
 
 SRC = REPO / "src"
 
@@ -35,21 +34,6 @@ def _env() -> dict:
     env = dict(os.environ)
     env["PYTHONPATH"] = str(SRC) + os.pathsep + env.get("PYTHONPATH", "")
     return env
-
-
-def _cli(*args, **kw):
-    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False, **kw)
-
-
-def _one_error(res, *needles: str) -> str:
-    """The run failed with exactly one ``error:`` line (and no traceback); returns that line."""
-    assert res.exit_code == 2, res.output
-    assert "Traceback" not in res.output
-    errors = [ln for ln in res.stderr.splitlines() if ln.startswith("error:")]
-    assert len(errors) == 1, res.stderr
-    for n in needles:
-        assert n in errors[0], errors[0]
-    return errors[0]
 
 
 @pytest.fixture

@@ -135,7 +135,7 @@ def test_scaled_style_ends():
     s = Style(ev_offset=0.5, bracket=(-1.0, 1.0), contrast=1.4, saturation=1.2)
     assert scaled_style(s, 1.0) == s
     z = scaled_style(s, 0.0)
-    assert z.contrast == 1 and z.saturation == 1 and z.bracket == (0.0, 0.0) and z.ev_offset == 0
+    assert z.contrast == 1 and z.saturation == 1 and z.bracket == () and z.ev_offset == 0
 
 
 def test_shipped_expert_look_is_valid_and_says_where_it_came_from():

@@ -130,7 +130,7 @@ def scaled_style(style: Style, strength: float) -> Style:
     s = float(strength)
     if s == 1.0:
         return style
-    return Style(style.ev_offset * s, style.ev_scale, tuple(b * s for b in style.bracket),
+    return Style(style.ev_offset * s, style.ev_scale, tuple(b * s for b in style.bracket) if s > 0 else (),
                  1 + (style.contrast - 1) * s, 1 + (style.saturation - 1) * s)
 
 
