@@ -30,11 +30,10 @@ import torch
 from sklearn.ensemble import HistGradientBoostingRegressor
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from probe_global_ev import best_ev_linear, clean_photos, nchw  # noqa: E402
+from probe_global_ev import clean_photos, degraded_with_targets  # noqa: E402
 
 from deepexposure import data  # noqa: E402
 from deepexposure.color import srgb_to_linear  # noqa: E402
-from deepexposure.env import srgb_to_linear_torch  # noqa: E402
 from deepexposure.episode import exposure_features  # noqa: E402
 from deepexposure.evaluation.baselines import FixedFusion, _f32  # noqa: E402
 from deepexposure.evaluation.metrics import psnr  # noqa: E402
@@ -67,10 +66,7 @@ def training_copies(copies: int, seed: int, cache: Path) -> dict:
     if f.is_file():
         return dict(np.load(f))
     big = clean_photos(cache)
-    clean = np.stack([make_preview(b) for b in big])
-    x, params = data.degraded_previews(big, seed=seed, copies=copies, config=data.DegradeConfig(), out_size=64,
-                                       return_params=True)
-    ev = best_ev_linear(srgb_to_linear_torch(nchw(x)), nchw(np.repeat(clean, copies, 0))).numpy()
+    x, ev, params = degraded_with_targets(big, copies, seed, data.DegradeConfig())
     fam = np.array([[f in p["families"] for f in data.FAMILIES] for p in params])
     out = {"feats": exposure_features(x), "ev": ev.astype(np.float32), "fam": fam,
            "copy": np.tile(np.arange(copies), len(big))}

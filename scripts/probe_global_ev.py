@@ -78,16 +78,25 @@ def clean_photos(cache: Path) -> np.ndarray:
     return data.load_previews(paths, size=128, cache_dir=Path(cache) / "previews", progress=False)[0]
 
 
+def degraded_with_targets(big: list, copies: int, seed: int, cfg: data.DegradeConfig
+                          ) -> tuple[np.ndarray, np.ndarray, list[dict]]:
+    """``copies`` degraded 64 px previews of each clean photo of ``big`` (copy ``i * copies + c`` from photo ``i``),
+    their best global EVs against the clean previews (the regression targets), and each copy's degradation
+    parameters."""
+    clean = np.stack([make_preview(b) for b in big])
+    x, params = data.degraded_previews(big, seed=seed, copies=copies, config=cfg, out_size=64, return_params=True)
+    ev = best_ev_linear(srgb_to_linear_torch(nchw(x)), nchw(np.repeat(clean, copies, 0))).numpy()
+    return x, ev, params
+
+
 def training_copies(copies: int, seed: int, cache: Path) -> dict:
     """Degraded previews, best-EV targets and the degradation's own offsets (cached in ``cache``)."""
     f = cache / f"probe_global_ev_c{copies}_s{seed}.npz"
     if f.is_file():
         return dict(np.load(f))
     big = clean_photos(cache)
-    clean = np.stack([make_preview(b) for b in big])
     cfg = data.DegradeConfig()
-    x = data.degraded_previews(big, seed=seed, copies=copies, config=cfg, out_size=64)
-    ev = best_ev_linear(srgb_to_linear_torch(nchw(x)), nchw(np.repeat(clean, copies, 0))).numpy()
+    x, ev, _ = degraded_with_targets(big, copies, seed, cfg)
     true = np.zeros(len(x), np.float32)
     for i in range(len(big)):
         for c in range(copies):
