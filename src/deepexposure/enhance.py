@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from deepexposure.errors import ModelError, need_extra
-from deepexposure.global_ev import NATURAL_MODEL_ID, GlobalEVModel, default_natural_path
+from deepexposure.global_ev import GlobalEVModel, default_natural_path
 from deepexposure.io import Photo, from_float, read_head, to_float
 from deepexposure.look import DEFAULT_LOOK, Look, load_look, scaled_style
 from deepexposure.onnx_policy import PolicyBase, file_sha256, policy_segmentation
@@ -206,7 +206,8 @@ class Enhancer:
 
     @property
     def model_id(self) -> str:
-        return self.policy.model_id if not self.is_global else (self.policy.model_id or NATURAL_MODEL_ID)
+        """Id of the model that picks the EVs (recipes name it): the policy's, or the global-EV model's."""
+        return self.policy.model_id
 
     def recipe(self, srgb: np.ndarray) -> Recipe:
         """The recipe (EVs per segment, labels, look) for a float32 sRGB [0,1] (H,W,3) image."""

@@ -27,7 +27,7 @@ from deepexposure.color import linear_to_srgb, srgb_to_linear
 from deepexposure.errors import DataError
 
 __all__ = ["Style", "Look", "LOOKS", "DEFAULT_LOOK", "apply_style", "scaled_style", "load_look", "style_grid",
-           "MID_GREY"]
+           "MID_GREY", "scaled_style_dict", "apply_recipe_style"]
 
 #: The built-in looks; a path to a look file (JSON) is accepted wherever a look name is.
 LOOKS = ("natural", "expert")
@@ -132,6 +132,19 @@ def scaled_style(style: Style, strength: float) -> Style:
         return style
     return Style(style.ev_offset * s, style.ev_scale, tuple(b * s for b in style.bracket) if s > 0 else (),
                  1 + (style.contrast - 1) * s, 1 + (style.saturation - 1) * s)
+
+
+def scaled_style_dict(style: dict | None, strength: float) -> dict | None:
+    """A recipe's ``style`` (a :meth:`Style.to_dict`, or None) at ``strength`` (:func:`scaled_style`)."""
+    return None if style is None else scaled_style(Style.from_dict(style), strength).to_dict()
+
+
+def apply_recipe_style(exposed: np.ndarray, style: dict | None, strength: float) -> np.ndarray:
+    """A recipe's ``style`` at ``strength`` applied to its exposed float sRGB [0,1] image (the step after the
+    exposure in every renderer; nothing for no style or strength 0)."""
+    if style is None or strength <= 0:
+        return exposed
+    return apply_style(exposed, scaled_style(Style.from_dict(style), strength))
 
 
 def style_grid(ev_scales: Sequence[float], ev_offsets: Sequence[float], brackets: Sequence[Sequence[float]],

@@ -14,7 +14,7 @@ import numpy as np
 from deepexposure.batch import Job, recipe_path_for
 from deepexposure.errors import DataError
 from deepexposure.io import DEFAULT_MAX_PIXELS, Photo, read_photo, write_photo
-from deepexposure.look import Style, load_look, scaled_style
+from deepexposure.look import load_look, scaled_style_dict
 from deepexposure.raw import enhance_photo, render_photo
 from deepexposure.recipe import Recipe
 from deepexposure.segmentation import make_preview, overlay, segment, segmentation_params
@@ -115,9 +115,8 @@ def render_file(
         if look is not None:
             recipe = with_look(recipe, look)
     pixels = render_photo(photo, recipe, renderer=renderer, strength=strength)  # RAW: on its linear data
-    style = None if recipe.style is None else scaled_style(Style.from_dict(recipe.style), strength).to_dict()
     used = dataclasses.replace(recipe, renderer=renderer or recipe.renderer, evs=[e * strength for e in recipe.evs],
-                               style=style)
+                               style=scaled_style_dict(recipe.style, strength))
     _write_outputs(job, dataclasses.replace(photo, pixels=pixels), used, bit_depth=bit_depth, overwrite=overwrite,
                    skip_existing=skip_existing)
 

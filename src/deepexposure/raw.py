@@ -267,11 +267,9 @@ def render_photo(photo: Photo, recipe: Recipe, *, renderer: str | None = None, s
     if not isinstance(photo, RawPhoto) or photo.scene is None:
         return render(photo.pixels, recipe, renderer=renderer, strength=strength)
     out = _render_raw_exposure(photo, dataclasses.replace(recipe, style=None), renderer, strength)
-    if recipe.style is not None and strength > 0:  # the look's style, after the exposure (as render() does)
-        from deepexposure.look import Style, apply_style, scaled_style
+    from deepexposure.look import apply_recipe_style  # lazily: look imports this module's fusion lazily too
 
-        out = apply_style(out, scaled_style(Style.from_dict(recipe.style), strength))
-    return out
+    return apply_recipe_style(out, recipe.style, strength)
 
 
 def _render_raw_exposure(photo: RawPhoto, recipe: Recipe, renderer: str | None, strength: float) -> np.ndarray:

@@ -275,11 +275,9 @@ def render(srgb: np.ndarray, recipe: Recipe, *, renderer: str | None = None, str
         raise DataError(f"the {name} renderer needs segment labels; this recipe has none (make it with "
                         f"--renderer {name})")
     out = _render_evs(img, evs, recipe, name, strength, renderer_kw)
-    if recipe.style is not None and strength > 0:
-        from deepexposure.look import Style, apply_style, scaled_style
+    from deepexposure.look import apply_recipe_style  # lazily: look imports this module's fusion lazily too
 
-        out = apply_style(out, scaled_style(Style.from_dict(recipe.style), strength))
-    return out
+    return apply_recipe_style(out, recipe.style, strength)
 
 
 def _render_evs(img: np.ndarray, evs: np.ndarray, recipe: Recipe, name: str, strength: float,

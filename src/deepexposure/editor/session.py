@@ -30,7 +30,7 @@ from deepexposure.atomic import blocked_by
 from deepexposure.batch import recipe_path_for
 from deepexposure.errors import DataError, DeepExposureError
 from deepexposure.io import SUPPORTED_EXTENSIONS, Photo, from_float, write_photo
-from deepexposure.look import LOOKS, Style, scaled_style
+from deepexposure.look import LOOKS, scaled_style_dict
 from deepexposure.pipeline import LABEL_AGREEMENT, recipe_matches, with_look
 from deepexposure.raw import RawPhoto, render_photo
 from deepexposure.recipe import MAX_ABS_EV, Recipe
@@ -204,9 +204,8 @@ class EditSession:
         model = self.seed.model if values == list(self.seed.evs) else "manual"
         name, style = self._style_of(look)
         try:
-            style = None if style is None else scaled_style(Style.from_dict(style), s).to_dict()
             return dataclasses.replace(self.seed, evs=[round(e * s, 6) for e in values], renderer=renderer,
-                                       model=model, style=style, look=name)
+                                       model=model, style=scaled_style_dict(style, s), look=name)
         except DataError as exc:
             raise EditorError(str(exc)) from None
 
