@@ -258,3 +258,34 @@ def test_paper_model_is_one_option_away(dark_photo):
 
 def test_look_file_path_is_what_the_package_ships():
     assert look_path("expert").is_file()
+
+
+def test_hostile_look_files_and_models_from_the_cli(tmp_path):
+    """Look files and global-EV models as an attacker would write them: one error line each, exit 2, no output,
+    and nothing echoed whole (a 400-digit number, a 100,000-character name)."""
+    photo = SAMPLES / "dicm_02.jpg"
+    head = '{"format": "deepexposure-look", "version": 1, "name": "x", "style": '
+    looks = {
+        "deep.json": "[" * 30000 + "]" * 30000,  # under the size limit, too deep for the JSON parser
+        "huge.json": " " * (70 * 1024) + "{}",
+        "bigint.json": head + '{"contrast": 1' + "0" * 400 + "}}",
+        "bigbracket.json": head + '{"bracket": [1' + "0" * 400 + "]}}",
+        "keys.json": head + json.dumps({f"k{i}": 1 for i in range(3000)}) + "}",
+        "dir.json": None,
+    }
+    for name, text in looks.items():
+        path = tmp_path / name
+        path.mkdir() if text is None else path.write_text(text)
+        r = _cli("enhance", photo, "-o", tmp_path / "out.jpg", "--look", path)
+        assert r.exit_code == 2 and "Traceback" not in r.output, (name, r.output)
+        assert name in r.output and len(r.output.strip().splitlines()[-1]) < 300, (name, r.output[-400:])
+    r = _cli("enhance", photo, "-o", tmp_path / "out.jpg", "--look", "v" * 100000)
+    assert r.exit_code == 2 and "unknown look" in r.output and len(r.output) < 500
+    # a global-EV model whose small file declares a 24-million-cell array: refused from the .npy headers
+    with np.load(default_natural_path()) as z:
+        d = {k: z[k] for k in z.files}
+    d["is_leaf"] = np.zeros((6000, 4096), bool)
+    np.savez_compressed(tmp_path / "bomb.npz", **d)
+    r = _cli("enhance", photo, "-o", tmp_path / "out.jpg", "--model", tmp_path / "bomb.npz")
+    assert r.exit_code == 2 and "bomb.npz" in r.output and "malformed" in r.output
+    assert not (tmp_path / "out.jpg").exists()

@@ -59,6 +59,19 @@ def trees_from_sklearn(model) -> dict[str, np.ndarray]:
     return out
 
 
+def _check_headers(z, path: Path) -> None:
+    """Refuse an ``.npz`` whose arrays declare more cells than a model can have (a small file that would decompress
+    to gigabytes) or an object dtype, reading only each member's ``.npy`` header."""
+    limit = MAX_TREES * MAX_NODES
+    for name in z.files:
+        with z.zip.open(f"{name}.npy") as fh:
+            version = np.lib.format.read_magic(fh)
+            read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            shape, _, dtype = read(fh)
+        if dtype.hasobject or int(np.prod(shape, dtype=np.float64)) > limit:
+            raise ModelError(f"{path}: malformed global-EV model ({name}: {shape} {dtype})")
+
+
 class GlobalEVModel:
     """Boosted trees ``exposure features (N, F) -> global EV (N,)`` in stops, clipped to +-``bound``."""
 
@@ -115,6 +128,7 @@ class GlobalEVModel:
             raise ModelError(f"global-EV model not found: {path}")
         try:
             with np.load(path, allow_pickle=False) as z:
+                _check_headers(z, path)  # sizes from the .npy headers, before anything is decompressed
                 meta = json.loads(str(z["meta"]))
                 arrays = {k: np.asarray(z[k]) for k in (*_NODE_FIELDS, "baseline")}
         except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:

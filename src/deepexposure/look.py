@@ -40,6 +40,27 @@ _FORMAT = "deepexposure-look"
 LIMITS = {"ev_scale": (0.0, 2.0), "ev_offset": (-3.0, 3.0), "bracket": (-4.0, 4.0), "contrast": (0.5, 2.5), "saturation": (0.0, 2.0)}
 
 
+#: A look file is a few hundred bytes; anything above this is refused before it is read.
+MAX_LOOK_BYTES = 64 * 1024
+
+
+def _is_number_in(v: object, lo: float, hi: float) -> bool:
+    """A real JSON number (not a bool) within [lo, hi]; an integer too large for a float is not."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return False
+    try:
+        f = float(v)
+    except OverflowError:
+        return False
+    return math.isfinite(f) and lo <= f <= hi
+
+
+def _short(v: object) -> str:
+    """``repr(v)`` cut to 40 characters (a hostile value is not echoed whole)."""
+    r = repr(v)
+    return r if len(r) <= 40 else r[:37] + "..."
+
+
 @dataclass(frozen=True)
 class Style:
     """The style stage of a look (identity by default).
@@ -61,13 +82,12 @@ class Style:
         for name in ("ev_scale", "ev_offset", "contrast", "saturation"):
             v = getattr(self, name)
             lo, hi = LIMITS[name]
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or not lo <= v <= hi:
-                raise DataError(f"look style {name} must be a number in [{lo:g}, {hi:g}], got {v!r}")
+            if not _is_number_in(v, lo, hi):
+                raise DataError(f"look style {name} must be a number in [{lo:g}, {hi:g}], got {_short(v)}")
         lo, hi = LIMITS["bracket"]
         if not isinstance(self.bracket, (tuple, list)) or len(self.bracket) > 4 or not all(
-                isinstance(b, (int, float)) and not isinstance(b, bool) and math.isfinite(b) and lo <= b <= hi
-                for b in self.bracket):
-            raise DataError(f"look style bracket must be at most 4 EVs in [{lo:g}, {hi:g}], got {self.bracket!r}")
+                _is_number_in(b, lo, hi) for b in self.bracket):
+            raise DataError(f"look style bracket must be at most 4 EVs in [{lo:g}, {hi:g}], got {_short(self.bracket)}")
         object.__setattr__(self, "bracket", tuple(float(b) for b in self.bracket))
 
     @property
@@ -86,7 +106,8 @@ class Style:
             raise DataError("look style must be an object")
         known = {f.name for f in dataclasses.fields(cls)}
         if set(d) - known:
-            raise DataError(f"unknown look style keys {sorted(set(d) - known)}; valid: {', '.join(sorted(known))}")
+            extra = sorted(map(str, set(d) - known))
+            raise DataError(f"unknown look style keys {_short(extra)}; valid: {', '.join(sorted(known))}")
         return cls(**{k: tuple(v) if k == "bracket" and isinstance(v, list) else v for k, v in d.items()})
 
 
@@ -184,12 +205,14 @@ def load_look(look: str | os.PathLike | Look | None) -> Look:
     else:
         path = Path(look)
         if not path.suffix.lower() == ".json":
-            raise DataError(f"unknown look {str(look)!r}; use {' or '.join(LOOKS)}, or a look file (.json)")
+            raise DataError(f"unknown look {_short(str(look))}; use {' or '.join(LOOKS)}, or a look file (.json)")
     try:
+        if path.is_file() and path.stat().st_size > MAX_LOOK_BYTES:
+            raise DataError(f"{path}: not a look file (over {MAX_LOOK_BYTES // 1024} KB)")
         d = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise DataError(f"look file not found: {path}") from None
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise DataError(f"{path}: not a look file ({type(exc).__name__})") from None
     if not isinstance(d, dict) or d.get("format") != _FORMAT:
         raise DataError(f"{path}: not a deepexposure look file")
