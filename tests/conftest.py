@@ -37,4 +37,5 @@ def pytest_terminal_summary(terminalreporter) -> None:
         text = longrepr[2] if isinstance(longrepr, tuple) and len(longrepr) == 3 else str(longrepr)
         if "test_editor_browser" in str(getattr(rep, "nodeid", "")) or "browser test skipped" in text:
             reason = str(text).removeprefix("Skipped: ")
-            terminalreporter.write_line(f"browser test skipped: {reason}", yellow=True, bold=True)
+            line = reason if "browser test skipped" in reason else f"browser test skipped: {reason}"
+            terminalreporter.write_line(line, yellow=True, bold=True)
