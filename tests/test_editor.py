@@ -284,8 +284,10 @@ def test_edit_command_serves_the_policy_seeded_page_on_loopback(tmp_path):
         state = json.load(urlopen(f"{base}/api/state?token={token}", timeout=30))
         from deepexposure.enhance import Enhancer
 
-        expected = Enhancer().recipe(read_photo(src).pixels)
-        assert state["evs"] == pytest.approx(expected.evs) and state["model"] == expected.model
+        expected = Enhancer().recipe(read_photo(src).pixels)  # the natural look: one global EV...
+        assert len(expected.evs) == 1 and state["model"] == expected.model
+        assert len(state["evs"]) >= 2 and state["segments"]  # ...given to every segment, one slider each
+        assert state["evs"] == pytest.approx(expected.evs * len(state["evs"]))
         with pytest.raises(Exception, match="403"):
             urlopen(f"{base}/api/state", timeout=30)
         body = json.dumps({"evs": state["evs"], "renderer": "local"}).encode()

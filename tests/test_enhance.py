@@ -151,6 +151,22 @@ def test_any_aspect_ratio(small: dict, shape, renderer):
     _assert_same_render(from_float(render(to_float(img)[0], recipe), 8), out, renderer)
 
 
+@pytest.mark.parametrize(("look", "renderer"), [("natural", None), ("natural", "local"), ("expert", "balanced")])
+def test_per_segment_seed_of_a_global_model_renders_as_the_one_ev(small: dict, look, renderer):
+    """The editor's seed: the natural model's one EV given to every segment renders the same photo (the soft
+    masks sum to one), so an untouched edit saves what `enhance` writes; fusion keeps one EV (it would fuse one
+    copy per segment)."""
+    enh = Enhancer(look=look, renderer=renderer)
+    srgb = to_float(small["u8"])[0]
+    one, spread = enh.recipe(srgb), enh.recipe(srgb, per_segment=True)
+    assert one.labels is None and len(one.evs) == 1
+    assert spread.labels is not None and np.array_equal(np.unique(spread.labels), np.arange(len(spread.evs)))
+    assert len(spread.evs) >= 2 and set(spread.evs) == set(one.evs) and spread.style == one.style
+    assert np.abs(render(srgb, spread) - render(srgb, one)).max() < 0.05 / 255
+    fused = Enhancer(look=look, renderer="fusion")
+    assert fused.recipe(srgb, per_segment=True) == fused.recipe(srgb)
+
+
 # ------------------------------------------------------------------------------------------------ 2. strength
 
 

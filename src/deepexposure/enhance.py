@@ -46,7 +46,7 @@ from deepexposure.render import (
     guard_highlights,
     render,
 )
-from deepexposure.segmentation import PREVIEW_SIZE, make_preview, segment
+from deepexposure.segmentation import PREVIEW_SIZE, make_preview, segment, segmentation_params
 
 __all__ = ["Enhancer", "default_model_path", "model_segmentation", "resolve_model", "load_policy", "load_model",
            "MODEL_NAMES", "is_global_model"]
@@ -209,22 +209,33 @@ class Enhancer:
         """Id of the model that picks the EVs (recipes name it): the policy's, or the global-EV model's."""
         return self.policy.model_id
 
-    def recipe(self, srgb: np.ndarray) -> Recipe:
-        """The recipe (EVs per segment, labels, look) for a float32 sRGB [0,1] (H,W,3) image."""
+    def recipe(self, srgb: np.ndarray, *, per_segment: bool = False) -> Recipe:
+        """The recipe (EVs per segment, labels, look) for a float32 sRGB [0,1] (H,W,3) image.
+
+        ``per_segment``: for a global-EV model, also segment the preview (default :func:`segment` parameters) and
+        give every segment the global EV, so that an editor has one slider per segment to adjust; untouched, it
+        renders as the one EV does (the soft masks sum to one). Not with ``fusion``, which would fuse one copy per
+        segment instead of one. Policies always give one EV per segment.
+        """
         preview = make_preview(srgb)
         style = self.look.style
+        segmentation = dict(self.segmentation)
         if self.is_global:
+            ev = np.asarray(self.policy.predict(preview), dtype=np.float64)[:1]
             labels = None
-            evs = np.asarray(self.policy.predict(preview), dtype=np.float64)[:1]
+            if per_segment and self.renderer != "fusion":
+                segmentation = segmentation_params()
+                labels = segment(preview, **segmentation)
+            evs = np.repeat(ev, 1 if labels is None else int(labels.max()) + 1)
         else:
             labels = segment(preview, **self.segmentation)
             evs = np.asarray(self.policy.predict(preview, labels), dtype=np.float64)
         evs = (evs * style.ev_scale + style.ev_offset) * self.strength
-        if self.highlight_guard and labels is not None and self.renderer in GUARDED_RENDERERS:
+        if self.highlight_guard and not self.is_global and self.renderer in GUARDED_RENDERERS:
             evs = np.asarray(guard_highlights(srgb, evs, labels), dtype=np.float64)
         applied = scaled_style(style, self.strength)
         return Recipe(evs=[round(float(e), 6) for e in evs], labels=labels, renderer=self.renderer,
-                      model=self.model_id, segmentation=dict(self.segmentation), look=self.look.name,
+                      model=self.model_id, segmentation=segmentation, look=self.look.name,
                       style=None if style.is_identity else applied.to_dict())
 
     def enhance(self, image: np.ndarray) -> tuple[np.ndarray, Recipe]:

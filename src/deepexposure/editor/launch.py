@@ -46,7 +46,7 @@ def open_editor(photo: str | os.PathLike, *, recipe_file: str | os.PathLike | No
         else:
             from deepexposure.enhance import Enhancer
 
-            recipe = Enhancer(model, renderer=renderer, device=device, look=look).recipe(img.pixels)
+            recipe = Enhancer(model, renderer=renderer, device=device, look=look).recipe(img.pixels, per_segment=True)
         if renderer is not None and renderer != recipe.renderer:
             recipe = dataclasses.replace(recipe, renderer=renderer)
         session = EditSession(img, recipe, out_dir=out, source=photo, recipe_source=recipe_file)
