@@ -3,9 +3,9 @@
 A folder of ``--photos`` JPEGs of ``--megapixels`` MP (resized from a sample photo, slightly different exposures)
 is enhanced with the shipped model and the fusion renderer:
 
-* ``local -j 1`` (reference): :func:`deepexposure.batch.run_batch` in this process;
+* ``local -j 1`` (reference): :func:`deepexposure.apps.batch.run_batch` in this process;
 * ``Dask, N workers``: a ``distributed.LocalCluster`` of N worker processes with 1 thread each, through
-  :func:`deepexposure.cluster.enhance_on_cluster` (the code path of ``deepexposure enhance --cluster``).
+  :func:`deepexposure.apps.cluster.enhance_on_cluster` (the code path of ``deepexposure enhance --cluster``).
 
 Every configuration is warmed up first (the model loaded in every worker), then timed on the whole folder.
 
@@ -39,8 +39,8 @@ def _make_photos(folder: Path, n: int, mp: float) -> None:
 
 
 def _local(src: Path, out: Path) -> float:
-    from deepexposure.batch import plan_jobs, run_batch
-    from deepexposure.pipeline import enhance_file
+    from deepexposure.apps.batch import plan_jobs, run_batch
+    from deepexposure.apps.pipeline import enhance_file
 
     fn = functools.partial(enhance_file, renderer="fusion")
     run_batch(plan_jobs([src], str(out / "warm") + "/")[:1], fn, progress=False)  # model loaded
@@ -55,7 +55,7 @@ def _local(src: Path, out: Path) -> float:
 def _dask(src: Path, out: Path, workers: int) -> float:
     import distributed
 
-    from deepexposure.cluster import enhance_on_cluster
+    from deepexposure.apps.cluster import enhance_on_cluster
 
     kw = {"renderer": "fusion", "strength": 1.0, "progress": False}
     with distributed.LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,

@@ -24,11 +24,11 @@ from pathlib import Path
 
 import cv2
 
-from deepexposure.editor.session import DRAFT_LONG_EDGE, PREVIEW_LONG_EDGE, EditSession
-from deepexposure.io import read_photo
-from deepexposure.pipeline import manual_recipe
-from deepexposure.raw import render_photo
-from deepexposure.render import RENDERERS
+from deepexposure.apps.editor.session import DRAFT_LONG_EDGE, PREVIEW_LONG_EDGE, EditSession
+from deepexposure.apps.pipeline import manual_recipe
+from deepexposure.image.io import read_photo
+from deepexposure.image.raw import render_photo
+from deepexposure.image.render import RENDERERS
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_PHOTO = REPO / "samples" / "dicm_34.jpg"
@@ -54,7 +54,7 @@ def _http_drag(session: EditSession, renderer: str, moves: int) -> list[float]:
 
     from starlette.testclient import TestClient
 
-    from deepexposure.editor.app import create_app
+    from deepexposure.apps.editor.app import create_app
 
     client = TestClient(create_app(session, "bench"))
     evs = list(session.seed.evs)

@@ -61,9 +61,9 @@ def _child(method: str, src: str, dst: str, repeat: int) -> None:
     own peak above the RSS it started from."""
     import numpy as np
 
-    from deepexposure.enhance import Enhancer
-    from deepexposure.io import read_photo, write_photo
-    from deepexposure.render import render
+    from deepexposure.image.io import read_photo, write_photo
+    from deepexposure.image.render import render
+    from deepexposure.inference.enhance import Enhancer
 
     if method in ("natural", "expert"):
         enhancer = Enhancer(look=method)
@@ -82,8 +82,8 @@ def _child(method: str, src: str, dst: str, repeat: int) -> None:
         else:
             import cv2
 
-            from deepexposure.color import apply_ev
-            from deepexposure.io import from_float
+            from deepexposure.image.color import apply_ev
+            from deepexposure.image.io import from_float
 
             imgs = [from_float(photo.pixels, 8)]
             lut_in = np.arange(256, dtype=np.float32) / 255.0
@@ -113,7 +113,7 @@ def _run(method: str, src: Path, dst: Path, repeat: int) -> dict:
 
 def _baseline_mb() -> float:
     """Peak RSS of a child that only imports the package and loads the model (subtracted for 'extra' memory)."""
-    code = ("from deepexposure.enhance import Enhancer; Enhancer(); import pathlib;"
+    code = ("from deepexposure.inference.enhance import Enhancer; Enhancer(); import pathlib;"
             "print([l for l in pathlib.Path('/proc/self/status').read_text().splitlines() if l.startswith('VmHWM')][0])")
     line = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     return int(line.split()[1]) / 1024
@@ -233,7 +233,7 @@ def startup_and_throughput(*, repeat: int = 3, n_photos: int = 100, jobs: int = 
     """Print the start-up / throughput table: best of ``repeat`` fresh processes for one photo, one run of the
     ``n_photos`` folder with ``-j jobs``, each with the shipped default (the natural look since 0.3, before it the
     ONNX policy) and (reference) the torch policy.pt."""
-    from deepexposure.enhance import default_model_path
+    from deepexposure.inference.loader import default_model_path
 
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")])}
     cli = [sys.executable, "-m", "deepexposure", "enhance"]

@@ -57,7 +57,7 @@ def _load(photo: Path, megapixels: float) -> np.ndarray:
 
 
 def _uint8_exposures(img: np.ndarray) -> list[np.ndarray]:
-    from deepexposure.color import apply_ev
+    from deepexposure.image.color import apply_ev
 
     ident = np.arange(256, dtype=np.float32) / 255
     return [img] + [cv2.LUT(img, np.round(apply_ev(ident, ev) * 255).astype(np.uint8)) for ev in EVS]
@@ -72,11 +72,11 @@ def child(method: str, photo: Path, megapixels: float, out: Path) -> None:
     if method == "opencv":
         res = cv2.createMergeMertens(1.0, 1.0, 1.0).process(inputs)
     elif method == "ours_u8":
-        from deepexposure.fusion import mertens_fuse
+        from deepexposure.image.fusion import mertens_fuse
 
         res = mertens_fuse(inputs)
     else:
-        from deepexposure.fusion import fuse_exposures
+        from deepexposure.image.fusion import fuse_exposures
 
         res = fuse_exposures(img, EVS, fast=method == "ours_fast")
     wall, cpu = time.perf_counter() - t, time.process_time() - c
@@ -151,7 +151,7 @@ def main() -> None:
              f"exact memory <= 1/4 of OpenCV's (above inputs): MISSED, {mem:.2f} ({mem / 0.25:.2f}x the budget)"),
             (fast_db >= 38.0, f"fast mode >= 38 dB from exact: met ({fast_db:.1f} dB)",
              f"fast mode >= 38 dB from exact: MISSED by {38.0 - fast_db:.1f} dB ({fast_db:.1f} dB; see the "
-             f"deepexposure.fusion module doc for why)")):
+             f"deepexposure.image.fusion module doc for why)")):
         print("target " + (met if ok else missed))
 
 

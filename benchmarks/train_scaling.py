@@ -25,9 +25,10 @@ def _child(steps: int, threads: int, out: str) -> None:
     """Runs in each training process: time ``steps`` steps after a warm-up; rank 0 prints JSON."""
     import numpy as np
 
-    from deepexposure.training import TrainConfig, TrainData, Trainer
-    from deepexposure.training.dataset import segment_all
-    from deepexposure.training.distributed import SINGLE, init_world, launched_by_torchrun
+    from deepexposure.learning.config import TrainConfig
+    from deepexposure.learning.dataset import TrainData, segment_all
+    from deepexposure.learning.distributed import SINGLE, init_world, launched_by_torchrun
+    from deepexposure.learning.trainer import Trainer
 
     world, device = (init_world("cpu") if launched_by_torchrun() else (SINGLE, "cpu"))
     cfg = TrainConfig()

@@ -23,8 +23,8 @@ import cv2
 from deepexposure.atomic import atomic_write_bytes
 from deepexposure.evaluation.baselines import get_method
 from deepexposure.evaluation.unpaired import contact_sheet
-from deepexposure.io import iter_photo_paths, read_photo
-from deepexposure.segmentation import reduce_long_edge
+from deepexposure.image.io import iter_photo_paths, read_photo
+from deepexposure.image.segmentation import reduce_long_edge
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data"

@@ -18,12 +18,12 @@ import argparse
 import numpy as np
 
 from deepexposure.data import paired_folder
-from deepexposure.enhance import Enhancer
 from deepexposure.evaluation import psnr
 from deepexposure.evaluation.baselines import oracle_recipe_evs
-from deepexposure.io import read_photo
-from deepexposure.render import render_local
-from deepexposure.segmentation import PREVIEW_SIZE, make_preview, segment
+from deepexposure.image.io import read_photo
+from deepexposure.image.render import render_local
+from deepexposure.image.segmentation import PREVIEW_SIZE, make_preview, segment
+from deepexposure.inference.enhance import Enhancer
 
 SHIFTS = np.round(np.arange(-2, 2.0001, 0.1), 2)
 

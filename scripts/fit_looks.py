@@ -9,7 +9,7 @@ fitted on the copies in which ``F`` was off (exactly leave-family-out training, 
 independently per copy), on ``data/fam/F`` (made here from bsds500/test, never trained on), against fixed fusion
 and the learned-global baseline as ``train`` fits it (the first 6 copies). The shipped model uses all copies.
 
-Expert look: the natural EV plus a :class:`deepexposure.look.Style` (EV offset, bracket, contrast, saturation)
+Expert look: the natural EV plus a :class:`deepexposure.image.look.Style` (EV offset, bracket, contrast, saturation)
 chosen from a small grid to maximise the mean PSNR over real FiveK expert-C pairs. Reported by leave-one-out only
 (each pair scored by the style fitted on the other 13); the shipped style is fitted on all 14.
 
@@ -33,15 +33,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from probe_global_ev import clean_photos, degraded_with_targets  # noqa: E402
 
 from deepexposure import data  # noqa: E402
-from deepexposure.color import srgb_to_linear  # noqa: E402
-from deepexposure.episode import exposure_features  # noqa: E402
 from deepexposure.evaluation.baselines import FixedFusion, _f32  # noqa: E402
 from deepexposure.evaluation.metrics import psnr  # noqa: E402
-from deepexposure.global_ev import GlobalEVModel, trees_from_sklearn  # noqa: E402
-from deepexposure.io import from_float, read_photo  # noqa: E402
-from deepexposure.look import Look, Style, apply_style, style_grid  # noqa: E402
-from deepexposure.render import render_rolloff  # noqa: E402
-from deepexposure.segmentation import make_preview, reduce_long_edge  # noqa: E402
+from deepexposure.image.color import srgb_to_linear  # noqa: E402
+from deepexposure.image.io import from_float, read_photo  # noqa: E402
+from deepexposure.image.look import Look, Style, apply_style, style_grid  # noqa: E402
+from deepexposure.image.render import render_rolloff  # noqa: E402
+from deepexposure.image.segmentation import make_preview, reduce_long_edge  # noqa: E402
+from deepexposure.inference.episode import exposure_features  # noqa: E402
+from deepexposure.inference.global_ev import GlobalEVModel, trees_from_sklearn  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data"

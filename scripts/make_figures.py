@@ -15,10 +15,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from deepexposure.enhance import Enhancer
 from deepexposure.evaluation.baselines import FixedFusion
-from deepexposure.io import from_float, read_photo
-from deepexposure.render import ENHANCE_RENDERER
+from deepexposure.image.io import from_float, read_photo
+from deepexposure.image.render import ENHANCE_RENDERER
+from deepexposure.inference.enhance import Enhancer
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data"

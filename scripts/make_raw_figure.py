@@ -15,10 +15,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from deepexposure.color import apply_ev
-from deepexposure.io import from_float, read_photo, write_photo
-from deepexposure.raw import render_photo
-from deepexposure.recipe import Recipe
+from deepexposure.image.color import apply_ev
+from deepexposure.image.io import from_float, read_photo, write_photo
+from deepexposure.image.raw import render_photo
+from deepexposure.image.recipe import Recipe
 
 REPO = Path(__file__).resolve().parents[1]
 RAW = REPO.parent / "shared" / "data" / "raw" / "canon_powershot_s40_CRW_0119.CRW"

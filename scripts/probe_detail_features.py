@@ -26,12 +26,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from probe_global_ev import SHARED, clean_photos, pairs_of, training_copies  # noqa: E402
 
 from deepexposure import data  # noqa: E402
-from deepexposure.color import apply_ev, linear_to_srgb, srgb_to_linear  # noqa: E402
 from deepexposure.evaluation.baselines import _f32, oracle_global_ev  # noqa: E402
 from deepexposure.evaluation.metrics import psnr  # noqa: E402
-from deepexposure.io import read_photo  # noqa: E402
-from deepexposure.segmentation import make_preview  # noqa: E402
-from deepexposure.training.learned_global import preview_features  # noqa: E402
+from deepexposure.image.color import apply_ev, linear_to_srgb, srgb_to_linear  # noqa: E402
+from deepexposure.image.io import read_photo  # noqa: E402
+from deepexposure.image.segmentation import make_preview  # noqa: E402
+from deepexposure.learning.learned_global import preview_features  # noqa: E402
 
 GRID = np.arange(-3.0, 3.01, 0.5)
 _LUMA = np.float32([0.2126, 0.7152, 0.0722])
@@ -66,7 +66,7 @@ def main() -> None:
     prev, det, ev = [], [], []
     for i in range(len(big)):
         for c in range(a.copies):  # copy (seed 1, i, c) is the one training_copies made: same draw, same target
-            y, _ = data.degrade(big[i], data._image_rng(1, i, c), config=cfg)
+            y, _ = data.degrade(big[i], data.degradation.image_rng(1, i, c), config=cfg)
             prev.append(make_preview(y))
             det.append(detail_features(y))
             ev.append(ev_all[i * cached + c])

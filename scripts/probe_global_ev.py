@@ -32,13 +32,13 @@ from sklearn.ensemble import HistGradientBoostingRegressor
 from torch import nn
 
 from deepexposure import data
-from deepexposure.color import apply_ev
-from deepexposure.env import linear_to_srgb_torch, srgb_to_linear_torch
 from deepexposure.evaluation.baselines import _f32, oracle_global_ev
 from deepexposure.evaluation.metrics import psnr
-from deepexposure.io import iter_photo_paths, read_photo
-from deepexposure.segmentation import make_preview
-from deepexposure.training.learned_global import preview_features
+from deepexposure.image.color import apply_ev
+from deepexposure.image.io import iter_photo_paths, read_photo
+from deepexposure.image.segmentation import make_preview
+from deepexposure.learning.env import linear_to_srgb_torch, srgb_to_linear_torch
+from deepexposure.learning.learned_global import preview_features
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 TRAIN_SETS = ("bsds500/train", "bsds500/val", "sun_hays80", "urban100", "imagenet_sample")
@@ -100,7 +100,7 @@ def training_copies(copies: int, seed: int, cache: Path) -> dict:
     true = np.zeros(len(x), np.float32)
     for i in range(len(big)):
         for c in range(copies):
-            p = data._draw_params(data._image_rng(seed, i, c), cfg)
+            p = data.degradation._draw_params(data.degradation.image_rng(seed, i, c), cfg)
             true[i * copies + c] = -float(data.degradation_ev_map(p, (32, 32)).mean()) * (p["tone_contrast"] or 1.0)
     out = {"x": x.astype(np.float32), "ev": ev.astype(np.float32), "true": true}
     np.savez(f, **out)

@@ -17,10 +17,10 @@ from pathlib import Path
 import numpy as np
 
 from deepexposure.data import paired_folder
-from deepexposure.enhance import Enhancer
 from deepexposure.evaluation.baselines import _f32
 from deepexposure.evaluation.metrics import psnr
-from deepexposure.io import iter_photo_paths, read_photo
+from deepexposure.image.io import iter_photo_paths, read_photo
+from deepexposure.inference.enhance import Enhancer
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data"

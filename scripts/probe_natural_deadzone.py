@@ -14,8 +14,8 @@ import fit_looks as F
 
 from deepexposure import data
 from deepexposure.evaluation.metrics import psnr
-from deepexposure.render import render_rolloff
-from deepexposure.segmentation import make_preview
+from deepexposure.image.render import render_rolloff
+from deepexposure.image.segmentation import make_preview
 
 #: Dead-zone widths tried (EV stops).
 TS = (0.0, 0.1, 0.2, 0.3)

@@ -30,8 +30,8 @@ def main() -> None:
             res[k] = np.mean([psnr(F.q8(F.natural(x, mdl)[0]), y) for _, x, y in sets[name]])
         # bagged: mean EV of the four half-data models
         def bag(x, models=models):
-            from deepexposure.render import render_rolloff
-            from deepexposure.segmentation import make_preview
+            from deepexposure.image.render import render_rolloff
+            from deepexposure.image.segmentation import make_preview
             p = make_preview(x)
             ev = np.mean([models[k].predict(p)[0] for k in ("copies 0-5", "copies 6-11", "even", "odd")])
             return render_rolloff(x, [float(ev)], None)

@@ -8,7 +8,7 @@ Usage::
 ``CACHE``: a training-data cache written by ``deepexposure train`` (inputs, labels, targets, has_target at 64x64).
 On ``N`` of its inputs with targets it finds the best EV per segment (hard masks, 0.1 EV grid over [-3, 3], squared
 error against the clean target in sRGB) and the best global EV, fits boosted trees (as learned-global) for the global
-EV from :func:`deepexposure.episode.exposure_features` and a second model for each segment's residual from those plus
+EV from :func:`deepexposure.inference.episode.exposure_features` and a second model for each segment's residual from those plus
 11 statistics of the segment (weighted by area), then scores pair folders (first 30 pairs, 384 px long edge, the
 ``rolloff`` renderer): global EV only, global + residuals, global + half the residuals. docs/learning.md finding 18.
 """
@@ -22,13 +22,13 @@ from pathlib import Path
 import numpy as np
 from sklearn.ensemble import HistGradientBoostingRegressor
 
-from deepexposure.color import linear_to_srgb, luminance, srgb_to_linear
 from deepexposure.data import paired_folder
-from deepexposure.episode import exposure_features
 from deepexposure.evaluation import psnr
-from deepexposure.io import read_photo
-from deepexposure.render import render_rolloff
-from deepexposure.segmentation import SEGMENT_DEFAULTS, make_preview, reduce_long_edge, segment
+from deepexposure.image.color import linear_to_srgb, luminance, srgb_to_linear
+from deepexposure.image.io import read_photo
+from deepexposure.image.render import render_rolloff
+from deepexposure.image.segmentation import SEGMENT_DEFAULTS, make_preview, reduce_long_edge, segment
+from deepexposure.inference.episode import exposure_features
 
 T = 6
 GRID = np.round(np.arange(-3.0, 3.001, 0.1), 2)

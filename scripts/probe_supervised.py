@@ -23,12 +23,12 @@ import numpy as np
 import torch
 
 from deepexposure.data import paired_folder
-from deepexposure.env import fuse_evs_torch, masks_tensor, state, step
-from deepexposure.io import read_photo
-from deepexposure.models import Actor
-from deepexposure.segmentation import make_preview, segment
-from deepexposure.training.config import TrainConfig
-from deepexposure.training.dataset import build_training_data
+from deepexposure.image.io import read_photo
+from deepexposure.image.segmentation import make_preview, segment
+from deepexposure.learning.config import TrainConfig
+from deepexposure.learning.dataset import build_training_data
+from deepexposure.learning.env import fuse_evs_torch, masks_tensor, state, step
+from deepexposure.learning.models import Actor
 
 T = 6
 

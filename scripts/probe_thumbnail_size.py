@@ -5,7 +5,7 @@ Usage: ``python scripts/probe_thumbnail_size.py [VAL_PAIRS]`` (default ``data/va
 ``../shared/data``). The clean training photos of the runs (bsds500 train+val, sun_hays80, urban100,
 imagenet_sample) are reduced to 256 px, degraded 3 times each with the default family mix (seed 0), and the best
 global EV of each copy is found at 64 px; boosted trees (as learned-global) are fitted on
-:func:`deepexposure.episode.exposure_features` of the same degraded copies at 64, 128 and 256 px (and 64 + 256), then
+:func:`deepexposure.inference.episode.exposure_features` of the same degraded copies at 64, 128 and 256 px (and 64 + 256), then
 scored on the validation pairs: mean |EV - oracle EV| and PSNR with the EV applied by ``rolloff`` at 384 px.
 docs/learning.md finding 20 (val_mix, fam/spatial and fam/tone).
 """
@@ -21,12 +21,12 @@ import torch
 from sklearn.ensemble import HistGradientBoostingRegressor
 
 from deepexposure.data import degraded_previews, load_previews, paired_folder
-from deepexposure.episode import exposure_features
 from deepexposure.evaluation import psnr
-from deepexposure.io import read_photo
-from deepexposure.render import render_rolloff
-from deepexposure.segmentation import make_preview, reduce_long_edge
-from deepexposure.training.trainer import best_global_ev
+from deepexposure.image.io import read_photo
+from deepexposure.image.render import render_rolloff
+from deepexposure.image.segmentation import make_preview, reduce_long_edge
+from deepexposure.inference.episode import exposure_features
+from deepexposure.learning.trainer import best_global_ev
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 SIZES = (64, 128, 256)

@@ -29,13 +29,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from probe_global_ev import SHARED, best_ev_linear, clean_photos, features, nchw, pairs_of, training_copies  # noqa: E402
 
 from deepexposure import data  # noqa: E402
-from deepexposure.color import apply_ev, linear_to_srgb, srgb_to_linear  # noqa: E402
-from deepexposure.env import srgb_to_linear_torch  # noqa: E402
 from deepexposure.evaluation.baselines import FixedFusion, _f32, oracle_global_ev  # noqa: E402
 from deepexposure.evaluation.metrics import psnr  # noqa: E402
-from deepexposure.io import read_photo  # noqa: E402
-from deepexposure.segmentation import make_preview  # noqa: E402
-from deepexposure.training.learned_global import preview_features  # noqa: E402
+from deepexposure.image.color import apply_ev, linear_to_srgb, srgb_to_linear  # noqa: E402
+from deepexposure.image.io import read_photo  # noqa: E402
+from deepexposure.image.segmentation import make_preview  # noqa: E402
+from deepexposure.learning.env import srgb_to_linear_torch  # noqa: E402
+from deepexposure.learning.learned_global import preview_features  # noqa: E402
 
 
 def tone(x: np.ndarray, ev: float, c: float) -> np.ndarray:
@@ -89,7 +89,7 @@ def main() -> None:
     contrast = np.ones(len(x), np.float32)
     for i in range(len(x) // a.copies):
         for c in range(a.copies):
-            p = data._draw_params(data._image_rng(a.seed, i, c), cfg)
+            p = data.degradation._draw_params(data.degradation.image_rng(a.seed, i, c), cfg)
             if p["tone_contrast"] is not None:
                 contrast[i * a.copies + c] = 1 / p["tone_contrast"]
     # EV target after the contrast correction: best EV of 0.18 * (lin / 0.18) ** c * 2**ev, i.e. contrast first

@@ -32,7 +32,7 @@ from deepexposure.data import FAMILIES, paired_folder
 from deepexposure.evaluation import evaluate_pairs, summarize
 from deepexposure.evaluation.baselines import LearnedGlobalMethod, get_method
 from deepexposure.evaluation.report import atomic_write_text
-from deepexposure.io import iter_photo_paths, read_photo
+from deepexposure.image.io import iter_photo_paths, read_photo
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 _OFFSET = re.compile(r"_([NP])(\d+(?:\.\d+)?)$")
@@ -81,7 +81,7 @@ def real_pairs(args, renderers: list[str]) -> dict:
 
 
 def msec(args, renderers: list[str]) -> list[dict]:
-    from deepexposure.enhance import Enhancer
+    from deepexposure.inference.enhance import Enhancer
 
     enh = Enhancer(args.main, renderer=renderers[0])
     lg = LearnedGlobalMethod(args.main)

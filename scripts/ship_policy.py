@@ -23,8 +23,8 @@ from pathlib import Path
 
 import torch
 
-from deepexposure.export import OPSET, export_onnx
-from deepexposure.policy import Policy
+from deepexposure.learning.export import OPSET, export_onnx
+from deepexposure.learning.policy import Policy
 
 ASSETS = Path(__file__).resolve().parents[1] / "src" / "deepexposure" / "assets"
 
@@ -49,7 +49,7 @@ def main() -> None:
         "sha256": hashlib.sha256(dst.read_bytes()).hexdigest(),
         "source": str(src),
         "onnx": {"file": onnx_file.name, "sha256": hashlib.sha256(onnx_file.read_bytes()).hexdigest(),
-                 "exported_by": f"deepexposure.export.export_onnx (torch {torch.__version__}, opset {OPSET})"},
+                 "exported_by": f"deepexposure.learning.export.export_onnx (torch {torch.__version__}, opset {OPSET})"},
         "policy_config": pol.config,
         "train_config": json.loads((args.run / "config.json").read_text()),
         "train_command": args.command,

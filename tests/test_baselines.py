@@ -8,7 +8,6 @@ import cv2
 import numpy as np
 import pytest
 
-from deepexposure.color import apply_ev, luminance, srgb_to_linear
 from deepexposure.errors import DeepExposureError
 from deepexposure.evaluation.baselines import (
     Method,
@@ -18,6 +17,7 @@ from deepexposure.evaluation.baselines import (
     oracle_global_ev,
 )
 from deepexposure.evaluation.metrics import psnr
+from deepexposure.image.color import apply_ev, luminance, srgb_to_linear
 
 
 def _scene(h: int = 96, w: int = 128) -> np.ndarray:
@@ -70,7 +70,7 @@ def test_clahe_is_opencv_clahe_on_lab_l():
 
 
 def test_fixed_fusion_is_render_fusion():
-    from deepexposure.render import render_fusion
+    from deepexposure.image.render import render_fusion
 
     img = _scene()
     np.testing.assert_allclose(get_method("fixed-fusion")(img), render_fusion(img, [-1.0, 1.0, 2.0]), atol=1e-5)
@@ -86,8 +86,8 @@ def test_oracle_global_recovers_exposure(ev):
 
 
 def test_oracle_recipe_recovers_per_segment_exposures():
-    from deepexposure.render import render_local
-    from deepexposure.segmentation import make_preview, segment
+    from deepexposure.image.render import render_local
+    from deepexposure.image.segmentation import make_preview, segment
 
     img = _scene(120, 160)
     labels = segment(make_preview(img))
@@ -124,7 +124,7 @@ def test_oracles_need_target_and_unknown_names():
 
 
 def test_folder_method(tmp_path):
-    from deepexposure.io import Photo, write_photo
+    from deepexposure.image.io import Photo, write_photo
 
     img = _scene()
     write_photo(tmp_path / "x1.png", Photo(pixels=apply_ev(img, 1.0), alpha=None, bit_depth=8, exif=None,
@@ -141,8 +141,8 @@ def test_folder_method(tmp_path):
 
 def test_policy_path_method(tmp_path):
     pytest.importorskip("torch")
-    from deepexposure.models import Actor
-    from deepexposure.policy import Policy
+    from deepexposure.learning.models import Actor
+    from deepexposure.learning.policy import Policy
 
     arch = {"width": 8, "hidden": 16}
     Policy(Actor(**arch), arch, {}).save(tmp_path / "run" / "policy.pt")

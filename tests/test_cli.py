@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from deepexposure.cli import main
-from deepexposure.color import apply_ev
-from deepexposure.io import read_photo, write_photo
+from deepexposure.apps.cli import main
+from deepexposure.image.color import apply_ev
+from deepexposure.image.io import read_photo, write_photo
 
 
 @pytest.fixture()

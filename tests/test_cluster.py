@@ -16,7 +16,7 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from deepexposure.cli import main
+from deepexposure.apps.cli import main
 
 distributed = pytest.importorskip("distributed")  # the cluster extra; CI installs it with the test extra
 

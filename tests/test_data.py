@@ -14,8 +14,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 import deepexposure.data as data
-from deepexposure.cli import main
-from deepexposure.color import apply_ev, luminance, srgb_to_linear
+from deepexposure.apps.cli import main
 from deepexposure.data import (
     DegradeConfig,
     Pair,
@@ -33,7 +32,8 @@ from deepexposure.data import (
     select_sice_references,
 )
 from deepexposure.errors import DataError
-from deepexposure.io import read_photo
+from deepexposure.image.color import apply_ev, luminance, srgb_to_linear
+from deepexposure.image.io import read_photo
 
 EXPOSURE_ONLY = DegradeConfig.only("spatial", quantize=False)
 
@@ -43,7 +43,7 @@ def _smooth_image(h: int = 48, w: int = 64, *, lo: float = 0.02, hi: float = 0.1
     rng = np.random.default_rng(seed)
     lin = rng.uniform(lo, hi, size=(h, w, 3)).astype(np.float32)
     lin = cv2.GaussianBlur(lin, (0, 0), 2.0)
-    from deepexposure.color import linear_to_srgb
+    from deepexposure.image.color import linear_to_srgb
 
     return linear_to_srgb(lin)
 
@@ -124,7 +124,7 @@ def test_degrade_real_photo_shift_follows_params(shared_data: Path):
 
 
 def test_preview_degradation_close_to_fullres_then_preview(shared_data: Path):
-    from deepexposure.segmentation import make_preview
+    from deepexposure.image.segmentation import make_preview
 
     paths = sorted((shared_data / "bsds500" / "val").glob("*.jpg"))[:4]
     for i, path in enumerate(paths):
@@ -142,7 +142,7 @@ def test_degraded_previews_shapes_and_determinism():
     assert np.array_equal(a, b) and len(params) == 6
     assert not np.array_equal(a[0], a[1])  # two copies of one preview differ
     # output i * copies + c is degrade(preview i) with the documented generator
-    ref, _ = degrade(prev[2], data._image_rng(5, 2, 1))
+    ref, _ = degrade(prev[2], data.degradation.image_rng(5, 2, 1))
     assert np.array_equal(a[5], ref)
     assert not np.array_equal(degraded_previews(prev, seed=6), a[::2])
 
@@ -189,7 +189,7 @@ def test_load_previews_cache_hit_and_invalidation(photo_dir: Path, tmp_path: Pat
     def no_read(*a, **k):
         raise AssertionError("photo decoded although cached")
 
-    monkeypatch.setattr(data, "read_photo", no_read)
+    monkeypatch.setattr(data.previews, "read_photo", no_read)
     again, kept2 = load_previews(files, cache_dir=cache, progress=False)
     assert np.array_equal(first, again) and again.dtype == np.float32 and kept1 == kept2
     # a changed file (new mtime) misses the cache

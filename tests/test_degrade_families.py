@@ -8,8 +8,9 @@ import cv2
 import numpy as np
 import pytest
 
-from deepexposure.color import apply_ev, linear_to_srgb, luminance, srgb_to_linear
-from deepexposure.data import CAMERA_CURVES, FAMILIES, DegradeConfig, _encode_curve, degrade
+from deepexposure.data import CAMERA_CURVES, FAMILIES, DegradeConfig, degrade
+from deepexposure.data.degradation import _encode_curve
+from deepexposure.image.color import apply_ev, linear_to_srgb, luminance, srgb_to_linear
 
 
 def _scene(h: int = 64, w: int = 96, seed: int = 0, grey: bool = False) -> np.ndarray:

@@ -17,8 +17,8 @@ import torch
 from click.testing import CliRunner
 from PIL import Image
 
-from deepexposure.training import TrainConfig
-from deepexposure.training.checkpoint import load_checkpoint
+from deepexposure.learning.checkpoint import load_checkpoint
+from deepexposure.learning.config import TrainConfig
 from test_training import _cfg as tiny_config
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
@@ -70,7 +70,7 @@ def _assert_same_state(a: Path, b: Path) -> None:
 
 @pytest.mark.slow
 def test_one_and_two_processes_give_identical_runs_and_resume_across_process_counts(tmp_path):
-    from deepexposure.cli import main
+    from deepexposure.apps.cli import main
 
     photos = _photos(tmp_path / "photos")
     cfg = _config(tmp_path / "cfg.json")
@@ -144,7 +144,7 @@ def test_a_lost_process_ends_the_run_with_one_clear_line(tmp_path, how):
 
 
 def test_workers_option_points_to_torchrun(tmp_path):
-    from deepexposure.cli import main
+    from deepexposure.apps.cli import main
 
     r = CliRunner().invoke(main, ["train", "--synthetic-inputs", str(tmp_path), "--out", str(tmp_path / "r"),
                                   "--workers", "2"])

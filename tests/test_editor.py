@@ -26,12 +26,12 @@ pytest.importorskip("httpx2", reason="httpx2 (Starlette's TestClient) is not ins
 
 from starlette.testclient import TestClient  # noqa: E402
 
-from deepexposure.cli import main  # noqa: E402
-from deepexposure.editor.app import create_app  # noqa: E402
-from deepexposure.editor.session import HISTOGRAM_BINS, EditSession, recipe_matches  # noqa: E402
-from deepexposure.io import read_photo  # noqa: E402
-from deepexposure.pipeline import manual_recipe  # noqa: E402
-from deepexposure.recipe import Recipe  # noqa: E402
+from deepexposure.apps.cli import main  # noqa: E402
+from deepexposure.apps.editor.app import create_app  # noqa: E402
+from deepexposure.apps.editor.session import HISTOGRAM_BINS, EditSession, recipe_matches  # noqa: E402
+from deepexposure.apps.pipeline import manual_recipe  # noqa: E402
+from deepexposure.image.io import read_photo  # noqa: E402
+from deepexposure.image.recipe import Recipe  # noqa: E402
 
 TOKEN = "test-token-0123456789"
 SAMPLE = REPO / "samples" / "dicm_02.jpg"
@@ -282,7 +282,7 @@ def test_edit_command_serves_the_policy_seeded_page_on_loopback(tmp_path):
     try:
         base, token = url.split("/?token=")
         state = json.load(urlopen(f"{base}/api/state?token={token}", timeout=30))
-        from deepexposure.enhance import Enhancer
+        from deepexposure.inference.enhance import Enhancer
 
         expected = Enhancer().recipe(read_photo(src).pixels)  # the natural look: one global EV...
         assert len(expected.evs) == 1 and state["model"] == expected.model
@@ -339,8 +339,8 @@ def test_edit_a_raw_file(shared_data, tmp_path):
 def test_look_switch_renders_and_saves_the_expert_style(work):
     """The page offers the looks; switching to expert renders the expert style over the same EVs, and the saved
     recipe (look and style) re-renders the saved photo; an unknown look is a 400 and writes nothing."""
-    from deepexposure.look import load_look
-    from deepexposure.render import render
+    from deepexposure.image.look import load_look
+    from deepexposure.image.render import render
 
     c, evs = work["client"], work["recipe"].evs
     state = c.get("/api/state", params={"token": TOKEN}).json()

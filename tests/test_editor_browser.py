@@ -21,9 +21,9 @@ from click.testing import CliRunner
 pytest.importorskip("starlette", reason="starlette (the 'edit' extra) is not installed: browser test skipped")
 webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed: browser test skipped")
 
-from deepexposure.cli import main  # noqa: E402
-from deepexposure.io import read_photo  # noqa: E402
-from deepexposure.recipe import Recipe  # noqa: E402
+from deepexposure.apps.cli import main  # noqa: E402
+from deepexposure.image.io import read_photo  # noqa: E402
+from deepexposure.image.recipe import Recipe  # noqa: E402
 from test_editor import SAMPLE, start_editor, stop  # noqa: E402
 
 CHROMIUM = next((p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p), None)

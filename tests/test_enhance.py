@@ -23,13 +23,14 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from deepexposure.cli import main
-from deepexposure.color import apply_ev
-from deepexposure.enhance import Enhancer, default_model_path
-from deepexposure.io import Photo, from_float, read_photo, to_float, write_photo
-from deepexposure.recipe import Recipe
-from deepexposure.render import render
-from deepexposure.segmentation import make_preview, segment
+from deepexposure.apps.cli import main
+from deepexposure.image.color import apply_ev
+from deepexposure.image.io import Photo, from_float, read_photo, to_float, write_photo
+from deepexposure.image.recipe import Recipe
+from deepexposure.image.render import render
+from deepexposure.image.segmentation import make_preview, segment
+from deepexposure.inference.enhance import Enhancer
+from deepexposure.inference.loader import default_model_path
 
 
 def _run(*args):
@@ -343,7 +344,7 @@ def test_model_run_folder(small: dict, tmp_path: Path):
     """A run folder holding a policy.pt is used: a constant policy (EV 1.5 at every step) gives EV 1.5 everywhere."""
     import torch
 
-    from deepexposure.policy import Policy
+    from deepexposure.learning.policy import Policy
 
     policy = Policy.load(default_model_path("pt"), device="cpu")
     last = policy.actor.head[-1]
@@ -387,17 +388,18 @@ def test_policy_loads_without_training_code():
 
         class Block(importlib.abc.MetaPathFinder):
             def find_spec(self, name, path=None, target=None):
-                if name == "deepexposure.training" or name.startswith("deepexposure.training."):
+                if name == "deepexposure.learning" or name.startswith("deepexposure.learning."):
                     raise ImportError("training code imported at inference: " + name)
                 return None
 
         sys.meta_path.insert(0, Block())
-        from deepexposure.enhance import Enhancer
+        from deepexposure.inference.enhance import Enhancer
 
         img = np.linspace(0, 255, 48 * 64 * 3).reshape(48, 64, 3).astype(np.uint8)
-        out, recipe = Enhancer(device="cpu").enhance(img)
-        assert out.shape == img.shape and len(recipe.evs) >= 1
-        loaded = sorted(m for m in sys.modules if m.startswith("deepexposure.training"))
+        for model in ("natural", "paper"):
+            out, recipe = Enhancer(model, device="cpu").enhance(img)
+            assert out.shape == img.shape and len(recipe.evs) >= 1
+        loaded = sorted(m for m in sys.modules if m.startswith("deepexposure.learning"))
         print("training modules:", loaded)
     """)
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)

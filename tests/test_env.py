@@ -6,8 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from deepexposure.color import apply_ev
-from deepexposure.env import (
+from deepexposure.image.color import apply_ev
+from deepexposure.image.fusion import mertens_fuse
+from deepexposure.image.segmentation import masks_from_labels
+from deepexposure.learning.env import (
     apply_ev_torch,
     fuse_evs_torch,
     masks_tensor,
@@ -16,9 +18,7 @@ from deepexposure.env import (
     state,
     step,
 )
-from deepexposure.fusion import mertens_fuse
-from deepexposure.models import Actor
-from deepexposure.segmentation import masks_from_labels
+from deepexposure.learning.models import Actor
 
 
 def _img(seed: int, shape=(2, 16, 16, 3)) -> np.ndarray:

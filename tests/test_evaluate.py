@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from deepexposure.color import apply_ev
 from deepexposure.evaluation import compute_metrics, evaluate_pairs, summarize
 from deepexposure.evaluation.unpaired import histogram_intersection, photo_histograms
-from deepexposure.io import Photo, read_photo, write_photo
+from deepexposure.image.color import apply_ev
+from deepexposure.image.io import Photo, read_photo, write_photo
 
 
 def _write(path, pixels):
@@ -39,7 +39,7 @@ def pairs_dir(tmp_path_factory):
 
 
 def _cli(args):
-    from deepexposure.cli import main
+    from deepexposure.apps.cli import main
 
     return CliRunner().invoke(main, ["evaluate", *args], catch_exceptions=False)
 
@@ -162,8 +162,8 @@ def test_highlight_guard_switch_reaches_policies_in_workers(tmp_path):
     import cv2
 
     from deepexposure.data import paired_folder
-    from deepexposure.enhance import Enhancer
     from deepexposure.evaluation import psnr
+    from deepexposure.inference.enhance import Enhancer
 
     root = tmp_path / "sky"
     (root / "input").mkdir(parents=True)

@@ -8,10 +8,10 @@ import cv2
 import numpy as np
 import pytest
 
-from deepexposure import fusion
-from deepexposure.color import apply_ev
 from deepexposure.errors import PhotoError
-from deepexposure.fusion import fuse_exposures, mertens_fuse
+from deepexposure.image import fusion
+from deepexposure.image.color import apply_ev
+from deepexposure.image.fusion import fuse_exposures, mertens_fuse
 
 EVS = (-2.0, -1.0, 1.0, 2.0)
 

@@ -6,13 +6,14 @@ import numpy as np
 import pytest
 import torch
 
-from deepexposure.color import apply_ev, luminance
-from deepexposure.env import masks_tensor, run_episode
-from deepexposure.models import EXPOSURE_FEATURES, Actor, exposure_features
-from deepexposure.policy import Policy
-from deepexposure.training import TrainConfig, TrainData, Trainer
-from deepexposure.training.dataset import segment_all
-from deepexposure.training.learned_global import LearnedGlobal, fit_learned_global
+from deepexposure.image.color import apply_ev, luminance
+from deepexposure.learning.config import TrainConfig
+from deepexposure.learning.dataset import TrainData, segment_all
+from deepexposure.learning.env import masks_tensor, run_episode
+from deepexposure.learning.learned_global import LearnedGlobal, fit_learned_global
+from deepexposure.learning.models import EXPOSURE_FEATURES, Actor, exposure_features
+from deepexposure.learning.policy import Policy
+from deepexposure.learning.trainer import Trainer
 
 
 def _slow_features(srgb: np.ndarray) -> np.ndarray:
@@ -131,7 +132,7 @@ def test_cli_make_pairs_family_reaches_the_files(tmp_path, shared_data):
 
     from click.testing import CliRunner
 
-    from deepexposure.cli import main
+    from deepexposure.apps.cli import main
 
     src = shared_data / "bsds500" / "test"
     out = tmp_path / "fam"
@@ -149,7 +150,7 @@ def test_cli_make_pairs_family_reaches_the_files(tmp_path, shared_data):
 def test_episode_computes_exposure_features_once_with_the_same_evs(monkeypatch):
     """run_episode reads the global branch's statistics of the original once per episode, not once per step, and
     gets exactly the EVs of the per-step computation."""
-    import deepexposure.models as models
+    import deepexposure.learning.models as models
 
     torch.manual_seed(0)
     actor = Actor(width=8, hidden=16, global_branch=True, residual_ev=1.0).eval()
@@ -159,7 +160,7 @@ def test_episode_computes_exposure_features_once_with_the_same_evs(monkeypatch):
     with torch.no_grad():
         per_step = []
         cur = x
-        from deepexposure.env import state, step
+        from deepexposure.learning.env import state, step
 
         for t in range(4):  # the per-step reference: features recomputed from each state
             e = actor(state(x, masks[:, t:t + 1], cur, t, 4))

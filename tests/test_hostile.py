@@ -24,13 +24,12 @@ from click.testing import CliRunner
 from PIL import Image
 
 from conftest import REPO
-from deepexposure import io as dio
+from deepexposure.apps.batch import Job, plan_jobs, run_batch
+from deepexposure.apps.cli import main
+from deepexposure.apps.cli.common import report
 from deepexposure.atomic import clean_stale, is_temp_name, temp_path
-from deepexposure.batch import Job, plan_jobs, run_batch
-from deepexposure.cli import main
-from deepexposure.cli.common import report
 from deepexposure.errors import DeepExposureError
-from deepexposure.recipe import Recipe
+from deepexposure.image.recipe import Recipe
 
 SRC = REPO / "src"
 
@@ -159,7 +158,7 @@ def test_bad_device(tmp_path: Path, device: str, fmt: str):
     import onnxruntime
     import torch
 
-    from deepexposure.enhance import default_model_path
+    from deepexposure.inference.loader import default_model_path
 
     has_cuda = torch.cuda.is_available() if fmt == "pt" else "CUDAExecutionProvider" in onnxruntime.get_available_providers()
     if device == "cuda" and has_cuda:
@@ -172,7 +171,7 @@ def test_bad_device(tmp_path: Path, device: str, fmt: str):
 def test_policy_with_a_badly_typed_config(tmp_path: Path):
     import torch
 
-    from deepexposure.enhance import default_model_path
+    from deepexposure.inference.loader import default_model_path
 
     d = torch.load(default_model_path("pt"), map_location="cpu", weights_only=True)
     d["config"]["segments"] = "six"
@@ -215,7 +214,7 @@ def test_killed_worker_is_counted_and_the_rest_finish(tmp_path: Path, capsys):
 
 
 def test_python_api_rejects_empty_and_0_255_float_images():
-    from deepexposure.enhance import Enhancer
+    from deepexposure.inference.enhance import Enhancer
 
     enhancer = Enhancer()
     with pytest.raises(ValueError, match="no pixels"):
@@ -374,8 +373,10 @@ def test_pixel_limit_message_quotes_the_limit_in_force(tmp_path: Path, monkeypat
                       "300,000,000")
     assert "178956970" not in line
     # default: sized from the free memory (here: pretend 4 GiB are free)
-    monkeypatch.setattr(dio, "available_memory", lambda: 4 * 2**30)
-    limit = int(4 * 2**30 * 0.9 / dio.BYTES_PER_PIXEL)
+    from deepexposure.image import photo
+
+    monkeypatch.setattr(photo, "available_memory", lambda: 4 * 2**30)
+    limit = int(4 * 2**30 * 0.9 / photo.BYTES_PER_PIXEL)
     line = _one_error(_cli("render", big, "--ev", "1", "-o", tmp_path / "o.png"), f"{limit:,}", "memory")
     assert not (tmp_path / "o.png").exists()
 

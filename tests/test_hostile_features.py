@@ -15,8 +15,9 @@ import pytest
 from click.testing import CliRunner
 
 from conftest import REPO
-from deepexposure.cli import main
-from deepexposure.enhance import Enhancer, default_model_path
+from deepexposure.apps.cli import main
+from deepexposure.inference.enhance import Enhancer
+from deepexposure.inference.loader import default_model_path
 from test_hostile import _cli, _one_error  # one copy of the CLI helpers
 
 SAMPLE = REPO / "samples" / "dicm_02.jpg"
@@ -98,7 +99,7 @@ def test_run_folder_onnx_exported_from_another_pt_warns(tmp_path):
         later = time.time() + 5
         os.utime(run / "policy.pt", (later, later))  # touched, same bytes: no warning
         assert Enhancer(run).model_path == run / "policy.onnx"
-    from deepexposure.policy import Policy
+    from deepexposure.learning.policy import Policy
 
     other = Policy.load(default_model_path("pt"), device="cpu")
     import torch
@@ -143,7 +144,7 @@ def test_photos_with_the_wrong_suffix(shared_data, tmp_path, monkeypatch):
 
 def test_help_texts_name_only_options_the_command_has():
     """edit --help (and segment's) spoke of a --jobs they do not have; edit's of torch devices and .pt models only."""
-    from deepexposure.cli import main as group
+    from deepexposure.apps.cli import main as group
 
     for name in group.list_commands(None):
         cmd = group.get_command(None, name)
@@ -181,10 +182,10 @@ def editor(tmp_path: Path) -> dict:
     pytest.importorskip("httpx2", reason="httpx2 (Starlette's TestClient) is not installed")
     from starlette.testclient import TestClient
 
-    from deepexposure.editor.app import create_app
-    from deepexposure.editor.session import EditSession
-    from deepexposure.io import read_photo
-    from deepexposure.pipeline import manual_recipe
+    from deepexposure.apps.editor.app import create_app
+    from deepexposure.apps.editor.session import EditSession
+    from deepexposure.apps.pipeline import manual_recipe
+    from deepexposure.image.io import read_photo
 
     src = tmp_path / "photo.jpg"
     shutil.copy(SAMPLE, src)
@@ -228,8 +229,8 @@ def test_editor_concurrent_saves_of_one_name(editor, monkeypatch):
     """Saves of one name at once: one writes, the others are 'exists' (409 for the page), none replaces it."""
     import threading
 
-    from deepexposure.editor import session as session_module
-    from deepexposure.editor.session import OutputExists
+    from deepexposure.apps.editor import session as session_module
+    from deepexposure.apps.editor.session import OutputExists
 
     real = session_module.render_photo
 
@@ -291,9 +292,9 @@ def test_edit_command_refusals_come_first_and_in_one_line(tmp_path):
     import json
     import socket
 
-    from deepexposure.editor.session import EditorError, EditSession
-    from deepexposure.io import read_photo
-    from deepexposure.recipe import Recipe
+    from deepexposure.apps.editor.session import EditorError, EditSession
+    from deepexposure.image.io import read_photo
+    from deepexposure.image.recipe import Recipe
 
     src = tmp_path / "photo.jpg"
     shutil.copy(SAMPLE, src)
@@ -317,7 +318,7 @@ def test_edit_command_refusals_come_first_and_in_one_line(tmp_path):
 def test_editor_url_for_a_wildcard_address():
     """--host 0.0.0.0 listens everywhere, but the URL printed and opened is one a browser can open."""
     pytest.importorskip("starlette", reason="starlette (the 'edit' extra) is not installed")
-    from deepexposure.editor.app import browser_url
+    from deepexposure.apps.editor.app import browser_url
 
     assert browser_url("0.0.0.0", 8800, "t") == "http://127.0.0.1:8800/?token=t"
     assert browser_url("::", 8800, "t") == "http://[::1]:8800/?token=t"

@@ -20,8 +20,8 @@ from PIL import Image
 
 from deepexposure.atomic import NAME_MAX, is_temp_name, temp_path
 from deepexposure.errors import DataError, PhotoError
-from deepexposure.io import read_photo, write_photo
-from deepexposure.recipe import rle_decode
+from deepexposure.image.io import read_photo, write_photo
+from deepexposure.image.recipe import rle_decode
 from test_hostile import _cli, _env, _one_error, _photo, _temps
 
 
@@ -69,7 +69,7 @@ def test_enhance_on_a_full_disk_fails_and_a_rerun_redoes_it(tmp_path: Path):
     out = tmp_path / "out"
     code = (f"import resource, signal, sys; signal.signal(signal.SIGXFSZ, signal.SIG_IGN); "
             f"resource.setrlimit(resource.RLIMIT_FSIZE, ({size - 10}, resource.RLIM_INFINITY)); "
-            f"from deepexposure.cli import main; sys.argv = ['deepexposure', 'enhance', {str(src)!r}, '-o', "
+            f"from deepexposure.apps.cli import main; sys.argv = ['deepexposure', 'enhance', {str(src)!r}, '-o', "
             f"{str(out) + '/'!r}, '--recipe']; main()")
     res = subprocess.run([sys.executable, "-c", code], env=_env(), capture_output=True, text=True, timeout=120)
     assert res.returncode == 2, res.stderr
@@ -179,7 +179,7 @@ def test_recipe_segmentation_errors_name_the_recipe_and_key(tmp_path: Path, key:
 def _onnx_with_config(path: Path, **config) -> Path:
     """A copy of the shipped .onnx policy whose metadata ``config`` has ``config`` keys replaced."""
     onnx = pytest.importorskip("onnx")
-    from deepexposure.enhance import default_model_path
+    from deepexposure.inference.loader import default_model_path
 
     model = onnx.load(default_model_path())
     for prop in model.metadata_props:
@@ -203,8 +203,8 @@ def test_pt_policy_whose_arch_does_not_match_its_weights(tmp_path: Path):
     """A ``.pt`` whose arch says width 10**6 (tiny weights) built that actor before loading the weights; and its
     config's ``segments`` is checked as the ONNX one is."""
     torch = pytest.importorskip("torch")
-    from deepexposure.models import Actor
-    from deepexposure.policy import Policy
+    from deepexposure.learning.models import Actor
+    from deepexposure.learning.policy import Policy
 
     arch = {"width": 8, "hidden": 16, "size": 64, "max_ev": 3.0, "in_channels": 8}
     Policy(Actor(**arch), arch, {"segments": 6, "max_ev": 3.0}, device="cpu").save(tmp_path / "p.pt")

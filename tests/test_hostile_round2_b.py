@@ -59,8 +59,8 @@ def _train_args(photos: dict, out: Path, *extra) -> list:
 
 
 def test_resume_with_more_steps_trains_longer(photos):
-    from deepexposure.training.checkpoint import load_checkpoint
-    from deepexposure.training.config import TrainConfig
+    from deepexposure.learning.checkpoint import load_checkpoint
+    from deepexposure.learning.config import TrainConfig
 
     out = photos["tmp"] / "runs" / "r"
     r = _cli(*_train_args(photos, out, "--steps", "2"))
@@ -91,10 +91,10 @@ def editor(tmp_path: Path) -> dict:
     pytest.importorskip("starlette", reason="starlette (the 'edit' extra) is not installed")
     import shutil
 
-    from deepexposure.editor.app import create_app
-    from deepexposure.editor.session import EditSession
-    from deepexposure.io import read_photo
-    from deepexposure.pipeline import manual_recipe
+    from deepexposure.apps.editor.app import create_app
+    from deepexposure.apps.editor.session import EditSession
+    from deepexposure.apps.pipeline import manual_recipe
+    from deepexposure.image.io import read_photo
 
     src = tmp_path / "in" / "photo.jpg"
     src.parent.mkdir()
@@ -146,7 +146,7 @@ def _serve(app):
 
     import uvicorn
 
-    from deepexposure.editor.app import listen
+    from deepexposure.apps.editor.app import listen
 
     sock = listen("127.0.0.1", 0)
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off"))
@@ -169,7 +169,7 @@ def test_a_chunked_body_is_not_read_past_the_limit(editor):
     reading it whole first would wait for the end forever (and a 400 MB one took 470 MB of memory)."""
     import socket
 
-    from deepexposure.editor.app import _MAX_BODY
+    from deepexposure.apps.editor.app import _MAX_BODY
 
     port, stop = _serve(editor["app"])
     try:
@@ -258,7 +258,7 @@ def test_a_bad_config_under_torchrun_is_one_line(photos):
 def test_ctrl_c_before_the_first_checkpoint_leaves_a_resumable_run(photos):
     """SIGINT once training runs (its progress bar is seen), long before the first checkpoint: the step under way
     ends, a checkpoint is written, the exit is 130; --resume continues it."""
-    from deepexposure.training.checkpoint import load_checkpoint
+    from deepexposure.learning.checkpoint import load_checkpoint
 
     cfg = json.loads(photos["config"].read_text())
     cfg["run"].update(steps=1000, checkpoint_every=1000)
@@ -461,8 +461,8 @@ def test_resume_from_a_corrupt_checkpoint_is_one_line(photos):
 def test_train_refuses_absurd_threads_and_seeds_as_options(photos, option, value):
     """--threads 10^9 made OpenMP abort the process (an empty run folder left); a 24-digit --seed was refused as
     a config key."""
-    from deepexposure.cli import train as cli_train
-    from deepexposure.training import config
+    from deepexposure.apps.cli import train as cli_train
+    from deepexposure.learning import config
 
     assert (cli_train._MAX_THREADS, cli_train._MAX_SEED) == (config.MAX_THREADS, config.MAX_SEED)
     r = _cli(*_train_args(photos, photos["tmp"] / "runs" / "r", option, value))

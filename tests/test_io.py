@@ -1,4 +1,4 @@
-"""deepexposure.io: round trips, orientation, metadata, alpha, bad input, atomic writes, listing."""
+"""deepexposure.image.io: round trips, orientation, metadata, alpha, bad input, atomic writes, listing."""
 
 from __future__ import annotations
 
@@ -15,10 +15,10 @@ import tifffile
 from PIL import Image, ImageCms, ImageFile
 
 from deepexposure import atomic
-from deepexposure import io as dio
 from deepexposure.atomic import is_temp_name
 from deepexposure.errors import DeepExposureError
-from deepexposure.io import (
+from deepexposure.image import io as dio
+from deepexposure.image.io import (
     SUPPORTED_EXTENSIONS,
     Photo,
     PhotoError,
@@ -545,7 +545,7 @@ def test_iter_photo_paths(tmp_path):
 
 @pytest.mark.slow
 def test_every_shared_photo_reads(shared_data):
-    from deepexposure.io import RAW_EXTENSIONS
+    from deepexposure.image.io import RAW_EXTENSIONS
 
     # camera RAW files (../shared/data/raw) are read in tests/test_raw.py, once each, with rawpy
     paths = [p for p in iter_photo_paths([shared_data], recursive=True) if p.suffix.lower() not in RAW_EXTENSIONS]

@@ -13,14 +13,14 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from deepexposure.cli import main
-from deepexposure.enhance import Enhancer
+from deepexposure.apps.cli import main
 from deepexposure.errors import DataError, ModelError
-from deepexposure.global_ev import GlobalEVModel, default_natural_path
-from deepexposure.io import read_photo
-from deepexposure.look import LIMITS, Look, Style, apply_style, load_look, look_path, scaled_style, tone
-from deepexposure.recipe import Recipe
-from deepexposure.render import render, render_rolloff
+from deepexposure.image.io import read_photo
+from deepexposure.image.look import LIMITS, Look, Style, apply_style, load_look, look_path, scaled_style, tone
+from deepexposure.image.recipe import Recipe
+from deepexposure.image.render import render, render_rolloff
+from deepexposure.inference.enhance import Enhancer
+from deepexposure.inference.global_ev import GlobalEVModel, default_natural_path
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLES = REPO / "samples"
@@ -34,7 +34,7 @@ def _cli(*args):
 
 def _sklearn_model(seed: int = 0, n_features: int = 51):
     sk = pytest.importorskip("sklearn.ensemble")
-    from deepexposure.global_ev import trees_from_sklearn
+    from deepexposure.inference.global_ev import trees_from_sklearn
 
     rng = np.random.default_rng(seed)
     x = rng.normal(size=(600, n_features))
@@ -116,7 +116,7 @@ def test_style_validation_and_round_trip():
 def test_tone_closed_forms():
     """Contrast is the power curve 0.18*(x/0.18)**c in linear light (mid-grey fixed); saturation scales the chroma
     around the sRGB luma (greys fixed); contrast 1 and saturation 1 are the identity."""
-    from deepexposure.color import linear_to_srgb, srgb_to_linear
+    from deepexposure.image.color import linear_to_srgb, srgb_to_linear
 
     rng = np.random.default_rng(0)
     img = rng.random((8, 8, 3)).astype(np.float32)

@@ -140,7 +140,7 @@ def test_delta_e_match_skimage():
 
 
 def test_real_pair(shared_data):
-    from deepexposure.io import read_photo
+    from deepexposure.image.io import read_photo
 
     root = shared_data / "fivek_deeplpf"
     a = read_photo(root / "input" / "a4514.tif").pixels

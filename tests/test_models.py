@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from deepexposure.errors import ModelError
-from deepexposure.models import (
+from deepexposure.learning.models import (
     Actor,
     Critic,
     ValueNet,
@@ -16,8 +16,8 @@ from deepexposure.models import (
     gradient_penalty,
     soft_histogram,
 )
-from deepexposure.policy import Policy
-from deepexposure.training.noise import OUNoise
+from deepexposure.learning.noise import OUNoise
+from deepexposure.learning.policy import Policy
 
 
 @pytest.fixture

@@ -15,16 +15,18 @@ import pytest
 import torch
 
 from conftest import REPO
-from deepexposure import env, episode
-from deepexposure.enhance import Enhancer, default_model_path, load_policy
 from deepexposure.errors import ModelError
-from deepexposure.export import export_onnx
-from deepexposure.io import read_photo
-from deepexposure.models import Actor, exposure_features
-from deepexposure.onnx_policy import OnnxPolicy, policy_segmentation
-from deepexposure.policy import Policy
-from deepexposure.recipe import Recipe
-from deepexposure.segmentation import make_preview, segment
+from deepexposure.image.io import read_photo
+from deepexposure.image.recipe import Recipe
+from deepexposure.image.segmentation import make_preview, segment
+from deepexposure.inference import episode
+from deepexposure.inference.enhance import Enhancer
+from deepexposure.inference.loader import default_model_path, load_model
+from deepexposure.inference.onnx_policy import OnnxPolicy, policy_segmentation
+from deepexposure.learning import env
+from deepexposure.learning.export import export_onnx
+from deepexposure.learning.models import Actor, exposure_features
+from deepexposure.learning.policy import Policy
 from test_hostile import _cli, _one_error  # one copy of the CLI helpers
 
 #: The equivalence the issue asks for: ONNX Runtime and torch EVs agree within this many stops.
@@ -107,8 +109,8 @@ def test_numpy_exposure_features_match_torch(real_previews, size):
 
 
 def test_shipped_onnx_is_the_shipped_pt(real_previews):
-    onnx_policy = load_policy(default_model_path())
-    torch_policy = load_policy(default_model_path("pt"), device="cpu")
+    onnx_policy = load_model(default_model_path())[1]
+    torch_policy = load_model(default_model_path("pt"), device="cpu")[1]
     assert isinstance(onnx_policy, OnnxPolicy) and isinstance(torch_policy, Policy)
     assert onnx_policy.model_id == torch_policy.model_id
     assert onnx_policy.config == torch_policy.config and onnx_policy.arch == torch_policy.arch
@@ -148,7 +150,7 @@ def test_random_global_branch_actor_onnx_matches_torch(tmp_path, real_previews, 
 
 
 def test_onnx_batch_equals_one_by_one(real_previews):
-    ox = load_policy(default_model_path())
+    ox = load_model(default_model_path())[1]
     pv = np.stack(real_previews[:5])
     labels = np.stack([segment(p) for p in pv])
     batch = ox.predict_batch(pv, labels)

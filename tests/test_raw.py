@@ -1,4 +1,4 @@
-"""Camera RAW input (deepexposure.raw): the four fixtures of ../shared/data/raw, a DNG written here, orientation,
+"""Camera RAW input (deepexposure.image.raw): the four fixtures of ../shared/data/raw, a DNG written here, orientation,
 highlight recovery in linear light, metadata, hostile files and the missing-rawpy message."""
 
 from __future__ import annotations
@@ -13,14 +13,14 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from deepexposure.color import apply_ev, srgb_to_linear
 from deepexposure.errors import PhotoError
-from deepexposure.io import RAW_EXTENSIONS, from_float, read_photo, write_photo
-from deepexposure.recipe import Recipe
+from deepexposure.image.color import apply_ev, srgb_to_linear
+from deepexposure.image.io import RAW_EXTENSIONS, from_float, read_photo, write_photo
+from deepexposure.image.recipe import Recipe
 
 rawpy = pytest.importorskip("rawpy", reason="rawpy (the 'raw' extra) is not installed: RAW tests skipped")
 
-from deepexposure.raw import RawPhoto, render_photo  # noqa: E402
+from deepexposure.image.raw import RawPhoto, render_photo  # noqa: E402
 
 FIXTURES = {  # file: (make, model)
     "canon_powershot_g2_CRW_0304.CRW": ("Canon", "PowerShot G2"),
@@ -138,7 +138,7 @@ def test_fusion_and_strength_on_a_raw(raw_dir):
     blown = lambda x: (from_float(x, 8).max(axis=2) == 255).mean()  # noqa: E731
     assert blown(fused) < blown(photo.pixels) / 2  # the -1.5 EV copy brings the highlights into the fusion
     # a plain photo is rendered by render() as before
-    from deepexposure.render import render
+    from deepexposure.image.render import render
 
     small = photo.pixels[::8, ::8].copy()
     plain = read_photo(_write_png(small))
@@ -280,7 +280,7 @@ def test_outputs_keep_camera_and_exposure_metadata(raw_dir, tmp_path):
 
 
 def test_enhance_and_render_a_raw_from_the_command_line(raw_dir, tmp_path):
-    from deepexposure.cli import main
+    from deepexposure.apps.cli import main
 
     src = tmp_path / "shot.CRW"
     src.symlink_to(raw_dir / OVER)
@@ -314,7 +314,7 @@ def test_hostile_raw_files_are_one_line_errors(raw_dir, tmp_path):
         assert str(err.value).startswith(str(tmp_path / name)) and "\n" not in str(err.value)
     with pytest.raises(PhotoError, match="above the limit"):
         read_photo(raw_dir / OVER, max_pixels=1_000_000)
-    from deepexposure.cli import main
+    from deepexposure.apps.cli import main
 
     r = CliRunner().invoke(main, ["render", str(tmp_path / "truncated.nef"), "--ev", "1", "-o",
                                   str(tmp_path / "x.jpg")])
@@ -323,7 +323,7 @@ def test_hostile_raw_files_are_one_line_errors(raw_dir, tmp_path):
 
 
 def test_missing_rawpy_is_one_clear_error(raw_dir, tmp_path, monkeypatch):
-    from deepexposure.cli import main
+    from deepexposure.apps.cli import main
 
     monkeypatch.setitem(sys.modules, "rawpy", None)  # import rawpy now raises ImportError
     with pytest.raises(PhotoError, match=r"needs rawpy .*pip install 'deepexposure\[raw\]'"):
@@ -335,8 +335,8 @@ def test_missing_rawpy_is_one_clear_error(raw_dir, tmp_path, monkeypatch):
 
 
 def test_raw_suffixes_are_listed_in_folders_but_never_written(tmp_path):
-    from deepexposure.batch import plan_jobs
-    from deepexposure.io import iter_photo_paths
+    from deepexposure.apps.batch import plan_jobs
+    from deepexposure.image.io import iter_photo_paths
 
     for name in ("a.CR2", "b.nef", "c.dng", "d.jpg", "e.txt"):
         (tmp_path / name).write_bytes(b"x")

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from deepexposure.errors import DataError
-from deepexposure.io import read_photo
-from deepexposure.recipe import RECIPE_VERSION, Recipe, rle_decode, rle_encode
-from deepexposure.segmentation import make_preview, segment
+from deepexposure.image.io import read_photo
+from deepexposure.image.recipe import RECIPE_VERSION, Recipe, rle_decode, rle_encode
+from deepexposure.image.segmentation import make_preview, segment
 
 
 def _labels(seed: int = 0, n: int = 5) -> np.ndarray:

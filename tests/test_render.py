@@ -8,12 +8,19 @@ import cv2
 import numpy as np
 import pytest
 
-from deepexposure.color import apply_ev
 from deepexposure.errors import DataError
-from deepexposure.io import read_photo
-from deepexposure.recipe import Recipe
-from deepexposure.render import RENDERERS, _apply_ev_map, local_ev_map, render, render_fusion, render_local
-from deepexposure.segmentation import SOFT_MASK_DEFAULTS, make_preview, segment, soft_masks
+from deepexposure.image.color import apply_ev
+from deepexposure.image.io import read_photo
+from deepexposure.image.recipe import Recipe
+from deepexposure.image.render import (
+    RENDERERS,
+    _apply_ev_map,
+    local_ev_map,
+    render,
+    render_fusion,
+    render_local,
+)
+from deepexposure.image.segmentation import SOFT_MASK_DEFAULTS, make_preview, segment, soft_masks
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +47,7 @@ def test_fast_exposure_matches_color_apply_ev():
 def test_zero_evs_return_the_input(photo, labels):
     n = labels.max() + 1
     np.testing.assert_allclose(render_local(photo, np.zeros(n), labels), photo, atol=1e-6)
-    fusion = pytest.importorskip("deepexposure.fusion")
+    fusion = pytest.importorskip("deepexposure.image.fusion")
     assert fusion is not None
     np.testing.assert_allclose(render_fusion(photo, [0.0, 0.0]), photo, atol=1e-4)
 
@@ -97,7 +104,7 @@ def test_strength(photo, labels):
 
 
 def test_strength_scales_fusion(photo):
-    pytest.importorskip("deepexposure.fusion")
+    pytest.importorskip("deepexposure.image.fusion")
     small = cv2.resize(photo, (160, 120), interpolation=cv2.INTER_AREA)
     recipe = Recipe.from_evs([1.0, -0.5])
     np.testing.assert_allclose(render(small, recipe, strength=0.5), render_fusion(small, [0.5, -0.25]), atol=1e-6)
@@ -128,7 +135,7 @@ def test_render_from_json_is_bit_exact(photo, labels, tmp_path):
                     segmentation={"max_segments": 6})
     loaded = Recipe.load(recipe.save(tmp_path / "r.recipe.json"))
     np.testing.assert_array_equal(render(photo, loaded), render(photo, recipe))
-    pytest.importorskip("deepexposure.fusion")
+    pytest.importorskip("deepexposure.image.fusion")
     small = cv2.resize(photo, (160, 120), interpolation=cv2.INTER_AREA)
     # fusion.fuse_exposures itself differs by ~3e-8 between identical calls (see the report), so not bit-exact
     np.testing.assert_allclose(render(small, loaded, renderer="fusion"), render(small, recipe, renderer="fusion"),
@@ -140,7 +147,7 @@ def test_render_from_json_is_bit_exact(photo, labels, tmp_path):
 
 def _slow_rolloff(srgb: np.ndarray, ev_map: np.ndarray, white: float, knee: float) -> np.ndarray:
     """The roll-off written out pixel by pixel from its definition (reference for the vectorised renderer)."""
-    from deepexposure.color import linear_to_srgb, srgb_to_linear
+    from deepexposure.image.color import linear_to_srgb, srgb_to_linear
 
     lin = srgb_to_linear(srgb).astype(np.float64)
     out = np.empty_like(lin)
@@ -159,7 +166,7 @@ def _slow_rolloff(srgb: np.ndarray, ev_map: np.ndarray, white: float, knee: floa
 
 
 def test_rolloff_matches_slow_reference_and_equals_local_where_nothing_clips(photo, labels):
-    from deepexposure.render import ROLLOFF_KNEE, local_ev_map, render_rolloff, rolloff_white
+    from deepexposure.image.render import ROLLOFF_KNEE, local_ev_map, render_rolloff, rolloff_white
 
     small = cv2.resize(photo, (48, 32), interpolation=cv2.INTER_AREA)
     evs = [1.5, -0.5, 0.8, 2.0, 0.0, 1.0][: int(labels.max()) + 1]
@@ -173,7 +180,7 @@ def test_rolloff_matches_slow_reference_and_equals_local_where_nothing_clips(pho
 
 
 def test_rolloff_keeps_highlight_detail_that_local_clips(photo):
-    from deepexposure.render import render_rolloff
+    from deepexposure.image.render import render_rolloff
 
     out_local = render(photo, Recipe.from_evs([2.0]), renderer="local")
     out_roll = render_rolloff(photo, [2.0], None)
@@ -193,7 +200,7 @@ def test_rolloff_keeps_highlight_detail_that_local_clips(photo):
 
 
 def test_balanced_is_the_fusion_of_a_bracket_around_the_rolloff_image(photo, labels):
-    from deepexposure.render import BALANCED_BRACKET, render_rolloff
+    from deepexposure.image.render import BALANCED_BRACKET, render_rolloff
 
     small = cv2.resize(photo, (96, 64), interpolation=cv2.INTER_AREA)
     evs = [0.8, -0.3, 1.2, 0.5, 0.0, 0.9][: int(labels.max()) + 1]
@@ -210,7 +217,7 @@ def test_balanced_is_the_fusion_of_a_bracket_around_the_rolloff_image(photo, lab
 def _guard_reference(srgb: np.ndarray, evs, labels: np.ndarray, q: float) -> list[float]:
     """Slow, clear reference of guard_highlights: per segment, the q-th percentile of the largest linear channel of
     an area-resampled copy (long edge <= 512), pixel by pixel through a Python list."""
-    from deepexposure.color import srgb_to_linear
+    from deepexposure.image.color import srgb_to_linear
 
     h, w = srgb.shape[:2]
     s = min(1.0, 512 / max(h, w))
@@ -228,7 +235,7 @@ def _guard_reference(srgb: np.ndarray, evs, labels: np.ndarray, q: float) -> lis
 
 
 def test_guard_highlights_matches_slow_reference_on_a_real_photo(shared_data: Path):
-    from deepexposure.render import guard_highlights
+    from deepexposure.image.render import guard_highlights
 
     img = read_photo(shared_data / "dicm" / "34.jpg").pixels  # an overcast sky above a dark church
     img = cv2.resize(img, (img.shape[1] // 2, img.shape[0] // 2), interpolation=cv2.INTER_AREA)
@@ -242,8 +249,8 @@ def test_guard_highlights_matches_slow_reference_on_a_real_photo(shared_data: Pa
 
 
 def test_guard_highlights_caps_the_bright_segment_only():
-    from deepexposure.color import srgb_to_linear
-    from deepexposure.render import guard_highlights
+    from deepexposure.image.color import srgb_to_linear
+    from deepexposure.image.render import guard_highlights
 
     img = np.full((96, 128, 3), 0.1, np.float32)
     img[:, 64:] = 0.9  # bright right half
@@ -260,7 +267,7 @@ def test_guard_highlights_caps_the_bright_segment_only():
 
 
 def test_guard_highlights_rejects_bad_arguments():
-    from deepexposure.render import guard_highlights
+    from deepexposure.image.render import guard_highlights
 
     img = np.full((16, 16, 3), 0.5, np.float32)
     lab = np.zeros((8, 8), np.int32)
@@ -275,7 +282,7 @@ def test_guard_highlights_rejects_bad_arguments():
 def test_enhance_guard_holds_the_sky_of_a_readme_sample():
     """Golden behaviour on a real photo: the shipped policy gives dicm_34's overcast sky the church's +1.5 EV;
     unguarded, rolloff washes ~20% of the photo out to 254-255 (5.6% as shot); guarded, no more than as shot + 1."""
-    from deepexposure.enhance import Enhancer
+    from deepexposure.inference.enhance import Enhancer
 
     img = read_photo(Path(__file__).resolve().parents[1] / "samples" / "dicm_34.jpg").pixels
 

@@ -10,10 +10,10 @@ import cv2
 import numpy as np
 import pytest
 
-from deepexposure.color import apply_ev
 from deepexposure.data import paired_folder
 from deepexposure.evaluation import evaluate_pairs, psnr, summarize
-from deepexposure.io import Photo, read_photo, write_photo
+from deepexposure.image.color import apply_ev
+from deepexposure.image.io import Photo, read_photo, write_photo
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -41,7 +41,7 @@ def pairs(tmp_path: Path) -> Path:
 
 
 def test_eval_dev_reports_the_evaluation_package_numbers(pairs: Path, capsys):
-    from deepexposure.enhance import default_model_path
+    from deepexposure.inference.loader import default_model_path
 
     got = _script("eval_dev").main(["--dev", str(pairs), "--policy", f"P={default_model_path()}"])
     ps = paired_folder(pairs)

@@ -10,9 +10,9 @@ import pytest
 from skimage.color import rgb2lab
 from skimage.segmentation import felzenszwalb
 
-from deepexposure.color import luminance
-from deepexposure.io import read_photo
-from deepexposure.segmentation import (
+from deepexposure.image.color import luminance
+from deepexposure.image.io import read_photo
+from deepexposure.image.segmentation import (
     SEGMENT_DEFAULTS,
     SOFT_MASK_DEFAULTS,
     guided_filter,

@@ -17,10 +17,16 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from deepexposure.cli import main
-from deepexposure.io import read_photo
-from deepexposure.recipe import Recipe
-from deepexposure.segmentation import SEGMENT_DEFAULTS, make_preview, overlay, segment, segmentation_params
+from deepexposure.apps.cli import main
+from deepexposure.image.io import read_photo
+from deepexposure.image.recipe import Recipe
+from deepexposure.image.segmentation import (
+    SEGMENT_DEFAULTS,
+    make_preview,
+    overlay,
+    segment,
+    segmentation_params,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "samples" / "dicm_34.jpg"
@@ -30,8 +36,8 @@ OTHER = {"scale": 300.0, "min_size": 30}  # the parameters the image commands us
 @pytest.fixture(scope="module")
 def policy_params() -> dict:
     """The segmentation stored in the shipped policy file."""
-    from deepexposure.enhance import default_model_path
-    from deepexposure.policy import Policy
+    from deepexposure.inference.loader import default_model_path
+    from deepexposure.learning.policy import Policy
 
     return Policy.load(default_model_path("pt"), device="cpu").config["segmentation"]
 
@@ -51,8 +57,8 @@ def test_the_sample_tells_the_parameters_apart(photo, policy_params):
 
 
 def test_every_default_is_the_shipped_policys(policy_params):
-    from deepexposure.enhance import model_segmentation
-    from deepexposure.training import TrainConfig
+    from deepexposure.inference.loader import model_segmentation
+    from deepexposure.learning.config import TrainConfig
 
     assert set(policy_params) == set(SEGMENT_DEFAULTS)
     assert dict(SEGMENT_DEFAULTS) == policy_params
@@ -66,9 +72,9 @@ def test_every_default_is_the_shipped_policys(policy_params):
 
 
 def test_every_user_segments_like_the_shipped_policy(photo, policy_params, tmp_path):
-    from deepexposure.enhance import Enhancer
+    from deepexposure.apps.pipeline import manual_recipe
     from deepexposure.evaluation import get_method
-    from deepexposure.pipeline import manual_recipe
+    from deepexposure.inference.enhance import Enhancer
 
     expected = segment(make_preview(photo), **policy_params)
     rec = Enhancer("paper", device="cpu").recipe(photo)  # enhance --model paper
@@ -96,9 +102,10 @@ def test_every_user_segments_like_the_shipped_policy(photo, policy_params, tmp_p
 
 
 def test_a_trained_policy_carries_its_segmentation_to_enhance_and_segment(photo, tmp_path):
-    from deepexposure.enhance import Enhancer
-    from deepexposure.training import TrainConfig, TrainData, Trainer
-    from deepexposure.training.dataset import segment_all
+    from deepexposure.inference.enhance import Enhancer
+    from deepexposure.learning.config import TrainConfig
+    from deepexposure.learning.dataset import TrainData, segment_all
+    from deepexposure.learning.trainer import Trainer
 
     cfg = TrainConfig()
     cfg.model.width = cfg.model.critic_width = 8

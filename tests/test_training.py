@@ -8,10 +8,11 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from deepexposure.policy import Policy
-from deepexposure.training import TrainConfig, TrainData, Trainer, TrainingError
-from deepexposure.training.checkpoint import load_checkpoint
-from deepexposure.training.dataset import segment_all
+from deepexposure.learning.checkpoint import load_checkpoint
+from deepexposure.learning.config import TrainConfig
+from deepexposure.learning.dataset import TrainData, segment_all
+from deepexposure.learning.policy import Policy
+from deepexposure.learning.trainer import Trainer, TrainingError
 
 
 def _data(n: int = 16) -> TrainData:
@@ -114,7 +115,7 @@ def test_policy_from_run_predicts_like_the_actor(tmp_path):
     pol = Policy.load(tmp_path / "run" / "policy.pt")
     assert pol.config["segments"] == 3 and pol.config["variant"] == "I"
     assert pol.config["segmentation"]["max_segments"] == 3
-    from deepexposure.env import masks_tensor, run_episode
+    from deepexposure.learning.env import masks_tensor, run_episode
 
     x = torch.from_numpy(data.inputs[:2]).permute(0, 3, 1, 2)
     evs, _ = run_episode(t.actor, x, masks_tensor(torch.from_numpy(data.labels[:2]).long(), 3))
@@ -123,7 +124,7 @@ def test_policy_from_run_predicts_like_the_actor(tmp_path):
 
 
 def test_cli_refuses_non_empty_out_and_bad_data(tmp_path):
-    from deepexposure.cli import main
+    from deepexposure.apps.cli import main
 
     out = tmp_path / "run"
     out.mkdir()
@@ -143,7 +144,7 @@ def test_cli_refuses_non_empty_out_and_bad_data(tmp_path):
 def test_cli_trains_a_tiny_run_and_resumes(tmp_path):
     from PIL import Image
 
-    from deepexposure.cli import main
+    from deepexposure.apps.cli import main
 
     rng = np.random.default_rng(1)
     for name, scale in (("inputs", 60), ("experts", 255)):
@@ -178,7 +179,7 @@ def test_cli_trains_a_tiny_run_and_resumes(tmp_path):
 
 def _paired_data(n: int = 16) -> TrainData:
     """Blocky photos darkened by exactly -2 EV (color.apply_ev), with the originals as known targets."""
-    from deepexposure.color import apply_ev
+    from deepexposure.image.color import apply_ev
 
     rng = np.random.default_rng(1)
     base = 0.2 + 0.6 * rng.random((n, 8, 8, 3)).astype(np.float32)  # no clipping at +2 EV from the dark copy
@@ -192,8 +193,8 @@ def _paired_data(n: int = 16) -> TrainData:
 
 
 def test_paired_term_is_the_final_image_mse_and_ignores_unknown_targets(tmp_path):
-    from deepexposure.env import masks_tensor
-    from deepexposure.training.workers import compute_gradients
+    from deepexposure.learning.env import masks_tensor
+    from deepexposure.learning.workers import compute_gradients
 
     data = _paired_data(4)
     torch.manual_seed(0)
@@ -216,7 +217,7 @@ def test_paired_term_is_the_final_image_mse_and_ignores_unknown_targets(tmp_path
 
 def test_paired_anchor_learns_the_inverse_exposure(tmp_path):
     """Inputs darkened by -2 EV: with the anchor the actor's EVs rise towards +2 and the MSE to the targets falls."""
-    from deepexposure.env import masks_tensor, run_episode
+    from deepexposure.learning.env import masks_tensor, run_episode
 
     data = _paired_data()
     cfg = _cfg(steps=60)
@@ -249,8 +250,8 @@ def test_global_feature_actor_trains_and_is_saved_in_the_policy(tmp_path):
 
 
 def test_fused_paired_term_is_the_preview_fusion_mse(tmp_path):
-    from deepexposure.env import fuse_evs_torch, masks_tensor
-    from deepexposure.training.workers import compute_gradients
+    from deepexposure.learning.env import fuse_evs_torch, masks_tensor
+    from deepexposure.learning.workers import compute_gradients
 
     data = _paired_data(4)
     torch.manual_seed(0)
@@ -284,7 +285,7 @@ def test_training_data_cache_round_trip_and_parallel_builds(tmp_path):
 
     from PIL import Image
 
-    from deepexposure.training.dataset import build_training_data
+    from deepexposure.learning.dataset import build_training_data
 
     rng = np.random.default_rng(2)
     photos = tmp_path / "photos"
@@ -324,9 +325,9 @@ class _RecordingTrainer:
 def test_cli_options_override_a_config_file_only_when_given(tmp_path, monkeypatch):
     from PIL import Image
 
-    from deepexposure.cli import main
+    from deepexposure.apps.cli import main
 
-    monkeypatch.setattr("deepexposure.training.Trainer", _RecordingTrainer)
+    monkeypatch.setattr("deepexposure.learning.trainer.Trainer", _RecordingTrainer)
     _RecordingTrainer.configs = []
     photos = tmp_path / "photos"
     photos.mkdir()
@@ -370,7 +371,7 @@ def test_training_data_cache_follows_the_files_in_the_folders(tmp_path):
 
     from PIL import Image
 
-    from deepexposure.training.dataset import build_training_data
+    from deepexposure.learning.dataset import build_training_data
 
     rng = np.random.default_rng(4)
     photos, experts, cache = tmp_path / "photos", tmp_path / "experts", tmp_path / "cache"
@@ -408,11 +409,11 @@ def test_training_data_cache_follows_the_files_in_the_folders(tmp_path):
 
 def test_best_global_ev_agrees_with_the_evaluation_oracle(shared_data):
     """The batched torch search that labels training inputs finds the EV of evaluation.oracle_global_ev."""
-    from deepexposure.color import apply_ev
     from deepexposure.evaluation.baselines import oracle_global_ev
-    from deepexposure.io import read_photo
-    from deepexposure.segmentation import make_preview
-    from deepexposure.training.trainer import best_global_ev
+    from deepexposure.image.color import apply_ev
+    from deepexposure.image.io import read_photo
+    from deepexposure.image.segmentation import make_preview
+    from deepexposure.learning.trainer import best_global_ev
 
     paths = sorted((shared_data / "bsds500" / "val").glob("*.jpg"))[:6]
     clean = [make_preview(read_photo(p).pixels) for p in paths]

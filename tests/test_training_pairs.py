@@ -16,12 +16,13 @@ import numpy as np
 import pytest
 
 from conftest import REPO
-from deepexposure.color import apply_ev
 from deepexposure.errors import DataError
-from deepexposure.io import read_photo, write_photo
-from deepexposure.segmentation import make_preview
-from deepexposure.training import TrainConfig, Trainer
-from deepexposure.training.dataset import build_training_data
+from deepexposure.image.color import apply_ev
+from deepexposure.image.io import read_photo, write_photo
+from deepexposure.image.segmentation import make_preview
+from deepexposure.learning.config import TrainConfig
+from deepexposure.learning.dataset import build_training_data
+from deepexposure.learning.trainer import Trainer
 from test_hostile import _cli, _one_error  # one copy of the CLI helpers
 from test_training import _cfg as tiny_config  # one copy of the tiny training config
 
@@ -64,8 +65,8 @@ def _old_cache_name(*, inputs=(), synthetic=(), experts=(), sice=(), sice_refere
     """The training cache's file name as releases before ``--pairs`` computed it (their formula, copied verbatim),
     so that a cache built by them keeps being found."""
     from deepexposure import data
-    from deepexposure.segmentation import SEGMENTATION_VERSION
-    from deepexposure.training.dataset import _file_list
+    from deepexposure.image.segmentation import SEGMENTATION_VERSION
+    from deepexposure.learning.dataset import _file_list
 
     dcfg = data.DegradeConfig.from_dict(degrade or {})
     key = json.dumps({"v": 5, "segv": SEGMENTATION_VERSION, "degrade": dataclasses.asdict(dcfg),
@@ -296,6 +297,6 @@ def test_cli_trains_from_pairs_and_fits_learned_global(paired_dir: Path, tmp_pat
     assert "8 input previews (8 with a target)" in r.stderr
     assert (out / "policy.pt").is_file()
     if importlib.util.find_spec("sklearn") is not None:
-        from deepexposure.training.learned_global import LEARNED_GLOBAL_NAME
+        from deepexposure.learning.learned_global import LEARNED_GLOBAL_NAME
 
         assert (out / LEARNED_GLOBAL_NAME).is_file()

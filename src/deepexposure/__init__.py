@@ -13,11 +13,11 @@ __all__ = ["Enhancer", "Recipe", "__version__"]
 
 def __getattr__(name: str):
     if name == "Enhancer":
-        from deepexposure.enhance import Enhancer
+        from deepexposure.inference.enhance import Enhancer
 
         return Enhancer
     if name == "Recipe":
-        from deepexposure.recipe import Recipe
+        from deepexposure.image.recipe import Recipe
 
         return Recipe
     raise AttributeError(f"module 'deepexposure' has no attribute {name!r}")

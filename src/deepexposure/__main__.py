@@ -1,3 +1,3 @@
-from deepexposure.cli import main
+from deepexposure.apps.cli import main
 
 main()

@@ -7,7 +7,7 @@ methods a user could run. Names (:func:`get_method`):
 * ``identity``: the input unchanged.
 * ``auto-exposure``: one global EV that meters the frame to mid-grey (camera "average" metering): the **mean**
   linear Rec.709 luminance (measured on a copy with long edge <= 256 px) is mapped to 0.18, i.e.
-  ``ev = log2(0.18 / mean)``, bounded to [-4, +4] EV, applied by :func:`deepexposure.color.apply_ev`.
+  ``ev = log2(0.18 / mean)``, bounded to [-4, +4] EV, applied by :func:`deepexposure.image.color.apply_ev`.
 * ``clahe``: OpenCV CLAHE (clipLimit 2.0, 8x8 tiles) on the L channel of OpenCV's 8-bit Lab of the 8-bit image
   (a and b untouched), converted back; 8-bit quantisation is part of the method.
 * ``fixed-fusion``: the "FI" pseudo multi-exposure fusion: ``render_fusion(srgb, [-1, +1, +2])`` (Mertens fusion
@@ -20,7 +20,7 @@ methods a user could run. Names (:func:`get_method`):
   segmentation, ``SEGMENT_DEFAULTS``): coordinate descent over segments, started
   at the oracle-global EV, each step a grid of 0.5 EV over [-4, 4] refined by a 0.1 EV grid within +-0.4 of the best,
   3 sweeps at most, on copies with long edge <= 128 px; rendered at full resolution.
-* ``deepexposure`` / ``natural``: what ``enhance`` does by default (:class:`deepexposure.enhance.Enhancer`): the
+* ``deepexposure`` / ``natural``: what ``enhance`` does by default (:class:`deepexposure.inference.enhance.Enhancer`): the
   shipped natural model (one global EV, ``rolloff``), natural look.
 * ``expert``: the natural model in the ``expert`` look (the style fitted on the 14 FiveK expert-C pairs).
 * ``paper``: the shipped DeepExposure policy (the paper's configuration), renderer as given (default ``fusion``).
@@ -28,7 +28,7 @@ methods a user could run. Names (:func:`get_method`):
   ``Enhancer(model=path)``.
 * ``folder:PATH``: precomputed outputs in PATH, matched by file stem (e.g. a published method's results).
 * ``learned-global:RUN``: the learned global-EV baseline fitted by ``deepexposure train`` on that run's data
-  (:mod:`deepexposure.training.learned_global`), one EV applied by the renderer given (``local`` and
+  (:mod:`deepexposure.learning.learned_global`), one EV applied by the renderer given (``local`` and
   ``rolloff`` apply it globally; ``fusion`` fuses the original with it).
 """
 
@@ -41,11 +41,11 @@ from typing import Protocol, runtime_checkable
 import cv2
 import numpy as np
 
-from deepexposure.color import apply_ev, luminance
-from deepexposure.enhance import MODEL_NAMES
 from deepexposure.errors import DeepExposureError, ModelError, PhotoError
-from deepexposure.render import ENHANCE_RENDERER, NATURAL_RENDERER
-from deepexposure.segmentation import reduce_long_edge
+from deepexposure.image.color import apply_ev, luminance
+from deepexposure.image.render import ENHANCE_RENDERER, NATURAL_RENDERER
+from deepexposure.image.segmentation import reduce_long_edge
+from deepexposure.inference.loader import MODEL_NAMES
 
 __all__ = [
     "Method",
@@ -152,7 +152,7 @@ class FixedFusion:
     evs = (-1.0, 1.0, 2.0)
 
     def __call__(self, srgb: np.ndarray, *, target: np.ndarray | None = None) -> np.ndarray:
-        from deepexposure.render import render_fusion
+        from deepexposure.image.render import render_fusion
 
         return render_fusion(_f32(srgb), list(self.evs))
 
@@ -212,9 +212,9 @@ class OracleGlobal:
 
 
 def _render_evs(img: np.ndarray, evs: list[float], labels: np.ndarray, renderer: str) -> np.ndarray:
-    """``evs`` per segment of ``labels`` through :func:`deepexposure.render.render` with ``renderer``."""
-    from deepexposure.recipe import Recipe
-    from deepexposure.render import render
+    """``evs`` per segment of ``labels`` through :func:`deepexposure.image.render.render` with ``renderer``."""
+    from deepexposure.image.recipe import Recipe
+    from deepexposure.image.render import render
 
     return render(img, Recipe(evs=list(evs), labels=None if renderer == "fusion" else labels, renderer=renderer))
 
@@ -262,7 +262,7 @@ class OracleRecipe:
     needs_target = True
 
     def __init__(self, renderer: str = "local", *, segmentation: dict | None = None) -> None:
-        from deepexposure.segmentation import segmentation_params
+        from deepexposure.image.segmentation import segmentation_params
 
         if renderer not in ("local", "fusion", "rolloff"):
             raise ValueError(f"unknown renderer {renderer!r}")
@@ -271,7 +271,7 @@ class OracleRecipe:
         self.name = "oracle-recipe" if renderer == "local" else f"oracle-recipe-{renderer}"
 
     def __call__(self, srgb: np.ndarray, *, target: np.ndarray | None = None) -> np.ndarray:
-        from deepexposure.segmentation import make_preview, segment
+        from deepexposure.image.segmentation import make_preview, segment
 
         img = _f32(srgb)
         tgt = _needs_target(self.name, target)
@@ -282,15 +282,15 @@ class OracleRecipe:
 
 
 class ModelMethod:
-    """A model through :class:`deepexposure.enhance.Enhancer` (``model`` None = the shipped natural model;
+    """A model through :class:`deepexposure.inference.enhance.Enhancer` (``model`` None = the shipped natural model;
     ``renderer`` None = the model's own; ``look`` None = natural)."""
 
     needs_target = False
 
     def __init__(self, model: str | Path | None = None, *, renderer: str | None = None, look: str | None = None,
                  name: str | None = None, highlight_guard: bool = True) -> None:
-        from deepexposure.enhance import Enhancer
-        from deepexposure.render import GUARDED_RENDERERS
+        from deepexposure.image.render import GUARDED_RENDERERS
+        from deepexposure.inference.enhance import Enhancer
 
         self.enhancer = Enhancer(model=model, renderer=renderer, look=look, highlight_guard=highlight_guard)
         own = NATURAL_RENDERER if self.enhancer.is_global else ENHANCE_RENDERER
@@ -323,7 +323,7 @@ class LearnedGlobalMethod:
         from deepexposure.errors import need_extra
 
         need_extra("torch", "the learned-global baseline")
-        from deepexposure.training.learned_global import LearnedGlobal
+        from deepexposure.learning.learned_global import LearnedGlobal
 
         self.model = LearnedGlobal.load(run)
         self.renderer = renderer
@@ -333,13 +333,13 @@ class LearnedGlobalMethod:
 
     def ev(self, srgb: np.ndarray) -> float:
         """The predicted global EV (stops) of a float sRGB (H,W,3) photo."""
-        from deepexposure.segmentation import make_preview
+        from deepexposure.image.segmentation import make_preview
 
         return float(self.model.predict(make_preview(_f32(srgb))[None])[0])
 
     def __call__(self, srgb: np.ndarray, *, target: np.ndarray | None = None) -> np.ndarray:
-        from deepexposure.recipe import Recipe
-        from deepexposure.render import render
+        from deepexposure.image.recipe import Recipe
+        from deepexposure.image.render import render
 
         img = _f32(srgb)
         self.last_ev = self.ev(img)
@@ -354,7 +354,7 @@ class FolderMethod:
     needs_stem = True
 
     def __init__(self, folder: str | Path) -> None:
-        from deepexposure.io import iter_photo_paths
+        from deepexposure.image.io import iter_photo_paths
 
         self.folder = Path(folder)
         if not self.folder.is_dir():
@@ -365,7 +365,7 @@ class FolderMethod:
         self.name = self.folder.name
 
     def __call__(self, srgb: np.ndarray, *, target: np.ndarray | None = None, stem: str | None = None) -> np.ndarray:
-        from deepexposure.io import read_photo
+        from deepexposure.image.io import read_photo
 
         if stem is None:
             raise DeepExposureError(f"method folder:{self.folder} needs the photo's stem")
@@ -396,7 +396,7 @@ def get_method(name_or_path: str | Path, *, renderer: str | None = None, highlig
                ) -> Method:
     """Resolve a method by name (see the module docstring), a policy path / run folder, or ``folder:PATH``.
 
-    ``renderer`` (one of :data:`deepexposure.render.RENDERERS`; None: each model's own) and ``highlight_guard``
+    ``renderer`` (one of :data:`deepexposure.image.render.RENDERERS`; None: each model's own) and ``highlight_guard``
     (as ``enhance``'s) apply to the models. The returned object has ``spec`` set to the
     arguments that re-create it (used to rebuild methods in worker processes).
     Raises :class:`DeepExposureError` for an unknown name, listing the valid ones.

@@ -3,7 +3,7 @@
 Protocol, in this order, for both the output and the target:
 
 1. **Quantise to 8 bits**: float [0,1] -> ``floor(clip(x, 0, 1) * 255 + 0.5)`` (round half up, as
-   :func:`deepexposure.io.from_float`); uint16 -> ``floor(x * 255 / 65535 + 0.5)``; uint8 unchanged.
+   :func:`deepexposure.image.io.from_float`); uint16 -> ``floor(x * 255 / 65535 + 0.5)``; uint8 unchanged.
 2. **Resize** (default ``long_edge=500``, as in the paper's evaluation) with ``cv2.resize(..., INTER_AREA)``
    applied to the 8-bit codes as float64 (an exact pixel-area average, not re-rounded: OpenCV's uint8 INTER_AREA
    uses fixed-point weights that are off by one level here and there, so a constant offset of k levels would

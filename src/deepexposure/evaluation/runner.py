@@ -1,6 +1,6 @@
 """Run methods over image pairs and measure them (:func:`evaluate_pairs`).
 
-Each method gets the full-resolution input (float32 sRGB [0,1] as read by :func:`deepexposure.io.read_photo`);
+Each method gets the full-resolution input (float32 sRGB [0,1] as read by :func:`deepexposure.image.io.read_photo`);
 its output is compared to the target by :func:`deepexposure.evaluation.metrics.compute_metrics` (8-bit, resized to
 ``long_edge``). The input itself is always measured too, as method ``input`` (what ``identity`` also gives).
 """
@@ -57,7 +57,7 @@ def _call(method: Method, img: np.ndarray, target: np.ndarray | None, stem: str)
 def _evaluate_one(pair, methods: Sequence[Method], long_edge: int | None, ssim_variant: str,
                   thumbs_dir: Path | None) -> list[dict]:
     """Records for one pair: the input, then each method (errors are recorded, not raised)."""
-    from deepexposure.io import read_photo
+    from deepexposure.image.io import read_photo
 
     stem = pair.stem
     inp = read_photo(pair.input_path).pixels

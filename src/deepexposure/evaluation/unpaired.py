@@ -121,7 +121,7 @@ def evaluate_unpaired(photos: Sequence[str | os.PathLike], reference: Sequence[s
     """
     from tqdm import tqdm
 
-    from deepexposure.io import read_photo
+    from deepexposure.image.io import read_photo
 
     ms = [get_method(m, renderer=renderer, highlight_guard=highlight_guard) if isinstance(m, (str, Path)) else m
           for m in methods]

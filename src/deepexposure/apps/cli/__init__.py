@@ -1,0 +1,77 @@
+"""Command-line interface: one entry point, one sub-command per job.
+
+The CLI only parses arguments and calls the library. Every user-facing failure is raised as
+:class:`deepexposure.image.io.PhotoError` (or another ``DeepExposureError``) and reported as one line on
+stderr with exit code 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import click
+
+from deepexposure import __version__
+from deepexposure.errors import DeepExposureError
+from deepexposure.logs import route_warnings
+
+#: Exit code for bad input / user errors (same as Click's usage errors).
+EXIT_USER_ERROR = 2
+
+
+#: Sub-command name -> the module of this package that defines it (in its ``COMMANDS``). A module is imported only
+#: when one of its commands runs (or for --help), so ``enhance`` does not pay for the training code's imports.
+SUBCOMMANDS = {"enhance": "enhance", "render": "render", "segment": "render", "train": "train",
+               "export-onnx": "export", "evaluate": "evaluate", "make-pairs": "data", "edit": "edit"}
+
+
+class _Group(click.Group):
+    """Click group that loads sub-commands lazily (:data:`SUBCOMMANDS`) and turns every :class:`DeepExposureError`
+    (and an OSError about a named file, e.g. a name too long) into one line on stderr and exit code 2."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:  # noqa: D102
+        return sorted(SUBCOMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:  # noqa: D102
+        if cmd_name not in SUBCOMMANDS:
+            return None
+        module = importlib.import_module(f"deepexposure.apps.cli.{SUBCOMMANDS[cmd_name]}")
+        return next(c for c in module.COMMANDS if c.name == cmd_name)
+
+    def invoke(self, ctx: click.Context):  # noqa: D102 - behaviour described in the class docstring
+        try:
+            return super().invoke(ctx)
+        except DeepExposureError as exc:
+            click.echo(f"error: {exc}", err=True)
+            ctx.exit(EXIT_USER_ERROR)
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            ctx.exit(130)
+        except MemoryError:
+            click.echo("error: out of memory (try fewer --jobs or a smaller photo)", err=True)
+            ctx.exit(EXIT_USER_ERROR)
+        except OSError as exc:  # a path the system refuses (name too long, permission, read-only) that no check
+            if exc.filename is None or exc.strerror is None:  # caught first: one line naming it; others are bugs
+                raise
+            click.echo(f"error: {exc.filename}: {exc.strerror}", err=True)
+            ctx.exit(EXIT_USER_ERROR)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="deepexposure")
+def main() -> None:
+    """deepexposure: learn to expose photos, and expose them.
+
+    \b
+    Examples:
+      deepexposure enhance photo.jpg -o out/
+      deepexposure render photo.jpg --ev -1 --ev 1 --ev 2 -o out/
+      deepexposure segment photo.jpg -o overlay.png
+      deepexposure edit photo.jpg
+    """
+    route_warnings()  # warnings (ours, numpy's) as one "warning: ..." line each
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
