@@ -19,7 +19,9 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def _script(name: str):
-    spec = importlib.util.spec_from_file_location(name, REPO / "scripts" / f"{name}.py")
+    """A script of scripts/ (tools users run) or experiments/ (the research probes), loaded as a module."""
+    path = next(p for p in (REPO / "scripts" / f"{name}.py", REPO / "experiments" / f"{name}.py") if p.is_file())
+    spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

@@ -6,7 +6,7 @@ For each model (default: the shipped one and ``runs/dgm`` when present) and each
 sets ``data/fam/<set>``, pairs where the guard wins / loses (by more than 0.01 dB), and the share of blown pixels
 (largest channel rounds to >= 254) on the README samples and DICM.
 
-  python scripts/probe_highlight_guard.py            # ~6 min on 2 cores
+  python experiments/probe_highlight_guard.py            # ~6 min on 2 cores
 """
 
 from __future__ import annotations

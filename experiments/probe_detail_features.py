@@ -9,7 +9,7 @@ of its 32-bin luminance histogram, plus the two EVs that maximise them (a gradie
 spirit of Shim et al. 2014). Boosted trees (as learned-global) with and without them; scored like
 ``probe_global_ev.py`` (dev sets ``data/fam/<set>`` and the real FiveK pairs, dev inputs area-resized to 128 px).
 
-  python scripts/probe_detail_features.py      # ~6 min after probe_global_ev.py has cached its copies
+  python experiments/probe_detail_features.py      # ~6 min after probe_global_ev.py has cached its copies
 """
 
 from __future__ import annotations

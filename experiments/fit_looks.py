@@ -13,8 +13,8 @@ Expert look: the natural EV plus a :class:`deepexposure.image.look.Style` (EV of
 chosen from a small grid to maximise the mean PSNR over real FiveK expert-C pairs. Reported by leave-one-out only
 (each pair scored by the style fitted on the other 13); the shipped style is fitted on all 14.
 
-  python scripts/fit_looks.py                      # measure, write docs/results/looks.{md,json}
-  python scripts/fit_looks.py --write-assets       # ... and write the shipped natural.npz and looks/expert.json
+  python experiments/fit_looks.py                      # measure, write docs/results/looks.{md,json}
+  python experiments/fit_looks.py --write-assets       # ... and write the shipped natural.npz and looks/expert.json
 """
 
 from __future__ import annotations
@@ -239,13 +239,13 @@ def main() -> None:
         prov = {"fitted_on": "14 MIT-Adobe FiveK expert C pairs (fivek_deeplpf 8, fivek_extra 6)",
                 "pairs": n, "loo_psnr": summary["real_mean"]["expert_loo"],
                 "fitted_psnr": summary["shipped_style_fitted_psnr"], "version": 1,
-                "command": "python scripts/fit_looks.py --write-assets"}
+                "command": "python experiments/fit_looks.py --write-assets"}
         (assets / "looks" / "expert.json").write_text(Look("expert", shipped, prov).to_json() + "\n")
     print(f"done in {time.time() - t0:.0f} s")
 
 
 def write_markdown(path: Path, s: dict, n: int) -> None:
-    L = ["# The two looks (issue 19)", "", "Command: `python scripts/fit_looks.py` (PSNR dB, 8-bit, native size).", "",
+    L = ["# The two looks (issue 19)", "", "Command: `python experiments/fit_looks.py` (PSNR dB, 8-bit, native size).", "",
          "## Natural look on withheld families (each scored by trees fitted without that family)", "",
          "| set | pairs | training copies | input | fixed fusion | learned-global (6 copies) | natural | "
          "natural - fixed fusion | natural - learned-global | wins vs learned-global |", "|---|" + "---:|" * 9]

@@ -17,7 +17,7 @@ Learners, all on the same copies:
 Scored by the mean |EV error| against the full-resolution oracle global EV on the dev sets ``data/fam/<set>`` and
 the 14 real FiveK pairs, and by PSNR of the EV applied globally (``color.apply_ev``, no renderer).
 
-  python scripts/probe_global_ev.py --copies 24 --cnn-epochs 6
+  python experiments/probe_global_ev.py --copies 24 --cnn-epochs 6
 """
 
 from __future__ import annotations

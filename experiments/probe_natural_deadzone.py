@@ -1,8 +1,8 @@
 """A dead zone for the natural EV (|EV| < t -> 0, so that well-exposed photos are left alone): its cost on the
 family sets (leave-family-out trees) and the real pairs (docs/learning.md finding 26; not shipped).
 
-Needs the cache and family sets of ``python scripts/fit_looks.py``. Run from the repository root:
-``python scripts/probe_natural_deadzone.py``.
+Needs the cache and family sets of ``python experiments/fit_looks.py``. Run from the repository root:
+``python experiments/probe_natural_deadzone.py``.
 """
 import sys
 from pathlib import Path

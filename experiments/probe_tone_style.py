@@ -10,7 +10,7 @@
    copies plus one real set (40 random crops/flips per pair, target = the oracle EV against expert C, sample weight
    W), scored on the other set.
 
-  python scripts/probe_tone_style.py            # after probe_global_ev.py has cached its copies (~10 min)
+  python experiments/probe_tone_style.py            # after probe_global_ev.py has cached its copies (~10 min)
 """
 
 from __future__ import annotations

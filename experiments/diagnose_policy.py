@@ -8,7 +8,7 @@ on the preview with ``render_local`` and scored with ``deepexposure.evaluation.p
 mean preview PSNR of the three, the area-weighted EV errors, and the fit ``oracle mean EV = a * policy mean EV + b``
 (a < 1: the policy shrinks; b: a bias).
 
-Usage: ``python scripts/diagnose_policy.py [--model PATH] [--pairs DIR]`` (default model: the shipped policy, `paper`).
+Usage: ``python experiments/diagnose_policy.py [--model PATH] [--pairs DIR]`` (default model: the shipped policy, `paper`).
 """
 
 from __future__ import annotations

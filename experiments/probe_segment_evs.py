@@ -3,7 +3,7 @@
 
 Usage::
 
-    python scripts/probe_segment_evs.py runs/.cache/train-<hash>.npz 4000 data/val_mix data/fam/spatial data/fam/tone
+    python experiments/probe_segment_evs.py runs/.cache/train-<hash>.npz 4000 data/val_mix data/fam/spatial data/fam/tone
 
 ``CACHE``: a training-data cache written by ``deepexposure train`` (inputs, labels, targets, has_target at 64x64).
 On ``N`` of its inputs with targets it finds the best EV per segment (hard masks, 0.1 EV grid over [-3, 3], squared

@@ -9,7 +9,7 @@ what the adversarial training adds or costs, and compares actor variants (``--gl
 Used for docs/learning.md, findings 8-9. About 10 minutes per 2,000 steps on 2 cores.
 
 Usage:
-  python scripts/probe_supervised.py [--global-features] [--loss local|fusion|both] [--steps 2000]
+  python experiments/probe_supervised.py [--global-features] [--loss local|fusion|both] [--steps 2000]
       [--init actor.pt] [--lr 3e-4] [--save actor.pt]
 """
 

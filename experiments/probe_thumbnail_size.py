@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Probe: do exposure statistics of a larger thumbnail predict the global EV better than those of the 64 px preview?
 
-Usage: ``python scripts/probe_thumbnail_size.py [VAL_PAIRS]`` (default ``data/val_mix``; ~4 min; needs
+Usage: ``python experiments/probe_thumbnail_size.py [VAL_PAIRS]`` (default ``data/val_mix``; ~4 min; needs
 ``../shared/data``). The clean training photos of the runs (bsds500 train+val, sun_hays80, urban100,
 imagenet_sample) are reduced to 256 px, degraded 3 times each with the default family mix (seed 0), and the best
 global EV of each copy is found at 64 px; boosted trees (as learned-global) are fitted on

@@ -2,8 +2,8 @@
 finding 26): leave-family-out trees fitted on copies 0-5 (the learned-global baseline), 6-11, the even and the odd
 copies, all 12 (the shipped natural model), and the mean EV of the four half-data models (a bag).
 
-Needs the cache of ``python scripts/fit_looks.py`` (runs/.cache) and its family sets (data/looks_fam).
-Run from the repository root: ``python scripts/probe_natural_variance.py``.
+Needs the cache of ``python experiments/fit_looks.py`` (runs/.cache) and its family sets (data/looks_fam).
+Run from the repository root: ``python experiments/probe_natural_variance.py``.
 """
 import sys
 from pathlib import Path
