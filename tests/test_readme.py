@@ -65,4 +65,6 @@ def test_readme_python_example_runs(monkeypatch, tmp_path):
     assert out.shape == rgb.shape and out.dtype == rgb.dtype
     assert len(recipe.evs) >= 1 and not np.array_equal(out, out2)
     written = [p for p in tmp_path.iterdir() if p.name != "samples"]
-    assert len(written) == 1 and np.abs(read_photo(written[0]).pixels - out2).mean() < 1.5 / 255  # JPEG q95
+    assert len(written) == 1
+    saved = read_photo(written[0]).pixels  # JPEG: lossy, so closer to the edit than to the unedited output
+    assert np.abs(saved - out2).mean() < 3 / 255 and np.abs(saved - out2).mean() < np.abs(saved - out).mean() / 2
