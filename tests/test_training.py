@@ -425,3 +425,16 @@ def test_best_global_ev_agrees_with_the_evaluation_oracle(shared_data):
     ref = [oracle_global_ev(d, c, long_edge=64) for d, c in zip(degraded, clean, strict=True)]
     np.testing.assert_allclose(got, ref, atol=0.02)
     assert np.corrcoef(got, [-s for s in shifts])[0, 1] > 0.95  # it undoes the shift (up to clipping)
+
+
+def test_the_python_api_checks_the_config_as_the_cli_does(tmp_path):
+    """A TrainConfig built in Python with a bad field is refused by Trainer itself (one ConfigError, no folder)."""
+    import dataclasses
+
+    from deepexposure.errors import ConfigError
+
+    cfg = TrainConfig()
+    bad = dataclasses.replace(cfg, rl=dataclasses.replace(cfg.rl, segments=0))
+    with pytest.raises(ConfigError, match="rl.segments"):
+        Trainer(bad, None, tmp_path / "run")  # the check comes before the data is touched
+    assert not (tmp_path / "run").exists()

@@ -127,7 +127,7 @@ class Trainer:
     def __init__(self, config: TrainConfig, data: TrainData, out: str | os.PathLike, *,
                  device: str | None = None, tensorboard: bool = True, progress: bool = True,
                  world: World | None = None) -> None:
-        self.cfg = config
+        self.cfg = config.check()  # every entry point (CLI, torchrun, resume, Python) goes through this one check
         self.out = Path(out)
         self.world = world or SINGLE
         if self.world.is_main:
