@@ -9,9 +9,10 @@ fitted on the copies in which ``F`` was off (exactly leave-family-out training, 
 independently per copy), on ``data/fam/F`` (made here from bsds500/test, never trained on), against fixed fusion
 and the learned-global baseline as ``train`` fits it (the first 6 copies). The shipped model uses all copies.
 
-Expert look: the natural EV plus a :class:`deepexposure.image.look.Style` (EV offset, bracket, contrast, saturation)
-chosen from a small grid to maximise the mean PSNR over real FiveK expert-C pairs. Reported by leave-one-out only
-(each pair scored by the style fitted on the other 13); the shipped style is fitted on all 14.
+Expert look: the natural EV plus a :class:`deepexposure.image.look.Style` (EV share and offset, bracket, contrast,
+saturation) fitted on the 14 real FiveK expert-C pairs by ``deepexposure fit-look``'s own code
+(:mod:`deepexposure.evaluation.look_fit`). Reported by leave-one-out only (each pair scored by the style fitted on
+the other 13); the shipped style is fitted on all 14.
 
   python experiments/fit_looks.py                      # measure, write docs/results/looks.{md,json}
   python experiments/fit_looks.py --write-assets       # ... and write the shipped natural.npz and looks/expert.json
@@ -34,10 +35,11 @@ from probe_global_ev import clean_photos, degraded_with_targets  # noqa: E402
 
 from deepexposure import data  # noqa: E402
 from deepexposure.evaluation.baselines import FixedFusion, _f32  # noqa: E402
+from deepexposure.evaluation.look_fit import fit_look, load_fit_pairs  # noqa: E402
 from deepexposure.evaluation.metrics import psnr  # noqa: E402
 from deepexposure.image.color import srgb_to_linear  # noqa: E402
 from deepexposure.image.io import from_float, read_photo  # noqa: E402
-from deepexposure.image.look import Look, Style, apply_style, style_grid  # noqa: E402
+from deepexposure.image.look import Style, apply_style  # noqa: E402
 from deepexposure.image.render import render_rolloff  # noqa: E402
 from deepexposure.image.segmentation import make_preview, reduce_long_edge  # noqa: E402
 from deepexposure.inference.episode import exposure_features  # noqa: E402
@@ -49,13 +51,6 @@ REAL = ("fivek_deeplpf", "fivek_extra")
 # the expert style's search space: few values, all chosen before looking at any pair
 # (the share of the natural EV stays >= 1/4, so the expert look still follows the exposure error; a variant without
 # offsets, tried after this grid, is in docs/learning.md finding 26: 21.60 dB by leave-one-out, 8/14 wins)
-EV_SCALES = (0.25, 0.5, 0.75, 1.0)
-EV_OFFSETS = (-0.5, -0.25, 0.0, 0.25, 0.5)
-BRACKETS = ((), (-1.0, 1.0), (-1.0, 1.0, 2.0))
-CONTRASTS = (1.0, 1.1, 1.2, 1.3, 1.4, 1.5, 1.6)
-SATURATIONS = (0.9, 1.0, 1.1, 1.2, 1.3)
-
-
 def q8(x: np.ndarray) -> np.ndarray:
     """Round to 8 bits as a written JPEG/PNG would be (the protocol scores written files)."""
     return from_float(x, 8).astype(np.float32) / 255.0
@@ -126,22 +121,6 @@ def score_families(sets: dict, tr: dict, copies6: np.ndarray) -> tuple[list[dict
     return rows, models
 
 
-def style_table(pairs: list, model: GlobalEVModel, grid: list[Style]) -> np.ndarray:
-    """PSNR[pair, style] of every style of ``grid`` on every pair (the natural EV plus the style)."""
-    out = np.zeros((len(pairs), len(grid)))
-    for i, (_, x, y) in enumerate(pairs):
-        ev0 = float(model.predict(make_preview(x))[0])
-        bases = {}
-        for j, s in enumerate(grid):
-            key = (s.ev_scale, s.ev_offset, s.bracket)
-            if key not in bases:
-                exposed = render_rolloff(x, [ev0 * s.ev_scale + s.ev_offset], None)
-                bases[key] = apply_style(exposed, Style(bracket=s.bracket))
-            out[i, j] = psnr(q8(apply_style(bases[key], Style(contrast=s.contrast, saturation=s.saturation))), y)
-        print(f"  style grid {pairs[i][0]}: best {out[i].max():.2f} dB", flush=True)
-    return out
-
-
 def effective_ev(before: np.ndarray, after: np.ndarray) -> float:
     """What the look did to the exposure, in stops: log2 of the ratio of mean linear luminance after / before (the
     bracket fusion of the expert look brightens or darkens beyond its centre EV)."""
@@ -193,36 +172,35 @@ def main() -> None:
     full.meta.update({"copies": args.copies, "seed": args.seed, "model_id": "natural-v1"})
     full.model_id = "natural-v1"
 
-    real = [p for r in REAL for p in pair_list(SHARED / r)]
+    model_file = cache / f"natural_c{args.copies}_s{args.seed}.npz"
+    full.save(model_file)
+    # the expert style: exactly `deepexposure fit-look` on the 14 real pairs (deepexposure.evaluation.look_fit)
+    fit = fit_look(load_fit_pairs([SHARED / r for r in REAL]), name="expert", model=model_file, jobs=2,
+                   provenance={"fitted_on": "14 MIT-Adobe FiveK expert C pairs (fivek_deeplpf 8, fivek_extra 6)",
+                               "command": "python experiments/fit_looks.py --write-assets (= deepexposure fit-look "
+                                          "../shared/data/fivek_deeplpf ../shared/data/fivek_extra --name expert)"})
+    real = {stem: (x, y) for r in REAL for stem, x, y in pair_list(SHARED / r)}
     ff = FixedFusion()
     real_rows = []
-    for stem, x, y in real:
-        out, ev = natural(x, full)
-        real_rows.append({"pair": stem, "input": psnr(q8(x), y), "fixed-fusion": psnr(q8(ff(x)), y),
-                          "natural": psnr(q8(out), y), "natural_ev": ev})
-    grid = style_grid(EV_SCALES, EV_OFFSETS, BRACKETS, CONTRASTS, SATURATIONS)
-    table = style_table(real, full, grid)
-    for i, row in enumerate(real_rows):  # leave-one-out: pair i scored by the style best on the other pairs
-        others = np.delete(np.arange(len(real)), i)
-        j = int(np.argmax(table[others].mean(0)))
-        row["expert_loo"] = float(table[i, j])
-        row["expert_loo_style"] = grid[j].to_dict()
-    j_all = int(np.argmax(table.mean(0)))
-    shipped = grid[j_all]
+    for row in fit.rows:
+        x, y = real[row["pair"]]
+        real_rows.append({"pair": row["pair"], "input": row["input"], "fixed-fusion": psnr(q8(ff(x)), y),
+                          "natural": row["natural"], "natural_ev": float(full.predict(make_preview(x))[0]),
+                          "expert_loo": row["look"], "expert_loo_style": row["style"]})
+    shipped = fit.look.style
     msec = msec_signs(full, shipped)
 
     n = len(real_rows)
     summary = {
         "families": fam_rows, "real": real_rows, "msec": msec, "shipped_style": shipped.to_dict(),
-        "shipped_style_fitted_psnr": float(table[:, j_all].mean()),
+        "shipped_style_fitted_psnr": fit.fitted_psnr,
         "real_mean": {k: float(np.mean([r[k] for r in real_rows]))
                       for k in ("input", "fixed-fusion", "natural", "expert_loo")},
         "real_wins": {"natural_vs_input": sum(r["natural"] >= r["input"] for r in real_rows),
                       "expert_vs_fixed_fusion": sum(r["expert_loo"] > r["fixed-fusion"] for r in real_rows)},
         "msec_right_sign": {k: sum(np.sign(r[k]) == -np.sign(r["offset"]) for r in msec)
                             for k in ("natural_ev", "expert_ev", "natural_effective", "expert_effective")},
-        "config": {**vars(args), "ev_scales": EV_SCALES, "ev_offsets": EV_OFFSETS, "brackets": BRACKETS, "contrasts": CONTRASTS,
-                   "saturations": SATURATIONS},
+        "config": {**vars(args), "look_grid": fit.look.provenance["grid"]},
     }
     summary["real_wins"] = {k: int(v) for k, v in summary["real_wins"].items()}
     summary["msec_right_sign"] = {k: int(v) for k, v in summary["msec_right_sign"].items()}
@@ -231,16 +209,11 @@ def main() -> None:
     out.with_suffix(".json").write_text(json.dumps(summary, indent=1, default=float))
     write_markdown(out.with_suffix(".md"), summary, n)
     print(out.with_suffix(".md").read_text())
-    full.save(cache / f"natural_c{args.copies}_s{args.seed}.npz")
     if args.write_assets:
         assets = REPO / "src" / "deepexposure" / "assets"
         full.save(assets / "natural.npz")
         (assets / "looks").mkdir(exist_ok=True)
-        prov = {"fitted_on": "14 MIT-Adobe FiveK expert C pairs (fivek_deeplpf 8, fivek_extra 6)",
-                "pairs": n, "loo_psnr": summary["real_mean"]["expert_loo"],
-                "fitted_psnr": summary["shipped_style_fitted_psnr"], "version": 1,
-                "command": "python experiments/fit_looks.py --write-assets"}
-        (assets / "looks" / "expert.json").write_text(Look("expert", shipped, prov).to_json() + "\n")
+        (assets / "looks" / "expert.json").write_text(fit.look.to_json() + "\n")
     print(f"done in {time.time() - t0:.0f} s")
 
 

@@ -266,7 +266,7 @@ def test_resident_memory_per_exposure_is_a_quarter_size_map():
         return top
 
     p3, p12 = peak(3), peak(12)
-    expected = (h + 1) // 2 * ((w + 1) // 2) * 4 + fusion._n_threads() * (fusion._STRIP + fusion._HALO) * w * 4
+    expected = (h + 1) // 2 * ((w + 1) // 2) * 4 + fusion._n_threads(h * w) * (fusion._STRIP + fusion._HALO) * w * 4
     assert 0.8 < (p12 - p3) / 9 / expected < 1.2, ((p12 - p3) / 9, expected)
 
 

@@ -155,7 +155,14 @@ class _Pool:
             self.ex.shutdown()
 
 
-def _n_threads() -> int:
+#: Below this many pixels the fusion runs on one thread: its strips are too small for threads to pay (a 128 px copy
+#: fused 26% faster on one thread than on two; fit-look fuses thousands of them).
+_THREADED_MIN_PIXELS = 1 << 18
+
+
+def _n_threads(pixels: int | None = None) -> int:
+    if pixels is not None and pixels < _THREADED_MIN_PIXELS:
+        return 1
     return max(1, min(cv2.getNumThreads(), os.cpu_count() or 1, 8))
 
 
@@ -404,7 +411,7 @@ def _fuse_sources(sources: Callable[[], Iterable[_Source]], *, contrast: float, 
             raise PhotoError(f"all exposures must have the same size, got {src.shape[::-1]} and {(W, H)} (w, h)")
         return src
 
-    pool = _Pool(W, _n_threads() if threads is None else threads)
+    pool = _Pool(W, _n_threads(H * W) if threads is None else threads)
     try:
         if resident:
             return _fuse_resident([check(s) for s in _chain(first, it)], H, W, params, nlev, pool)

@@ -13,6 +13,7 @@ style ships as ``deepexposure/assets/looks/expert.json``; a user's own look (``f
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -27,7 +28,7 @@ from deepexposure.errors import DataError
 from deepexposure.image.color import linear_to_srgb, srgb_to_linear
 
 __all__ = ["Style", "Look", "LOOKS", "DEFAULT_LOOK", "apply_style", "scaled_style", "load_look", "style_grid",
-           "MID_GREY", "scaled_style_dict", "apply_recipe_style"]
+           "MID_GREY", "scaled_style_dict", "apply_recipe_style", "tone", "contrast_lut"]
 
 #: The built-in looks; a path to a look file (JSON) is accepted wherever a look name is.
 LOOKS = ("natural", "expert")
@@ -111,12 +112,15 @@ class Style:
         return cls(**{k: tuple(v) if k == "bracket" and isinstance(v, list) else v for k, v in d.items()})
 
 
-def _contrast_lut(contrast: float) -> np.ndarray:
-    """The contrast curve on the 65,536 16-bit sRGB codes (float32 sRGB [0,1] out)."""
+@functools.lru_cache(maxsize=32)
+def contrast_lut(contrast: float) -> np.ndarray:
+    """The contrast curve on the 65,536 16-bit sRGB codes (float32 sRGB [0,1] out; read-only, cached)."""
     codes = np.arange(65536, dtype=np.float32) / np.float32(65535)
     g = np.float32(MID_GREY)
     lin = np.maximum(srgb_to_linear(codes), np.float32(1e-7))
-    return np.clip(linear_to_srgb(g * np.power(lin / g, np.float32(contrast))), 0.0, 1.0).astype(np.float32)
+    lut = np.clip(linear_to_srgb(g * np.power(lin / g, np.float32(contrast))), 0.0, 1.0).astype(np.float32)
+    lut.setflags(write=False)
+    return lut
 
 
 def tone(srgb: np.ndarray, contrast: float, saturation: float) -> np.ndarray:
@@ -127,7 +131,7 @@ def tone(srgb: np.ndarray, contrast: float, saturation: float) -> np.ndarray:
     out = np.asarray(srgb, dtype=np.float32)
     if contrast != 1.0:
         codes = (np.clip(out, 0.0, 1.0) * np.float32(65535) + np.float32(0.5)).astype(np.uint16)
-        out = np.take(_contrast_lut(contrast), codes)
+        out = np.take(contrast_lut(float(contrast)), codes)
     if saturation != 1.0:
         y = out @ _LUMA
         out = np.clip(y[..., None] + np.float32(saturation) * (out - y[..., None]), 0.0, 1.0)

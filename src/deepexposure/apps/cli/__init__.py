@@ -23,7 +23,8 @@ EXIT_USER_ERROR = 2
 #: Sub-command name -> the module of this package that defines it (in its ``COMMANDS``). A module is imported only
 #: when one of its commands runs (or for --help), so ``enhance`` does not pay for the training code's imports.
 SUBCOMMANDS = {"enhance": "enhance", "render": "render", "segment": "render", "train": "train",
-               "export-onnx": "export", "evaluate": "evaluate", "make-pairs": "data", "edit": "edit"}
+               "export-onnx": "export", "evaluate": "evaluate", "make-pairs": "data", "edit": "edit",
+               "fit-look": "look"}
 
 
 class _Group(click.Group):
@@ -69,6 +70,7 @@ def main() -> None:
       deepexposure render photo.jpg --ev -1 --ev 1 --ev 2 -o out/
       deepexposure segment photo.jpg -o overlay.png
       deepexposure edit photo.jpg
+      deepexposure fit-look my_edits/ -o mylook.json
     """
     route_warnings()  # warnings (ours, numpy's) as one "warning: ..." line each
 
