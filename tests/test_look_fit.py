@@ -133,3 +133,21 @@ def test_the_shipped_expert_look_is_fit_looks_fit_on_the_real_pairs(shared_data)
     assert fit.look.style == shipped.style
     assert fit.loo_psnr == pytest.approx(shipped.provenance["loo_psnr"], abs=0.01)
     assert fit.loo_psnr > fit.natural_psnr + 2  # the style is worth having on held-out pairs
+
+
+def test_the_fast_tone_scores_agree_with_the_tone_stage():
+    """The grid's tone scores (a quadratic in the gain, exact where it clips) equal the PSNR of
+    deepexposure.image.look.tone itself, for every contrast and saturation of the grid, on pixels that clip."""
+    from deepexposure.evaluation.look_fit import LookGrid, _tone_psnr
+    from deepexposure.image.io import from_float
+    from deepexposure.image.look import contrast_lut, tone
+
+    rng = np.random.default_rng(0)
+    sub = rng.random((3000, 3), dtype=np.float32)  # saturated colours included: many pixels clip at gain 1.3
+    target = from_float(rng.random((3000, 3), dtype=np.float32), 8).astype(np.float32)
+    grid = LookGrid()
+    got = _tone_psnr(sub, target, np.stack([contrast_lut(float(c)) for c in grid.contrasts]),
+                     np.asarray(grid.saturations, np.float32))
+    ref = np.array([[10 * np.log10(255**2 / np.mean((tone(sub[None], c, s)[0] * 255 - target) ** 2))
+                     for s in grid.saturations] for c in grid.contrasts])
+    assert np.abs(got - ref).max() < 1e-4

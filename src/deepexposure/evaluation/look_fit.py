@@ -31,7 +31,7 @@ import numpy as np
 
 from deepexposure.data.pairs import PAIR_ASPECT_TOLERANCE, Pair, paired_folder
 from deepexposure.errors import DataError
-from deepexposure.evaluation.metrics import psnr, psnr_from_mse
+from deepexposure.evaluation.metrics import psnr
 from deepexposure.image.fusion import fuse_exposures
 from deepexposure.image.io import from_float, read_photo
 from deepexposure.image.look import Look, Style, contrast_lut
@@ -163,19 +163,39 @@ def _q8(img: np.ndarray) -> np.ndarray:
 
 def _tone_psnr(sub: np.ndarray, target: np.ndarray, luts: np.ndarray, saturations: np.ndarray) -> np.ndarray:
     """PSNR (C, S) of every contrast (``luts`` (C, 65536)) and saturation of the tone stage on sampled pixels
-    ``sub`` (n, 3) float sRGB against ``target`` (n, 3) 8-bit values (as float32); the arithmetic of
-    :func:`deepexposure.image.look.tone` (16-bit codes, the table, the luma-preserving gain, clip)."""
+    ``sub`` (n, 3) float sRGB against ``target`` (n, 3) on the 0-255 scale, as :func:`deepexposure.image.look.tone`
+    computes it (16-bit codes, the table, the luma-preserving gain, the clip) but for the final 8-bit rounding.
+
+    The gain ``y + s * (t - y)`` makes the error linear in ``s``: over the pixels no gain of the grid pushes past
+    white or black the MSE is a quadratic in ``s`` (three sums per contrast); the few others are computed per
+    gain, with the clip."""
     codes = (np.clip(sub, 0.0, 1.0) * np.float32(65535) + np.float32(0.5)).astype(np.uint16)
-    t = luts[:, codes]  # (C, n, 3)
-    y = t @ _LUMA  # (C, n)
-    diff = t - y[..., None]
-    out = np.empty((len(saturations), *t.shape), np.float32)
-    for i, s in enumerate(saturations):
-        np.clip(y[..., None] + np.float32(s) * diff, 0.0, 1.0, out=out[i])
-    np.floor(out * np.float32(255) + np.float32(0.5), out=out)
-    out -= target
-    mse = np.mean(out * out, axis=(2, 3))  # (S, C)
-    return np.vectorize(psnr_from_mse)(mse.T.astype(np.float64))
+    t = luts[:, codes] * np.float32(255)  # (C, n, 3), 0-255
+    y = (t @ _LUMA)[..., None]  # (C, n, 1)
+    d = t - y
+    # linear in s: a pixel clips for some gain of the grid only if it does at the lowest or the highest, and a
+    # gain in [0, 1] lands between the luma and the pixel, both in range
+    clips = np.zeros(t.shape[1], bool)
+    for g in {float(saturations.min()), float(saturations.max())} - {x for x in (0.0, 1.0)}:
+        if not 0.0 <= g <= 1.0:
+            v = y + np.float32(g) * d
+            clips |= ((v < 0) | (v > 255)).any(axis=(0, 2))
+    e0 = y - target
+    e0[:, clips] = 0.0
+    df = d.copy()
+    df[:, clips] = 0.0
+    a = np.einsum("cnk,cnk->c", e0, e0, dtype=np.float64)
+    b = np.einsum("cnk,cnk->c", e0, df, dtype=np.float64)
+    dd = np.einsum("cnk,cnk->c", df, df, dtype=np.float64)
+    s = saturations.astype(np.float64)[None, :]
+    sse = a[:, None] + 2 * s * b[:, None] + s * s * dd[:, None]  # (C, S) over the pixels that never clip
+    if clips.any():
+        yc, dc, tc = y[:, clips], d[:, clips], target[clips]
+        for i, g in enumerate(saturations):
+            err = np.clip(yc + np.float32(g) * dc, 0.0, 255.0) - tc
+            sse[:, i] += np.einsum("cnk,cnk->c", err, err, dtype=np.float64)
+    mse = np.maximum(sse / t[0].size, 1e-12)
+    return 10.0 * np.log10(255.0**2 / mse)
 
 
 def _table_row(x: np.ndarray, y: np.ndarray, ev0: float, grid: LookGrid, seed: int) -> np.ndarray:
@@ -183,14 +203,15 @@ def _table_row(x: np.ndarray, y: np.ndarray, ev0: float, grid: LookGrid, seed: i
     rng = np.random.default_rng(seed)
     n = x.shape[0] * x.shape[1]
     idx = np.sort(rng.choice(n, TONE_SAMPLES, replace=False)) if n > TONE_SAMPLES else np.arange(n)
-    target = _q8(y).reshape(-1, 3)[idx]
+    target = _q8(y).reshape(-1, 3)[idx]  # 0-255
     luts = np.stack([contrast_lut(float(c)) for c in grid.contrasts])
     sats = np.asarray(grid.saturations, np.float32)
     rows = []
     for k, o in grid.exposures():
         exposed = render_rolloff(x, [ev0 * k + o], None)
+        codes = from_float(exposed, 8)  # 8-bit codes: the bracket's exposure tables have 256 entries, not 65,536
         for b in grid.brackets:
-            base = fuse_exposures(exposed, list(b)) if b else exposed
+            base = fuse_exposures(codes, list(b)) if b else exposed
             rows.append(_tone_psnr(base.reshape(-1, 3)[idx], target, luts, sats).ravel())
     return np.concatenate(rows)
 
@@ -206,7 +227,8 @@ def _exact_task(args: tuple) -> dict[str, float]:
 
     out = {"input": psnr(x, y), "natural": psnr(Enhancer(model, look="natural").enhance(x)[0], y)}
     for key, style in named.items():
-        out[key] = psnr(Enhancer(model, look=Look(name, style)).enhance(x)[0], y)
+        same = next((k for k in out if named.get(k) == style), None)
+        out[key] = out[same] if same else psnr(Enhancer(model, look=Look(name, style)).enhance(x)[0], y)
     return out
 
 
