@@ -146,7 +146,7 @@ def test_the_fast_tone_scores_agree_with_the_tone_stage():
     sub = rng.random((3000, 3), dtype=np.float32)  # saturated colours included: many pixels clip at gain 1.3
     target = from_float(rng.random((3000, 3), dtype=np.float32), 8).astype(np.float32)
     grid = LookGrid()
-    got = _tone_psnr(sub, target, np.stack([contrast_lut(float(c)) for c in grid.contrasts]),
+    got = _tone_psnr(sub, target, np.stack([contrast_lut(float(c)) for c in grid.contrasts]) * np.float32(255),
                      np.asarray(grid.saturations, np.float32))
     ref = np.array([[10 * np.log10(255**2 / np.mean((tone(sub[None], c, s)[0] * 255 - target) ** 2))
                      for s in grid.saturations] for c in grid.contrasts])

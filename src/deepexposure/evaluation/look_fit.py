@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import multiprocessing
 import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -49,7 +50,7 @@ MIN_ALIGNMENT = 0.8
 #: Long edge (px) of the copies the grid is scored on.
 FIT_LONG_EDGE = 128
 #: Pixels sampled per pair for the per-pixel tone stage (all of them below this).
-TONE_SAMPLES = 2048
+TONE_SAMPLES = 1024
 _LUMA = np.array([0.2126, 0.7152, 0.0722], np.float32)
 
 
@@ -162,7 +163,7 @@ def _q8(img: np.ndarray) -> np.ndarray:
 
 
 def _tone_psnr(sub: np.ndarray, target: np.ndarray, luts: np.ndarray, saturations: np.ndarray) -> np.ndarray:
-    """PSNR (C, S) of every contrast (``luts`` (C, 65536)) and saturation of the tone stage on sampled pixels
+    """PSNR (C, S) of every contrast (``luts`` (C, 65536), 0-255) and saturation of the tone stage on sampled pixels
     ``sub`` (n, 3) float sRGB against ``target`` (n, 3) on the 0-255 scale, as :func:`deepexposure.image.look.tone`
     computes it (16-bit codes, the table, the luma-preserving gain, the clip) but for the final 8-bit rounding.
 
@@ -170,30 +171,33 @@ def _tone_psnr(sub: np.ndarray, target: np.ndarray, luts: np.ndarray, saturation
     white or black the MSE is a quadratic in ``s`` (three sums per contrast); the few others are computed per
     gain, with the clip."""
     codes = (np.clip(sub, 0.0, 1.0) * np.float32(65535) + np.float32(0.5)).astype(np.uint16)
-    t = luts[:, codes] * np.float32(255)  # (C, n, 3), 0-255
+    t = luts[:, codes]  # (C, n, 3), 0-255
     y = (t @ _LUMA)[..., None]  # (C, n, 1)
     d = t - y
-    # linear in s: a pixel clips for some gain of the grid only if it does at the lowest or the highest, and a
-    # gain in [0, 1] lands between the luma and the pixel, both in range
-    clips = np.zeros(t.shape[1], bool)
-    for g in {float(saturations.min()), float(saturations.max())} - {x for x in (0.0, 1.0)}:
-        if not 0.0 <= g <= 1.0:
-            v = y + np.float32(g) * d
-            clips |= ((v < 0) | (v > 255)).any(axis=(0, 2))
+    # The error e0 + s * d is linear in the gain s: without the clip its SSE is a quadratic in s. A gain in [0, 1]
+    # lands between the luma and the pixel (both in range), so it never clips; a gain above 1 clips a pixel only if
+    # the largest gain of the grid does. Those few pixels are computed per gain, with the clip.
     e0 = y - target
-    e0[:, clips] = 0.0
-    df = d.copy()
-    df[:, clips] = 0.0
-    a = np.einsum("cnk,cnk->c", e0, e0, dtype=np.float64)
-    b = np.einsum("cnk,cnk->c", e0, df, dtype=np.float64)
-    dd = np.einsum("cnk,cnk->c", df, df, dtype=np.float64)
-    s = saturations.astype(np.float64)[None, :]
-    sse = a[:, None] + 2 * s * b[:, None] + s * s * dd[:, None]  # (C, S) over the pixels that never clip
-    if clips.any():
-        yc, dc, tc = y[:, clips], d[:, clips], target[clips]
-        for i, g in enumerate(saturations):
-            err = np.clip(yc + np.float32(g) * dc, 0.0, 255.0) - tc
-            sse[:, i] += np.einsum("cnk,cnk->c", err, err, dtype=np.float64)
+    s64 = saturations.astype(np.float64)
+
+    def quad(e: np.ndarray, dv: np.ndarray) -> np.ndarray:  # (C, S): SSE of e + s * dv for every gain
+        a, b, dd = (np.einsum("cnk,cnk->c", u, v).astype(np.float64) for u, v in ((e, e), (e, dv), (dv, dv)))
+        return a[:, None] + 2 * s64[None, :] * b[:, None] + s64[None, :] ** 2 * dd[:, None]
+
+    sse = quad(e0, d)
+    top = float(saturations.max())
+    if top > 1.0:
+        v = y + np.float32(top) * d
+        clips = ((v < 0) | (v > 255)).any(axis=(0, 2))
+        if clips.any():
+            yc, dc, tc = y[:, clips], d[:, clips], target[clips]
+            clipped = quad(yc - tc, dc)
+            for i, g in enumerate(saturations):
+                if g <= 1.0:
+                    continue
+                sse[:, i] -= clipped[:, i]
+                err = np.clip(yc + np.float32(g) * dc, 0.0, 255.0) - tc
+                sse[:, i] += np.einsum("cnk,cnk->c", err, err).astype(np.float64)
     mse = np.maximum(sse / t[0].size, 1e-12)
     return 10.0 * np.log10(255.0**2 / mse)
 
@@ -204,7 +208,7 @@ def _table_row(x: np.ndarray, y: np.ndarray, ev0: float, grid: LookGrid, seed: i
     n = x.shape[0] * x.shape[1]
     idx = np.sort(rng.choice(n, TONE_SAMPLES, replace=False)) if n > TONE_SAMPLES else np.arange(n)
     target = _q8(y).reshape(-1, 3)[idx]  # 0-255
-    luts = np.stack([contrast_lut(float(c)) for c in grid.contrasts])
+    luts = np.stack([contrast_lut(float(c)) for c in grid.contrasts]) * np.float32(255)
     sats = np.asarray(grid.saturations, np.float32)
     rows = []
     for k, o in grid.exposures():
@@ -216,13 +220,22 @@ def _table_row(x: np.ndarray, y: np.ndarray, ev0: float, grid: LookGrid, seed: i
     return np.concatenate(rows)
 
 
+#: The pairs of the fit in progress, for the worker processes: forked after it is set, they read the photos from
+#: their copy of the parent's memory instead of receiving megabytes of pixels by pickle.
+_PAIRS: Sequence[FitPair] = ()
+
+
 def _row_task(args: tuple) -> np.ndarray:
-    return _table_row(*args)
+    i, grid, fit_long_edge, seed = args
+    p = _PAIRS[i]
+    return _table_row(np.ascontiguousarray(reduce_long_edge(p.x, fit_long_edge), np.float32),
+                      np.ascontiguousarray(reduce_long_edge(p.y, fit_long_edge), np.float32), p.ev0, grid, seed + i)
 
 
 def _exact_task(args: tuple) -> dict[str, float]:
     """Protocol PSNRs of one pair at its own size: the input, the natural look, and each named style."""
-    x, y, model, name, named = args
+    i, model, name, named = args
+    x, y = _PAIRS[i].x, _PAIRS[i].y
     from deepexposure.inference.enhance import Enhancer
 
     out = {"input": psnr(x, y), "natural": psnr(Enhancer(model, look="natural").enhance(x)[0], y)}
@@ -232,11 +245,30 @@ def _exact_task(args: tuple) -> dict[str, float]:
     return out
 
 
-def _map(fn: Callable, tasks: list, jobs: int) -> list:
-    if jobs > 1 and len(tasks) > 1:
-        with ProcessPoolExecutor(max_workers=min(jobs, len(tasks))) as pool:
-            return list(pool.map(fn, tasks))
-    return [fn(t) for t in tasks]
+class _Workers:
+    """``jobs`` forked worker processes (or this process for one job) that see the pairs in :data:`_PAIRS`."""
+
+    def __init__(self, pairs: Sequence[FitPair], jobs: int) -> None:
+        global _PAIRS
+        _PAIRS = pairs
+        self.pool = None
+        if jobs > 1 and len(pairs) > 1:
+            ctx = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else None)
+            self.pool = ProcessPoolExecutor(max_workers=min(jobs, len(pairs)), mp_context=ctx)
+
+    def map(self, fn: Callable, tasks: list) -> list:
+        if self.pool is None:
+            return [fn(t) for t in tasks]
+        return list(self.pool.map(fn, tasks, chunksize=max(1, len(tasks) // 16)))
+
+    def __enter__(self) -> _Workers:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        global _PAIRS
+        if self.pool is not None:
+            self.pool.shutdown()
+        _PAIRS = ()
 
 
 def fit_look(pairs: Sequence[FitPair], *, name: str = "my-look", model: str | os.PathLike | None = None,
@@ -257,18 +289,15 @@ def fit_look(pairs: Sequence[FitPair], *, name: str = "my-look", model: str | os
     for p in pairs:
         p.ev0 = float(natural.recipe(p.x).evs[0])
     styles = grid.styles()
-    tasks = [(np.ascontiguousarray(reduce_long_edge(p.x, fit_long_edge), np.float32),
-              np.ascontiguousarray(reduce_long_edge(p.y, fit_long_edge), np.float32), p.ev0, grid, seed + i)
-             for i, p in enumerate(pairs)]
-    say(f"scoring {len(styles)} styles on {len(pairs)} pairs at {fit_long_edge} px")
-    table = np.stack(_map(_row_task, tasks, jobs))
-    total = table.sum(0)
-    best_all = int(np.argmax(total))
-    held_out = [int(np.argmax(total - table[i])) for i in range(len(pairs))]  # best on the other pairs
-
-    say("scoring each pair at full size with the style fitted without it")
-    exact = _map(_exact_task, [(p.x, p.y, model, name, {"look": styles[held_out[i]], "fitted": styles[best_all]})
-                               for i, p in enumerate(pairs)], jobs)
+    with _Workers(pairs, jobs) as workers:
+        say(f"scoring {len(styles)} styles on {len(pairs)} pairs at {fit_long_edge} px")
+        table = np.stack(workers.map(_row_task, [(i, grid, fit_long_edge, seed) for i in range(len(pairs))]))
+        total = table.sum(0)
+        best_all = int(np.argmax(total))
+        held_out = [int(np.argmax(total - table[i])) for i in range(len(pairs))]  # best on the other pairs
+        say("scoring each pair at full size with the style fitted without it")
+        exact = workers.map(_exact_task, [(i, model, name, {"look": styles[held_out[i]], "fitted": styles[best_all]})
+                                          for i in range(len(pairs))])
     rows = [{"pair": p.name, "input": e["input"], "natural": e["natural"], "look": e["look"],
              "style": styles[held_out[i]].to_dict()} for i, (p, e) in enumerate(zip(pairs, exact, strict=True))]
     fitted = float(np.mean([e["fitted"] for e in exact]))
