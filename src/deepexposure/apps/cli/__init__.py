@@ -23,7 +23,7 @@ EXIT_USER_ERROR = 2
 #: Sub-command name -> the module of this package that defines it (in its ``COMMANDS``). A module is imported only
 #: when one of its commands runs (or for --help), so ``enhance`` does not pay for the training code's imports.
 SUBCOMMANDS = {"enhance": "enhance", "render": "render", "segment": "render", "train": "train",
-               "export-onnx": "export", "evaluate": "evaluate", "make-pairs": "data", "edit": "edit"}
+               "export-onnx": "export", "evaluate": "evaluate", "make-pairs": "data", "edit": "edit", "serve": "serve"}
 
 
 class _Group(click.Group):
