@@ -12,7 +12,7 @@ import socket
 
 from deepexposure.errors import DeepExposureError
 
-__all__ = ["BodyTooLarge", "ListenError", "is_loopback", "listen", "read_body"]
+__all__ = ["BodyTooLarge", "DrainBody", "ListenError", "is_loopback", "listen", "read_body"]
 
 
 class ListenError(DeepExposureError):
@@ -65,3 +65,54 @@ async def read_body(request, limit: int) -> bytes:
         if len(raw) > limit:
             raise BodyTooLarge(too_large)
     return bytes(raw)
+
+
+class DrainBody:
+    """ASGI middleware: before an answer goes out while the client is still sending its body (a refusal made
+    without reading it: 503, 401, 415, 400), read the rest of the body and throw it away (nothing kept; at most
+    ``limit`` bytes and ``seconds``), so the answer reaches the client: closing a connection with unread data makes
+    TCP reset it, and the client would see a reset instead of the 503. Not done for a client that waits for
+    ``100 Continue`` (it has sent nothing), nor for a body announced above ``limit``, nor when the answer closes the connection anyway (413,
+    408: ``Connection: close``)."""
+
+    def __init__(self, app, limit: int, seconds: float = 5.0) -> None:
+        self.app = app
+        self.limit = limit
+        self.seconds = seconds
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        import asyncio
+
+        headers = dict(scope.get("headers", []))
+        declared = headers.get(b"content-length", b"")
+        state = {"more": scope.get("method") not in ("GET", "HEAD") or bool(declared), "seen": 0}
+        if headers.get(b"expect", b"").lower() == b"100-continue" or (
+                declared and (not declared.isdigit() or int(declared) > self.limit)):
+            state["more"] = False  # nothing to drain, or too much
+
+        async def watched_receive():
+            message = await receive()
+            if message["type"] == "http.request":
+                state["seen"] += len(message.get("body", b""))
+                state["more"] = state["more"] and message.get("more_body", False)
+            else:
+                state["more"] = False
+            return message
+
+        async def drain() -> None:
+            while state["more"] and state["seen"] <= self.limit:
+                await watched_receive()
+
+        async def watched_send(message) -> None:
+            closing = (b"connection", b"close") in [(k.lower(), v.lower()) for k, v in message.get("headers", [])]
+            if message["type"] == "http.response.start" and state["more"] and not closing:
+                try:
+                    await asyncio.wait_for(drain(), self.seconds)
+                except (TimeoutError, asyncio.TimeoutError):
+                    pass
+            await send(message)
+
+        await self.app(scope, watched_receive, watched_send)

@@ -42,7 +42,7 @@ from deepexposure.apps.serve.work import (
     parse_options,
     parse_recipe,
 )
-from deepexposure.apps.web import BodyTooLarge, read_body
+from deepexposure.apps.web import BodyTooLarge, DrainBody, read_body
 from deepexposure.errors import DeepExposureError, PixelLimitError
 
 __all__ = ["ROUTES", "ServeConfig", "create_app"]
@@ -256,7 +256,8 @@ def create_app(photos: Photos, config: ServeConfig):
         yield
         pool.shutdown()  # after uvicorn's graceful shutdown: the answers are sent; nothing is left to run
 
-    middleware = [Middleware(MetricsMiddleware, metrics=metrics)]
+    middleware = [Middleware(MetricsMiddleware, metrics=metrics),
+                  Middleware(DrainBody, limit=config.max_bytes, seconds=min(5.0, config.timeout))]
     if config.token:
         middleware.append(Middleware(_BearerGuard, token=config.token, metrics=metrics))
     routes = [Route("/v1/enhance", enhance, methods=["POST"]), Route("/v1/recipe", recipe, methods=["POST"]),
