@@ -116,6 +116,15 @@ def test_enhance_equals_the_library_pixel_for_pixel(client, rgb):
     assert form.status_code == 200 and form.content == r.content
 
 
+def test_sixteen_bit_png_with_alpha_keeps_depth_and_alpha(client, rgb):
+    rgba16 = np.concatenate([rgb.astype(np.uint16) * 257, np.full((*rgb.shape[:2], 1), 30000, np.uint16)], axis=2)
+    ok, buf = cv2.imencode(".png", np.ascontiguousarray(rgba16[..., [2, 1, 0, 3]]))
+    r = post(client, "/v1/enhance", buf.tobytes())
+    assert r.status_code == 200 and r.headers["content-type"] == "image/png"
+    out = cv2.imdecode(np.frombuffer(r.content, np.uint8), cv2.IMREAD_UNCHANGED)
+    assert out.dtype == np.uint16 and np.array_equal(out[..., [2, 1, 0, 3]], Enhancer().enhance(rgba16)[0])
+
+
 def test_options_reach_the_enhancer(client, rgb):
     """look, renderer, strength and format/quality as query or form fields: the same as the Enhancer given them."""
     png = _encode(rgb, ".png")

@@ -69,6 +69,7 @@ def main() -> None:
       deepexposure render photo.jpg --ev -1 --ev 1 --ev 2 -o out/
       deepexposure segment photo.jpg -o overlay.png
       deepexposure edit photo.jpg
+      deepexposure serve --port 8000
     """
     route_warnings()  # warnings (ours, numpy's) as one "warning: ..." line each
 

@@ -4,6 +4,7 @@ stops)."""
 
 from __future__ import annotations
 
+import math
 import os
 import socket
 import sys
@@ -55,8 +56,9 @@ def serve(*, host: str = "127.0.0.1", port: int = 8000, workers: int | None = No
 
     workers = workers or default_workers()
     queue = 2 * workers if queue is None else queue
-    if workers < 1 or queue < 0 or not timeout > 0 or max_bytes < 1 or (max_pixels is not None and max_pixels < 1):
-        raise ServeError("--workers, --timeout, --max-bytes and --max-pixels must be positive, --queue 0 or more")
+    if workers < 1 or queue < 0 or not 0 < timeout < math.inf or max_bytes < 1 or (max_pixels is not None and max_pixels < 1):
+        raise ServeError("--workers, --timeout (finite), --max-bytes and --max-pixels must be positive, --queue 0 "
+                         "or more")
     why = "--max-pixels"
     if max_pixels is None:
         max_pixels, why = default_max_pixels(workers)
