@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["DeepExposureError", "PhotoError", "DataError", "ModelError", "ConfigError", "need_extra", "TRAIN_EXTRA"]
+__all__ = ["DeepExposureError", "PhotoError", "PixelLimitError", "DataError", "ModelError", "ConfigError", "need_extra", "TRAIN_EXTRA"]
 
 
 class DeepExposureError(Exception):
@@ -11,6 +11,10 @@ class DeepExposureError(Exception):
 
 class PhotoError(DeepExposureError):
     """A photo cannot be read or written (missing, not an image, truncated, too large, would overwrite)."""
+
+
+class PixelLimitError(PhotoError):
+    """A photo has more pixels than allowed (found from its header, before decoding)."""
 
 
 class DataError(DeepExposureError):

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from deepexposure.errors import PhotoError
+from deepexposure.errors import PhotoError, PixelLimitError
 
 __all__ = ["DEFAULT_MAX_PIXELS", "BYTES_PER_PIXEL", "SUPPORTED_EXTENSIONS", "RAW_EXTENSIONS", "Photo", "to_float",
            "from_float", "available_memory", "default_max_pixels", "check_readable", "too_big"]
@@ -146,8 +146,8 @@ def check_readable(path: Path) -> None:
         raise PhotoError(f"{path}: empty file (0 bytes)")
 
 
-def too_big(path: Path, w: int, h: int, max_pixels: int, why: str | None = None) -> PhotoError:
+def too_big(path: Path, w: int, h: int, max_pixels: int, why: str | None = None) -> PixelLimitError:
     """The error for a ``w`` x ``h`` photo above ``max_pixels`` (``why``: where the limit comes from)."""
     why = why or "decompression bomb guard"
-    return PhotoError(f"{path}: {w}x{h} = {w * h:,} pixels is above the limit of {max_pixels:,} "
+    return PixelLimitError(f"{path}: {w}x{h} = {w * h:,} pixels is above the limit of {max_pixels:,} "
                       f"({why}; raise --max-pixels / max_pixels if this photo is trusted and fits in memory)")

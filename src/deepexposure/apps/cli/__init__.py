@@ -24,7 +24,7 @@ EXIT_USER_ERROR = 2
 #: when one of its commands runs (or for --help), so ``enhance`` does not pay for the training code's imports.
 SUBCOMMANDS = {"enhance": "enhance", "render": "render", "segment": "render", "train": "train",
                "export-onnx": "export", "evaluate": "evaluate", "make-pairs": "data", "edit": "edit",
-               "fit-look": "look"}
+               "fit-look": "look", "serve": "serve"}
 
 
 class _Group(click.Group):
@@ -71,6 +71,7 @@ def main() -> None:
       deepexposure segment photo.jpg -o overlay.png
       deepexposure edit photo.jpg
       deepexposure fit-look my_edits/ -o mylook.json
+      deepexposure serve --port 8000
     """
     route_warnings()  # warnings (ours, numpy's) as one "warning: ..." line each
 

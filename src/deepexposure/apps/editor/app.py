@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import os
 import secrets
 import socket
 import sys
@@ -30,6 +29,8 @@ from importlib import resources
 from urllib.parse import parse_qs
 
 from deepexposure.apps.editor.session import EditorError, EditSession, OutputExists
+from deepexposure.apps.web import is_loopback, read_body
+from deepexposure.apps.web import listen as _listen
 from deepexposure.errors import DeepExposureError
 
 __all__ = ["EDIT_EXTRA_HINT", "create_app", "new_token", "serve", "listen", "browser_url", "require_web"]
@@ -63,13 +64,6 @@ def new_token() -> str:
 
 def _static(name: str) -> bytes:
     return (resources.files("deepexposure.apps.editor") / "static" / name).read_bytes()
-
-
-class _TooLarge(EditorError):
-    """A request body over the limit: 413, and the connection is closed (the rest of the body is never read)."""
-
-    status = 413
-    headers = {"Connection": "close"}
 
 
 class _WrongType(EditorError):
@@ -129,20 +123,13 @@ def create_app(session: EditSession, token: str):
 
     async def body(request: Request) -> dict:
         """The request's JSON object, read up to :data:`_MAX_BODY` bytes (a longer body, announced or chunked, is
-        refused with :class:`_TooLarge` as soon as it passes the limit: the rest is never read)."""
+        refused with :class:`~deepexposure.apps.web.BodyTooLarge` as soon as it passes the limit: the rest is never read)."""
         kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if kind and kind != "application/json":
             raise _WrongType(f"send the request as JSON (Content-Type: application/json), not {kind[:80]}")
-        declared = request.headers.get("content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > _MAX_BODY):
-            raise _TooLarge(f"request too large (at most {_MAX_BODY} bytes)")
-        raw = bytearray()
-        async for chunk in request.stream():
-            raw += chunk
-            if len(raw) > _MAX_BODY:
-                raise _TooLarge(f"request too large (at most {_MAX_BODY} bytes)")
+        raw = await read_body(request, _MAX_BODY)
         try:
-            data = json.loads(bytes(raw) or b"{}")
+            data = json.loads(raw or b"{}")
         except RecursionError:
             raise EditorError("the request is nested too deeply") from None
         except ValueError:
@@ -231,13 +218,6 @@ def create_app(session: EditSession, token: str):
                      exception_handlers={HTTPException: http_error})
 
 
-def _is_loopback(host: str) -> bool:
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return host == "localhost"
-
-
 def browser_url(host: str, port: int, token: str) -> str:
     """The URL to open for a server on ``host``: a wildcard address (0.0.0.0, ::), which no browser can open on
     every system, becomes this machine's loopback address."""
@@ -253,20 +233,8 @@ def browser_url(host: str, port: int, token: str) -> str:
 
 def listen(host: str = "127.0.0.1", port: int = 0) -> socket.socket:
     """A listening TCP socket on ``host``:``port`` (0: a free port), or :class:`EditorError` (one line) when the
-    address cannot be used (in use, unknown host). Done first, before any slow work."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    if os.name == "nt":  # Windows' SO_REUSEADDR would let a second process take over a port in use
-        sock.setsockopt(socket.SOL_SOCKET, getattr(socket, "SO_EXCLUSIVEADDRUSE", -5), 1)
-    else:  # a restart right after Ctrl+C can reuse the port (TIME_WAIT); a port in use still fails
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((host, port))
-        sock.listen(128)  # before the URL is printed: a client that reads it can connect at once
-    except OSError as exc:
-        sock.close()
-        raise EditorError(f"cannot listen on {host}:{port} ({exc.strerror or exc})") from None
-    return sock
+    address cannot be used (in use, unknown host). Done first, before any slow work (:func:`deepexposure.apps.web.listen`)."""
+    return _listen(host, port, error=EditorError)
 
 
 def serve(session: EditSession, *, host: str = "127.0.0.1", port: int = 0, open_browser: bool = True,
@@ -281,7 +249,7 @@ def serve(session: EditSession, *, host: str = "127.0.0.1", port: int = 0, open_
     sock = sock or listen(host, port)
     bound = sock.getsockname()[1]
     url = browser_url(host, bound, token)
-    if not _is_loopback(host):
+    if not is_loopback(host):
         announce(f"warning: listening on {host}, reachable from other machines; anyone with the URL can edit and "
                  "save")
     announce(f"deepexposure edit: {session.source.name} at {url}  (Ctrl+C to stop)")
