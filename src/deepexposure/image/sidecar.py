@@ -47,7 +47,7 @@ from deepexposure.image.color import luminance
 from deepexposure.image.recipe import Recipe
 
 __all__ = ["EDITORS", "SIDECAR_SUFFIX", "EV_RANGE", "sidecar_path", "global_ev", "darktable_exposure_params",
-           "decode_darktable_exposure", "darktable_xmp", "merge_darktable_xmp", "rawtherapee_pp3", "write_sidecar"]
+           "decode_darktable_exposure", "darktable_xmp", "merge_darktable_xmp", "rawtherapee_pp3", "write_sidecars"]
 
 EDITORS = ("darktable", "rawtherapee")
 #: The editor's sidecar is the photo's full name plus this suffix (``photo.CRW`` -> ``photo.CRW.xmp``).
@@ -227,35 +227,50 @@ def rawtherapee_pp3(ev: float) -> str:
 # ------------------------------------------------------------------------------------------ writing
 
 
-def write_sidecar(photo: str | os.PathLike, editor: str, ev: float, *, overwrite: bool = False) -> tuple[Path, str]:
-    """Write ``editor``'s sidecar for ``photo`` carrying ``ev`` -> (path, ``"written"``, ``"replaced"`` or
-    ``"merged"``). Atomic (:mod:`deepexposure.atomic`); an existing sidecar: replaced with ``overwrite``, a plain
-    darktable history merged (module doc), otherwise :class:`PhotoError` and nothing changed."""
+def _prepare(photo: Path, editor: str, ev: float, overwrite: bool) -> tuple[Path, str, str, bool]:
+    """(path, text, action, exists) of ``editor``'s sidecar for ``photo``; PhotoError for a refused one."""
     path = sidecar_path(photo, editor)
     name = os.fspath(path)
-    text = darktable_xmp(ev, Path(photo).name) if editor == "darktable" else rawtherapee_pp3(ev)
-    action = "written"
+    text = darktable_xmp(ev, photo.name) if editor == "darktable" else rawtherapee_pp3(ev)
     exists = path.exists() or path.is_symlink()
     if exists and path.is_dir():
         raise PhotoError(f"{name}: a folder is in the way of the {editor} sidecar")
-    if exists and overwrite:
-        action = "replaced"
-    elif exists:
-        if editor != "darktable":
-            raise PhotoError(f"{name} exists (a RawTherapee profile: photographers keep their edits there); "
-                             f"pass --overwrite to replace it")
-        try:
-            old = path.read_bytes().decode("utf-8")
-        except UnicodeDecodeError:
-            raise PhotoError(f"{name}: an existing sidecar that is not UTF-8 text; pass --overwrite to replace it"
-                             ) from None
-        except OSError as exc:
-            raise PhotoError(f"{name}: cannot read the existing sidecar ({exc.strerror or exc})") from None
-        text, action = merge_darktable_xmp(old, ev, name), "merged"
+    if not exists or overwrite:
+        return path, text, "replaced" if exists else "written", exists
+    if editor != "darktable":
+        raise PhotoError(f"{name} exists (a RawTherapee profile: photographers keep their edits there); "
+                         f"pass --overwrite to replace it")
     try:
-        atomic_write_text(path, text, overwrite=exists)
-    except FileExistsError:
-        raise PhotoError(f"{name} appeared while it was being written; rerun to merge into it") from None
+        old = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError:
+        raise PhotoError(f"{name}: an existing sidecar that is not UTF-8 text; pass --overwrite to replace it"
+                         ) from None
     except OSError as exc:
-        raise PhotoError(f"{name}: cannot write the {editor} sidecar ({exc.strerror or exc})") from None
-    return path, action
+        raise PhotoError(f"{name}: cannot read the existing sidecar ({exc.strerror or exc})") from None
+    return path, merge_darktable_xmp(old, ev, name), "merged", True
+
+
+def write_sidecars(photo: str | os.PathLike, editors, ev: float, *, overwrite: bool = False,
+                   skip_existing: bool = False) -> list[tuple[Path, str]]:
+    """Write each of ``editors``' sidecars for ``photo`` carrying ``ev`` -> [(path, ``"written"``, ``"replaced"``
+    or ``"merged"``)]. An existing sidecar: left as it is with ``skip_existing``, replaced with ``overwrite``, a
+    plain darktable history merged (module doc), otherwise :class:`PhotoError`. Every sidecar is checked (and
+    merged in memory) before the first is written, so a refused one leaves the others untouched too; each write is
+    atomic (:mod:`deepexposure.atomic`)."""
+    photo = Path(photo)
+    plans = []
+    for editor in dict.fromkeys(editors):
+        _check_editor(editor)
+        if skip_existing and (sidecar_path(photo, editor).exists() or sidecar_path(photo, editor).is_symlink()):
+            continue
+        plans.append(_prepare(photo, editor, ev, overwrite))
+    done = []
+    for path, text, action, exists in plans:
+        try:
+            atomic_write_text(path, text, overwrite=exists)
+        except FileExistsError:
+            raise PhotoError(f"{path} appeared while it was being written; rerun to merge into it") from None
+        except OSError as exc:
+            raise PhotoError(f"{path}: cannot write the sidecar ({exc.strerror or exc})") from None
+        done.append((path, action))
+    return done
