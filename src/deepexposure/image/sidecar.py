@@ -221,7 +221,13 @@ def rawtherapee_pp3(ev: float) -> str:
     """A partial RawTherapee profile setting the exposure compensation to ``ev`` (module doc)."""
     ev = _checked_ev(ev, "rawtherapee")
     return (f"[Version]\nAppVersion=5.9\nVersion={_PP3_VERSION}\n\n"
-            f"[Exposure]\nAuto=false\nCompensation={round(ev, 6):g}\n")
+            f"[Exposure]\nAuto=false\nCompensation={_decimal(ev)}\n")
+
+
+def _decimal(x: float) -> str:
+    """``x`` to 6 decimals without trailing zeros (``0.5``, ``2.494435``, ``0``)."""
+    text = f"{x:.6f}".rstrip("0").rstrip(".")
+    return "0" if text in ("", "-0") else text
 
 
 # ------------------------------------------------------------------------------------------ writing
