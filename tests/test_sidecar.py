@@ -218,12 +218,44 @@ def test_sidecar_only_writes_both_sidecars_beside_the_photo_and_no_photo(tmp_pat
     assert float(cp["Exposure"]["Compensation"]) == pytest.approx(ev, abs=1e-6)
 
 
+def test_a_policy_recipe_gives_its_luminance_weighted_ev(tmp_path):
+    """--model paper: one EV per segment in the recipe; the sidecar holds their luminance-weighted mean over the
+    preview the policy saw."""
+    from deepexposure.image.io import read_photo
+    from deepexposure.image.segmentation import make_preview
+
+    photo = dark_jpeg(tmp_path / "shot.jpg")
+    r = cli(str(photo), "--sidecar", "rawtherapee", "--recipe", "--model", "paper")
+    assert r.exit_code == 0, r.output
+    recipe = Recipe.load(tmp_path / "shot.recipe.json")
+    assert len(recipe.evs) > 1 and len(set(recipe.evs)) > 1
+    cp = configparser.ConfigParser()
+    cp.read(sidecar_path(photo, "rawtherapee"))
+    want = global_ev(recipe, make_preview(read_photo(photo).pixels))
+    assert float(cp["Exposure"]["Compensation"]) == pytest.approx(want, abs=1e-6)
+    assert min(recipe.evs) <= want <= max(recipe.evs)
+
+
 def test_with_out_the_photo_goes_to_out_and_the_sidecar_beside_the_input(tmp_path):
     photo = dark_jpeg(tmp_path / "in" / "shot.jpg")
     r = cli(str(photo), "-o", str(tmp_path / "out") + "/", "--sidecar", "rawtherapee")
     assert r.exit_code == 0, r.output
     assert (tmp_path / "out" / "shot.jpg").is_file() and (tmp_path / "in" / "shot.jpg.pp3").is_file()
     assert not (tmp_path / "out" / "shot.jpg.pp3").exists()
+
+
+def test_skip_existing_with_out_still_writes_missing_sidecars(tmp_path):
+    photo = dark_jpeg(tmp_path / "in" / "shot.jpg")
+    out = tmp_path / "out" / "shot.jpg"
+    assert cli(str(photo), "-o", str(out)).exit_code == 0
+    before = out.read_bytes()
+    out.write_bytes(before[:-1])  # marks the existing output: it must be left as it is
+    r = cli(str(photo), "-o", str(out), "--sidecar", "darktable", "--skip-existing")
+    assert r.exit_code == 0, r.output
+    assert sidecar_path(photo, "darktable").is_file() and out.read_bytes() == before[:-1]
+    r = cli(str(photo), "-o", str(out), "--sidecar", "darktable", "--skip-existing")
+    assert r.exit_code == 0 and "1 skipped" in r.output and len(exposures(sidecar_path(photo, "darktable")
+                                                                          .read_text())) == 1
 
 
 def test_folders_recursive(tmp_path):

@@ -48,7 +48,7 @@ LOOK_HELP = ("natural (default): restore the exposure, as shot; a well-exposed p
 @click.option("--recipe", "save_recipe", is_flag=True,
               help="Write PHOTO.recipe.json beside each output: EV per segment, segment masks, model id. "
                    "Edit it and re-render with `deepexposure render PHOTO --recipe FILE`. An existing recipe is "
-                   "never replaced without --overwrite.")
+                   "never replaced without --overwrite. With --sidecar and no -o: PHOTO.recipe.json beside the photo.")
 @click.option("--sidecar", "sidecars", type=click.Choice(EDITORS), multiple=True,
               help="Also write the RAW editor's own sidecar beside each input photo (PHOTO.CRW.xmp for darktable, "
                    "PHOTO.CRW.pp3 for RawTherapee; give it twice for both), holding the exposure as an edit to keep "
@@ -129,7 +129,16 @@ def enhance(photos, out, look, model, renderer, strength, highlight_guard, save_
                out=job_list[0].dst if len(job_list) == 1 and len(sidecars) == 1 else None)
         return
     job_list = plan_jobs(photos, out, recursive=recursive, fmt=fmt, overwrite=overwrite, recipes=save_recipe)
-    result = run_batch(job_list, fn, overwrite=overwrite, skip_existing=skip_existing, workers=jobs, desc="enhance")
+    # --skip-existing: a photo whose outputs exist but not all of its sidecars still gets them (enhance_file, given
+    # skip_existing, leaves the existing outputs as they are)
+    late = [j for j in job_list if skip_existing and sidecars and all(p.exists() for p in j.outputs)
+            and not all(sidecar_path(j.src, e).exists() for e in sidecars)]
+    result = run_batch([j for j in job_list if j not in late], fn, overwrite=overwrite, skip_existing=skip_existing,
+                       workers=jobs, desc="enhance")
+    if late:
+        more = run_batch(late, fn, overwrite=True, workers=jobs, desc="sidecars")
+        result.done += more.done
+        result.failed += more.failed
     report(result, verb="enhanced", out=job_list[0].dst if len(job_list) == 1 else out)
 
 
