@@ -133,7 +133,9 @@ DT_HISTORY = """<?xml version="1.0" encoding="UTF-8"?>
    darktable:xmp_version="5"
    darktable:auto_presets_applied="1"
    darktable:history_end="{end}"
-   darktable:iop_order_version="2">
+   darktable:iop_order_version="2"
+   darktable:history_auto_hash="8f08fe3b601c49ad9ee172bb831af8fc"
+   darktable:history_current_hash="8f08fe3b601c49ad9ee172bb831af8fc">
    <darktable:masks_history>
     <rdf:Seq/>
    </darktable:masks_history>
@@ -171,7 +173,9 @@ def test_merge_appends_one_step_and_keeps_every_other_byte():
     assert exposures(new) == pytest.approx([0.7, 1.25], abs=1e-6)
     assert items[2].get(f"{DT}multi_priority") == "0"  # the same instance: the module ends at our EV
     ours = re.search(r"\n *<rdf:li\s+darktable:num=\"2\".*?/>", new, re.S)
-    assert new[:ours.start()] + new[ours.end():] == old.replace('history_end="2"', 'history_end="3"')
+    assert "history_current_hash" not in new and 'history_auto_hash="8f08' in new  # the stale hash left out
+    assert new[:ours.start()] + new[ours.end():] == old.replace('history_end="2"', 'history_end="3"').replace(
+        '\n   darktable:history_current_hash="8f08fe3b601c49ad9ee172bb831af8fc"', "")
     assert exposures(merge_darktable_xmp(new, -0.5)) == pytest.approx([0.7, 1.25, -0.5], abs=1e-6)
 
 
@@ -436,6 +440,7 @@ def test_darktable_merge_into_its_own_history(s40, tmp_path):
     assert r.exit_code == 0, r.output
     merged = xmp.read_text()
     assert len(history(merged)[1]) == len(history(own)[1]) + 1
+    assert "history_current_hash" in own and "history_current_hash" not in merged
     assert darktable(photo, xmp, d / "merged.tif", tmp_path / "c1") == ""
     rendered = exposures(output_history(d / "merged.tif"))
     assert rendered[-1] == pytest.approx(ev, abs=1e-6) and rendered[0] == pytest.approx(0.7, abs=1e-6)

@@ -18,7 +18,8 @@ it) and ``auto_presets_applied="0"``: darktable first applies the user's own wor
 filmic and its exposure preset), then our step, so the exposure module ends at the EV (in the scene-referred
 workflow this replaces darktable's default +0.7 EV). An existing darktable XMP is never replaced without
 ``overwrite``: when its history is plain (steps numbered 0..n-1, ``history_end`` = n, nothing undone) our step is
-appended as step n and ``history_end`` becomes n + 1 (one undoable step, the photographer's own edits kept);
+appended as step n and ``history_end`` becomes n + 1 (one undoable step, the photographer's own edits kept; the
+now stale ``history_current_hash`` is left out, the rest of the file kept byte for byte);
 otherwise :class:`~deepexposure.errors.PhotoError` (one line naming the file and ``--overwrite``).
 
 RawTherapee (tested with 5.9): a partial processing profile (``[Version]``, ``[Exposure]`` with ``Auto=false``,
@@ -165,6 +166,7 @@ def darktable_xmp(ev: float, photo_name: str) -> str:
 
 _HISTORY_RE = re.compile(r"(<darktable:history>\s*<rdf:Seq>)(.*?)(\n?[ \t]*</rdf:Seq>\s*</darktable:history>)", re.S)
 _END_RE = re.compile(r'darktable:history_end="(\d+)"')
+_CURRENT_HASH_RE = re.compile(r'\s+darktable:history_current_hash="[0-9a-fA-F]*"')
 
 
 def _parse_history(text: str, name: str) -> tuple[int, int]:
@@ -209,6 +211,8 @@ def merge_darktable_xmp(text: str, ev: float, name: str = "sidecar") -> str:
     out = text[:m.end(2)] + item + text[m.end(2):]
     e = _END_RE.search(out)
     out = out[:e.start(1)] + str(n + 1) + out[e.end(1):]
+    # the hash of the current history no longer describes it: left out, as in darktable's older XMPs without one
+    out = _CURRENT_HASH_RE.sub("", out, count=1)
     if _parse_history(out, name) != (n + 1, n + 1):  # the edit did what it should, or nothing is written
         raise PhotoError(f"{name}: could not append to its darktable history; pass --overwrite to replace it")
     return out
