@@ -311,17 +311,28 @@ def test_hostile_sidecars_and_folders_give_one_line(tmp_path):
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temporary left
 
 
-@pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0,
-                    reason="root writes into read-only folders: the read-only folder case cannot be made here")
+@pytest.mark.skipif(os.name != "posix", reason="read-only folders are made with POSIX modes or chattr")
 def test_read_only_folder(tmp_path):
+    """A folder the sidecar cannot be written into: one line, exit 2, nothing left in it. Root writes into a mode-555
+    folder, so as root the folder is made immutable (chattr +i) where the file system allows it."""
     photo = dark_jpeg(tmp_path / "ro" / "shot.jpg")
-    photo.parent.chmod(0o555)
+    folder = photo.parent
+    root = os.geteuid() == 0
+    if root:
+        if shutil.which("chattr") is None or subprocess.run(["chattr", "+i", str(folder)],
+                                                            capture_output=True).returncode:
+            pytest.skip("running as root on a file system without chattr +i: no read-only folder can be made")
+    else:
+        folder.chmod(0o555)
     try:
-        r = cli(str(photo), "--sidecar", "rawtherapee")
-        assert r.exit_code == 2 and "cannot write the sidecar" in r.output
-        assert sorted(p.name for p in photo.parent.iterdir()) == ["shot.jpg"]
+        r = cli(str(photo), "--sidecar", "rawtherapee", "--sidecar", "darktable")
+        assert r.exit_code == 2 and "cannot write the sidecar" in r.output and r.output.strip().count("\n") == 0
+        assert sorted(p.name for p in folder.iterdir()) == ["shot.jpg"]
     finally:
-        photo.parent.chmod(0o755)
+        if root:
+            subprocess.run(["chattr", "-i", str(folder)], check=True)
+        else:
+            folder.chmod(0o755)
 
 
 @pytest.mark.parametrize("args,why", [

@@ -176,18 +176,18 @@ def enhance_file(
     highlight_guard: bool = True,
     look: str | None = None,
     sidecars: tuple[str, ...] = (),
-    write_photo: bool = True,
+    write_output: bool = True,
 ) -> None:
     """``deepexposure enhance`` for one photo, with its recipe sidecar when ``job.recipe`` (or ``write_recipe``).
     ``model``/``renderer``/``look``: as :class:`~deepexposure.inference.enhance.Enhancer` takes them (None: defaults).
 
     ``sidecars``: editors (``image.sidecar.EDITORS``) whose sidecar is written beside ``job.src`` after the photo
-    and recipe, carrying the recipe's global EV (``image.sidecar``); ``write_photo=False`` (``--sidecar`` without
+    and recipe, carrying the recipe's global EV (``image.sidecar``); ``write_output=False`` (``--sidecar`` without
     ``-o``): only the recipe is computed (no full-resolution render) and ``job.dst`` is not written."""
     job = _with_recipe(job, write_recipe)
     enhancer = cached_enhancer(model, renderer, strength, device, highlight_guard, look)
     photo = read_photo(job.src, max_pixels=max_pixels, max_pixels_why=max_pixels_why)
-    if write_photo:
+    if write_output:
         out, recipe = enhance_photo(enhancer, photo)  # RAW: the EVs go to its linear data
         _write_outputs(job, out, recipe, bit_depth=bit_depth, overwrite=overwrite, skip_existing=skip_existing)
     else:

@@ -115,7 +115,7 @@ def enhance(photos, out, look, model, renderer, strength, highlight_guard, save_
         enhance_file, model=model, renderer=renderer, strength=strength, device=device,
         highlight_guard=highlight_guard, look=look,
         bit_depth=int(bit_depth) if bit_depth else None, max_pixels=limit, max_pixels_why=why, overwrite=overwrite,
-        skip_existing=skip_existing, sidecars=sidecars, write_photo=out is not None,
+        skip_existing=skip_existing, sidecars=sidecars, write_output=out is not None,
     )
     if out is None:  # sidecars only, beside each photo: their existence is checked per editor by enhance_file
         job_list = plan_beside(photos, lambda src: [sidecar_path(src, e) for e in sidecars], recursive=recursive,
