@@ -32,6 +32,11 @@ def pytest_terminal_summary(terminalreporter) -> None:
     n = sum(1 for rep in skipped if _NO_DATA in str(getattr(rep, "longrepr", "")))
     if n:
         terminalreporter.write_line(f"{n} " + _HOW.format(path=SHARED_DATA), yellow=True, bold=True)
+    editors = {str(rep.longrepr[2]).removeprefix("Skipped: ") for rep in skipped
+               if isinstance(getattr(rep, "longrepr", None), tuple) and len(rep.longrepr) == 3
+               and "apt-get install darktable rawtherapee" in str(rep.longrepr[2])}
+    for reason in sorted(editors):  # the sidecar tests that run the real RAW editors
+        terminalreporter.write_line(f"sidecar tests skipped: {reason}", yellow=True, bold=True)
     for rep in skipped:  # the editor's browser test: say why it did not run
         longrepr = getattr(rep, "longrepr", "")
         text = longrepr[2] if isinstance(longrepr, tuple) and len(longrepr) == 3 else str(longrepr)

@@ -26,7 +26,7 @@ from deepexposure.atomic import NAME_MAX, clean_stale
 from deepexposure.errors import DeepExposureError, PhotoError
 from deepexposure.image.io import RAW_EXTENSIONS, SUPPORTED_EXTENSIONS, iter_photo_paths
 
-__all__ = ["Job", "BatchResult", "plan_jobs", "run_batch", "recipe_path_for", "RAW_OUTPUT_SUFFIX"]
+__all__ = ["Job", "BatchResult", "plan_jobs", "plan_beside", "run_batch", "recipe_path_for", "RAW_OUTPUT_SUFFIX"]
 
 #: Output suffix of a camera RAW input in folder mode without ``--format`` (RAW files are read, never written).
 RAW_OUTPUT_SUFFIX = ".jpg"
@@ -184,6 +184,38 @@ def plan_jobs(
         if _resolve(dst) == _resolve(src) and not overwrite:
             raise PhotoError(f"refusing to overwrite the input {src} (pass --overwrite to allow it)")
         jobs.append(job)
+    return jobs
+
+
+def plan_beside(inputs: Sequence[str | os.PathLike], outputs_of: Callable[[Path], Sequence[Path]], *,
+                recursive: bool = False, recipes: bool = False) -> list[Job]:
+    """Jobs whose outputs lie beside each input photo (``enhance --sidecar`` without ``-o``): ``dst`` is the first
+    of ``outputs_of(src)``, ``recipe`` (with ``recipes``) ``<stem>.recipe.json`` beside the photo. Two photos
+    mapping to one recipe (``a.CRW`` and ``a.jpg``) is an error before anything is written."""
+    roots = [Path(p) for p in inputs]
+    if not roots:
+        raise PhotoError("no input photos given")
+    jobs: list[Job] = []
+    seen: dict[Path, Path] = {}
+    for root in roots:
+        _check_name_lengths(root)
+        found = iter_photo_paths([root], recursive=recursive)
+        if root.is_dir() and not found and not recursive and iter_photo_paths([root], recursive=True):
+            raise PhotoError(f"no photos directly in {root}, only in its sub-folders: use -r (--recursive)")
+        for src in found:
+            job = Job(src, Path(outputs_of(src)[0]), recipe_path_for(src) if recipes else None)
+            for target in job.outputs:
+                if len(os.fsencode(target.name)) > NAME_MAX:
+                    raise PhotoError(f"{target}: a file name longer than the {NAME_MAX} bytes file systems allow")
+                key = _resolve(target)
+                if key in seen and seen[key] != src:
+                    raise PhotoError(f"{seen[key]} and {src} would both be written to {target}; "
+                                     f"process them in separate runs")
+                seen[key] = src
+            jobs.append(job)
+    if not jobs:
+        raise PhotoError(f"no photos found in {', '.join(map(str, roots))} "
+                         f"(formats read: {', '.join(sorted(SUPPORTED_EXTENSIONS))} and camera RAW)")
     return jobs
 
 

@@ -18,6 +18,7 @@ from deepexposure.image.look import load_look, scaled_style_dict
 from deepexposure.image.raw import enhance_photo, render_photo
 from deepexposure.image.recipe import Recipe
 from deepexposure.image.segmentation import make_preview, overlay, segment, segmentation_params
+from deepexposure.image.sidecar import global_ev, write_sidecars
 
 __all__ = ["manual_recipe", "render_file", "segment_file", "enhance_file", "recipe_path_for", "cached_enhancer",
            "recipe_matches", "check_recipe_fits", "LABEL_AGREEMENT"]
@@ -174,11 +175,25 @@ def enhance_file(
     skip_existing: bool = False,
     highlight_guard: bool = True,
     look: str | None = None,
+    sidecars: tuple[str, ...] = (),
+    write_output: bool = True,
 ) -> None:
     """``deepexposure enhance`` for one photo, with its recipe sidecar when ``job.recipe`` (or ``write_recipe``).
-    ``model``/``renderer``/``look``: as :class:`~deepexposure.inference.enhance.Enhancer` takes them (None: defaults)."""
+    ``model``/``renderer``/``look``: as :class:`~deepexposure.inference.enhance.Enhancer` takes them (None: defaults).
+
+    ``sidecars``: editors (``image.sidecar.EDITORS``) whose sidecar is written beside ``job.src`` after the photo
+    and recipe, carrying the recipe's global EV (``image.sidecar``); ``write_output=False`` (``--sidecar`` without
+    ``-o``): only the recipe is computed (no full-resolution render) and ``job.dst`` is not written."""
     job = _with_recipe(job, write_recipe)
     enhancer = cached_enhancer(model, renderer, strength, device, highlight_guard, look)
     photo = read_photo(job.src, max_pixels=max_pixels, max_pixels_why=max_pixels_why)
-    out, recipe = enhance_photo(enhancer, photo)  # RAW: the EVs go to its linear data
-    _write_outputs(job, out, recipe, bit_depth=bit_depth, overwrite=overwrite, skip_existing=skip_existing)
+    if write_output:
+        out, recipe = enhance_photo(enhancer, photo)  # RAW: the EVs go to its linear data
+        _write_outputs(job, out, recipe, bit_depth=bit_depth, overwrite=overwrite, skip_existing=skip_existing)
+    else:
+        recipe = enhancer.recipe(photo.pixels)  # what enhance_photo computes before rendering (RAW: as shot)
+        if job.recipe is not None and not (skip_existing and job.recipe.exists()):
+            recipe.save(job.recipe, overwrite=overwrite)
+    if sidecars:
+        write_sidecars(job.src, sidecars, global_ev(recipe, make_preview(photo.pixels)), overwrite=overwrite,
+                       skip_existing=skip_existing)

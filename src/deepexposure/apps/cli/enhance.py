@@ -6,7 +6,7 @@ import functools
 
 import click
 
-from deepexposure.apps.batch import plan_jobs, run_batch
+from deepexposure.apps.batch import plan_beside, plan_jobs, run_batch
 from deepexposure.apps.cli.common import (
     bit_depth_option,
     check_overwrite,
@@ -16,7 +16,9 @@ from deepexposure.apps.cli.common import (
     report,
 )
 from deepexposure.apps.pipeline import cached_enhancer, enhance_file
+from deepexposure.errors import PhotoError
 from deepexposure.image.render import ENHANCE_RENDERER, NATURAL_RENDERER, RENDERER_HELP, RENDERERS
+from deepexposure.image.sidecar import EDITORS, sidecar_path
 
 LOOK_HELP = ("natural (default): restore the exposure, as shot; a well-exposed photo comes back nearly unchanged. "
              "expert: the natural correction, then a style fitted on real expert retouches (MIT-Adobe FiveK expert "
@@ -25,7 +27,8 @@ LOOK_HELP = ("natural (default): restore the exposure, as shot; a well-exposed p
 
 @click.command(no_args_is_help=True)
 @click.argument("photos", nargs=-1, required=True, type=click.Path(path_type=str))
-@click.option("-o", "--out", required=True, type=click.Path(), help="Output file (one photo) or folder.")
+@click.option("-o", "--out", type=click.Path(), default=None,
+              help="Output file (one photo) or folder. Optional with --sidecar (then only the sidecars are written).")
 @click.option("--look", default="natural", show_default=True, metavar="natural|expert|FILE", help=LOOK_HELP)
 @click.option("--model", type=click.Path(), default=None,
               help="natural (default: one global EV from boosted trees on the preview's statistics), paper (the "
@@ -45,7 +48,15 @@ LOOK_HELP = ("natural (default): restore the exposure, as shot; a well-exposed p
 @click.option("--recipe", "save_recipe", is_flag=True,
               help="Write PHOTO.recipe.json beside each output: EV per segment, segment masks, model id. "
                    "Edit it and re-render with `deepexposure render PHOTO --recipe FILE`. An existing recipe is "
-                   "never replaced without --overwrite.")
+                   "never replaced without --overwrite. With --sidecar and no -o: PHOTO.recipe.json beside the photo.")
+@click.option("--sidecar", "sidecars", type=click.Choice(EDITORS), multiple=True,
+              help="Also write the RAW editor's own sidecar beside each input photo (PHOTO.CRW.xmp for darktable, "
+                   "PHOTO.CRW.pp3 for RawTherapee; give it twice for both), holding the exposure as an edit to keep "
+                   "adjusting: one global EV in the editor's exposure module (per-segment EVs only in the --recipe "
+                   "JSON; the look's contrast and saturation are not carried). Without -o only the sidecars (and "
+                   "--recipe) are written, no photo. An existing sidecar is never replaced without --overwrite: a "
+                   "darktable history gets our exposure appended as one more step, a RawTherapee profile is refused. "
+                   "Also for JPEG/TIFF/PNG, which both editors open with the same sidecar names.")
 @click.option("--format", "fmt", type=click.Choice(["jpg", "png", "tif", "webp"]), default=None,
               help="Output format in folder mode (default: the input's).")
 @bit_depth_option
@@ -61,8 +72,8 @@ LOOK_HELP = ("natural (default): restore the exposure, as shot; a well-exposed p
               help="Where the policy runs: cpu, cuda or cuda:N (ONNX Runtime for .onnx models; torch for .pt, "
                    "where mps works too) (default: CUDA if present).")
 @max_pixels_option
-def enhance(photos, out, look, model, renderer, strength, highlight_guard, save_recipe, fmt, bit_depth, jobs, cluster,
-            recursive, skip_existing, overwrite, device, max_pixels):
+def enhance(photos, out, look, model, renderer, strength, highlight_guard, save_recipe, sidecars, fmt, bit_depth, jobs,
+            cluster, recursive, skip_existing, overwrite, device, max_pixels):
     """Fix the exposure of photos, in the natural or the expert look.
 
     Each photo is reduced to 64x64; the model picks its exposure (one global EV, or with a policy one EV per
@@ -76,10 +87,14 @@ def enhance(photos, out, look, model, renderer, strength, highlight_guard, save_
       deepexposure enhance photo.jpg -o paper.jpg --model paper
       deepexposure enhance holiday/ -o fixed/ --recursive --jobs 2 --skip-existing
       deepexposure enhance photo.jpg -o out/ --recipe --renderer local --strength 0.7
+      deepexposure enhance photo.CRW --sidecar darktable
+      deepexposure enhance raws/ -r --sidecar rawtherapee --sidecar darktable
       deepexposure enhance s3://bucket/in -o s3://bucket/out -r --cluster tcp://scheduler:8786
     """
     check_strength(strength)
     check_overwrite(overwrite, skip_existing)
+    sidecars = tuple(dict.fromkeys(sidecars))
+    check_sidecar_options(out, sidecars, cluster, fmt, bit_depth)
     if cluster is not None:
         from deepexposure.apps.cluster import require_dask
 
@@ -95,16 +110,50 @@ def enhance(photos, out, look, model, renderer, strength, highlight_guard, save_
             overwrite=overwrite, skip_existing=skip_existing, recipes=save_recipe)
         report(result, verb="enhanced", out=url_jobs[0].dst if len(url_jobs) == 1 else out)
         return
-    job_list = plan_jobs(photos, out, recursive=recursive, fmt=fmt, overwrite=overwrite, recipes=save_recipe)
     limit, why = max_pixels_limit(max_pixels, jobs)
     fn = functools.partial(
         enhance_file, model=model, renderer=renderer, strength=strength, device=device,
         highlight_guard=highlight_guard, look=look,
         bit_depth=int(bit_depth) if bit_depth else None, max_pixels=limit, max_pixels_why=why, overwrite=overwrite,
-        skip_existing=skip_existing,
+        skip_existing=skip_existing, sidecars=sidecars, write_output=out is not None,
     )
-    result = run_batch(job_list, fn, overwrite=overwrite, skip_existing=skip_existing, workers=jobs, desc="enhance")
+    if out is None:  # sidecars only, beside each photo: their existence is checked per editor by enhance_file
+        job_list = plan_beside(photos, lambda src: [sidecar_path(src, e) for e in sidecars], recursive=recursive,
+                               recipes=save_recipe)
+        done = [j for j in job_list if skip_existing and all(
+            p.exists() for p in (*(sidecar_path(j.src, e) for e in sidecars), *j.outputs[1:]))]
+        result = run_batch([j for j in job_list if j not in done], fn, overwrite=True, workers=jobs,
+                           desc="sidecars")
+        result.skipped.extend(j.src for j in done)
+        report(result, verb="with sidecars" if len(sidecars) > 1 else f"with a {sidecars[0]} sidecar",
+               out=job_list[0].dst if len(job_list) == 1 and len(sidecars) == 1 else None)
+        return
+    job_list = plan_jobs(photos, out, recursive=recursive, fmt=fmt, overwrite=overwrite, recipes=save_recipe)
+    # --skip-existing: a photo whose outputs exist but not all of its sidecars still gets them (enhance_file, given
+    # skip_existing, leaves the existing outputs as they are)
+    late = [j for j in job_list if skip_existing and sidecars and all(p.exists() for p in j.outputs)
+            and not all(sidecar_path(j.src, e).exists() for e in sidecars)]
+    result = run_batch([j for j in job_list if j not in late], fn, overwrite=overwrite, skip_existing=skip_existing,
+                       workers=jobs, desc="enhance")
+    if late:
+        more = run_batch(late, fn, overwrite=True, workers=jobs, desc="sidecars")
+        result.done += more.done
+        result.failed += more.failed
     report(result, verb="enhanced", out=job_list[0].dst if len(job_list) == 1 else out)
+
+
+def check_sidecar_options(out, sidecars: tuple[str, ...], cluster, fmt, bit_depth) -> None:
+    """One-line errors for options that do not go together with (or without) ``--sidecar``."""
+    if out is None and not sidecars:
+        raise PhotoError("give -o OUT (the output photo or folder), or --sidecar darktable|rawtherapee to write only "
+                         "the editors' sidecars beside the photos")
+    if sidecars and cluster is not None:
+        raise PhotoError("--sidecar writes beside local photos; it does not run with --cluster")
+    if out is None:
+        for name, value in (("--format", fmt), ("--bit-depth", bit_depth)):
+            if value:
+                raise PhotoError(f"{name} sets the output photo, but without -o only sidecars are written: "
+                                 f"add -o OUT, or leave out {name}")
 
 
 COMMANDS = [enhance]
