@@ -8,6 +8,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+from deepexposure.errors import ConfigError
 from deepexposure.learning.checkpoint import load_checkpoint
 from deepexposure.learning.config import TrainConfig
 from deepexposure.learning.dataset import TrainData, segment_all
@@ -274,7 +275,7 @@ def test_fused_paired_term_is_the_preview_fusion_mse(tmp_path):
     for a, f, lo, p in zip(both.actor_grads, r.actor_grads, local.actor_grads, plain.actor_grads, strict=True):
         torch.testing.assert_close(a, f + lo - p, atol=1e-4, rtol=1e-4)
     assert any(not torch.allclose(f, lo) for f, lo in zip(r.actor_grads, local.actor_grads, strict=True))
-    with pytest.raises(TrainingError, match="paired_render"):
+    with pytest.raises(ConfigError, match="paired_render"):  # the config's own check, in Trainer
         cfg = _cfg()
         cfg.rl.paired_render = "global"
         Trainer(cfg, data, tmp_path / "x", tensorboard=False, progress=False)

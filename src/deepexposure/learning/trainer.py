@@ -40,7 +40,6 @@ from deepexposure.learning.models import Actor, Critic, ValueNet
 from deepexposure.learning.noise import OUNoise
 from deepexposure.learning.policy import Policy, select_device
 from deepexposure.learning.workers import (
-    PAIRED_RENDERS,
     compute_gradients,
     critic_gradients,
     episode_noise,
@@ -138,10 +137,7 @@ class Trainer:
         torch.set_num_threads(max(1, config.run.threads))
         torch.set_flush_denormal(True)  # denormals can slow CPU convolutions by orders of magnitude
         m, rl = config.model, config.rl
-        if rl.variant not in ("I", "II"):
-            raise TrainingError(f"unknown variant {rl.variant!r} (use I or II)")
-        if rl.paired_render not in PAIRED_RENDERS:
-            raise TrainingError(f"unknown paired_render {rl.paired_render!r} (use {', '.join(PAIRED_RENDERS)})")
+        # variant and paired_render were checked with every other field by config.check() above
         torch.manual_seed(config.run.seed)
         self.actor = Actor(**self._arch()).to(self.device)
         self.critic = Critic(width=m.critic_width, hidden=m.hidden, size=m.size).to(self.device)
