@@ -28,6 +28,7 @@ import numpy as np
 
 from deepexposure.errors import DataError
 from deepexposure.image.segmentation import SOFT_MASK_DEFAULTS, reduce_long_edge, segment_map
+from deepexposure.logs import stage
 
 if TYPE_CHECKING:
     from deepexposure.image.recipe import Recipe
@@ -274,12 +275,14 @@ def render(srgb: np.ndarray, recipe: Recipe, *, renderer: str | None = None, str
     if name != "fusion" and recipe.labels is None and evs.size != 1:
         raise DataError(f"the {name} renderer needs segment labels; this recipe has none (make it with "
                         f"--renderer {name})")
-    out = _render_evs(img, evs, recipe, name, strength, renderer_kw)
+    with stage("render"):
+        out = _render_evs(img, evs, recipe, name, strength, renderer_kw)
     from deepexposure.image.look import (
         apply_recipe_style,  # lazily: look imports this module's fusion lazily too
     )
 
-    return apply_recipe_style(out, recipe.style, strength)
+    with stage("style"):
+        return apply_recipe_style(out, recipe.style, strength)
 
 
 def _render_evs(img: np.ndarray, evs: np.ndarray, recipe: Recipe, name: str, strength: float,
