@@ -88,7 +88,7 @@ import numpy as np
 from deepexposure.errors import PhotoError
 from deepexposure.image.color import apply_ev
 
-__all__ = ["mertens_fuse", "fuse_exposures"]
+__all__ = ["mertens_fuse", "fuse_exposures", "fuse_table_exposures"]
 
 #: A sequence of (H, W, 3) images, or a zero-argument callable returning a fresh iterator over them.
 Images = Sequence[np.ndarray] | Callable[[], Iterable[np.ndarray]]
@@ -811,6 +811,40 @@ def fuse_exposures(srgb: np.ndarray, evs: Sequence[float], *, fast: bool = False
         yield original
         for t in tables:
             yield _LutSource(codes, t)
+
+    return _fuse_sources(sources, grey_zero=True, resident=True, **kw)
+
+
+def fuse_table_exposures(codes: np.ndarray, table: np.ndarray, evs: Sequence[float], **kw) -> np.ndarray:
+    """``fuse_exposures(table[codes], evs, **kw)`` without making ``table[codes]``: ``codes`` uint8 (H, W, 3),
+    ``table`` float (256,) sRGB (e.g. one global exposure of an 8-bit photo, ``render.global_table``).
+
+    The same values as that call: the original is ``clip(table, 0, 1)[codes]`` (a float photo is read as it is),
+    each exposure ``apply_ev`` over the 16-bit code that call rounds it to, now a 256-entry table of ``codes``
+    (``cv2.LUT``: no 16-bit codes, no 65,536-entry lookups). Two corners differ: a table whose entries are all
+    exactly k/255 (that call would read 8-bit codes: the same values up to float rounding of the weights), and the
+    greyscale test, made on ``codes`` (that call tests the 16-bit codes: they differ only where the table maps
+    different codes of one pixel onto one value everywhere)."""
+    codes = _check_image(codes)
+    if codes.dtype != np.uint8:
+        raise PhotoError(f"fuse_table_exposures needs uint8 codes, got {codes.dtype}")
+    t = np.clip(np.asarray(table, np.float32).reshape(256), 0.0, 1.0)
+    evs = [float(e) for e in evs]
+    H, W = codes.shape[:2]
+    original = _LutSource(codes, t)
+    if not evs:
+        return original.rows(0, H, np.empty((H, W, 3), _F32))
+    q = np.empty(256, np.uint16)
+    np.rint(np.multiply(t, np.float32(65535)), out=q, casting="unsafe")  # as _codes rounds a float photo
+    kw = dict(contrast=1.0, saturation=1.0, exposedness=1.0, sigma=0.2, levels=None) | kw
+    if kw["saturation"] != 0 and _is_grey(codes):
+        kw["saturation"] = 0.0
+    tables = [np.ascontiguousarray(_ev_table(_ID16, ev)[q]) for ev in evs]
+
+    def sources() -> Iterator[_Source]:
+        yield original
+        for tb in tables:
+            yield _LutSource(codes, tb)
 
     return _fuse_sources(sources, grey_zero=True, resident=True, **kw)
 

@@ -93,6 +93,26 @@ def from_float(pixels: np.ndarray, bit_depth: int = 8) -> np.ndarray:
     return out.reshape(np.shape(pixels))
 
 
+def eight_bit_codes(pixels: np.ndarray, rows: int = 128) -> np.ndarray | None:
+    """The uint8 codes of float sRGB pixels that are exactly ``k / 255`` everywhere (what :func:`to_float` makes of
+    an 8-bit photo: ``to_float(codes)[0] == pixels``), else None. Checked in blocks of ``rows`` rows, stopping at
+    the first block that is not (no full-size temporaries)."""
+    import cv2
+
+    x = np.asarray(pixels)
+    if x.dtype != np.float32 or x.ndim != 3 or x.shape[2] != 3:
+        return None
+    ident = np.arange(256, dtype=np.float32) / np.float32(255.0)
+    out = np.empty(x.shape, np.uint8)
+    for r0 in range(0, x.shape[0], rows):
+        xb = x[r0:r0 + rows]
+        cb = cv2.convertScaleAbs(xb, alpha=255.0)  # round(255 |x|), saturated to uint8
+        if not np.array_equal(cv2.LUT(cb, ident), xb):  # fails for anything outside {k/255}, negatives included
+            return None
+        out[r0:r0 + rows] = cb
+    return out
+
+
 def available_memory() -> int | None:
     """Bytes this process can still allocate: the smaller of the system's available memory and the cgroup
     (container) headroom; None where neither can be read (non-Linux)."""
