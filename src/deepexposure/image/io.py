@@ -241,6 +241,25 @@ def _read_png16(raw: bytes) -> np.ndarray | None:
     return data
 
 
+def _jpeg_pixels(im: Image.Image, path: Path) -> np.ndarray | None:
+    """An 8-bit colour JPEG decoded by OpenCV (libjpeg-turbo, as Pillow's decoder; the same pixels, tested), upright
+    by its EXIF orientation; None for anything else (Pillow decodes it).
+
+    Twice as fast as Pillow's path at 12 MP (no intermediate copies). Only for a file that ends with the JPEG end
+    marker: libjpeg pads a truncated file with grey and OpenCV returns it, where Pillow refuses it (and a file with
+    trailing bytes, e.g. a multi-picture one, goes through Pillow as before)."""
+    if im.format != "JPEG" or im.mode != "RGB":
+        return None
+    raw = path.read_bytes()
+    if not raw.endswith(b"\xff\xd9"):
+        return None
+    flags = cv2.IMREAD_COLOR_RGB | cv2.IMREAD_IGNORE_ORIENTATION
+    data = cv2.imdecode(np.frombuffer(raw, np.uint8), flags)
+    if data is None or data.shape != (im.size[1], im.size[0], 3) or data.dtype != np.uint8:
+        return None
+    return _orient(data, int(im.getexif().get(_ORIENTATION, 1) or 1))
+
+
 def _pillow_pixels(im: Image.Image) -> np.ndarray:
     """Decode through Pillow, upright, as uint8 L/LA/RGB/RGBA (or uint16 grey) array."""
     up = ImageOps.exif_transpose(im)
@@ -321,6 +340,8 @@ def read_photo(path: str | os.PathLike, *, max_pixels: int = DEFAULT_MAX_PIXELS,
                         data = _read_png16(raw)  # (OpenCV orients TIFFs itself)
                         if data is None:
                             raise
+            if data is None:
+                data = _jpeg_pixels(im, path)
             if data is None:
                 data = _pillow_pixels(im)
         except PhotoError as exc:
