@@ -240,6 +240,29 @@ def _watch_parent(parent: int) -> None:
             os._exit(1)
 
 
+_KEEP_FREED = False
+
+
+def keep_freed_memory() -> bool:
+    """Make this process keep the memory it frees for its next allocations (glibc: no ``mmap`` for large blocks,
+    no trimming of the heap), instead of returning every freed photo-sized array to the kernel and having the next
+    one zeroed and faulted in again, page by page. For the processes that work through photos (the command line's,
+    its workers): one 12 MP ``render`` touches about 780 MB of fresh pages for a 500 MB peak, a folder of them
+    three times as many page faults (issue 23: 6 photos of 12 MP, 218,000 page faults -> 44,000, 2.4-3.5 s of
+    system time -> 1.2-1.8 s). The process keeps its peak size until it exits. False where this is not glibc."""
+    global _KEEP_FREED
+    if _KEEP_FREED or not sys.platform.startswith("linux"):
+        return _KEEP_FREED
+    try:
+        libc = ctypes.CDLL(None)
+        m_trim_threshold, m_mmap_max = -1, -4
+        _KEEP_FREED = bool(libc.mallopt(m_trim_threshold, ctypes.c_int(2**31 - 1))
+                           and libc.mallopt(m_mmap_max, ctypes.c_int(0)))
+    except (OSError, AttributeError):  # not glibc (musl has no mallopt)
+        _KEEP_FREED = False
+    return _KEEP_FREED
+
+
 def _worker_init(parent: int, warnings_to_log: bool) -> None:
     """Worker set-up: exit as soon as the parent dies (killed, crashed), and route warnings as the parent does.
 
@@ -252,6 +275,7 @@ def _worker_init(parent: int, warnings_to_log: bool) -> None:
     if os.getppid() != parent:  # the parent died before the line above
         os._exit(1)
     threading.Thread(target=_watch_parent, args=(parent,), daemon=True, name="parent-watch").start()
+    keep_freed_memory()
     if warnings_to_log:
         from deepexposure.logs import route_warnings
 
@@ -332,8 +356,10 @@ def run_batch(
     function or ``functools.partial`` of one) when ``workers > 1``. At most ``2 * workers`` photos are in flight,
     so memory stays bounded for folders of any size; workers exit when this process dies. A single photo gets a
     progress line too (its elapsed time ticks). Stale temporary files of killed runs are removed from every
-    output folder (:mod:`deepexposure.atomic`).
+    output folder (:mod:`deepexposure.atomic`). The process (the command line's) and its workers keep the memory
+    they free for the next photo (:func:`keep_freed_memory`).
     """
+    keep_freed_memory()
     jobs = list(jobs)
     for folder in sorted({job.dst.parent for job in jobs}):
         if folder.is_dir():

@@ -152,11 +152,16 @@ def _tone(x: np.ndarray, contrast: float, saturation: float, *, out: np.ndarray)
 def _tone_whole(x: np.ndarray, contrast: float, saturation: float) -> np.ndarray:
     out = x
     if contrast != 1.0:
-        codes = (np.clip(out, 0.0, 1.0) * np.float32(65535) + np.float32(0.5)).astype(np.uint16)
-        out = np.take(contrast_lut(float(contrast)), codes)
+        t = np.clip(out, 0.0, 1.0)  # codes = round(65535 clip(x)), the same operations in place
+        t *= np.float32(65535)
+        t += np.float32(0.5)
+        out = np.take(contrast_lut(float(contrast)), t.astype(np.uint16))
     if saturation != 1.0:
-        y = out @ _LUMA
-        out = np.clip(y[..., None] + np.float32(saturation) * (out - y[..., None]), 0.0, 1.0)
+        y = (out @ _LUMA)[..., None]
+        out = out - y if out is x else np.subtract(out, y, out=out)  # y + s (c - y), clipped
+        out *= np.float32(saturation)
+        out += y
+        np.clip(out, 0.0, 1.0, out=out)
     return out.astype(np.float32, copy=False)
 
 
@@ -172,11 +177,14 @@ def apply_style(exposed: np.ndarray | None, style: Style, *, table: tuple[np.nda
         from deepexposure.image import fusion  # lazily: the fusion module is large
 
         bracket = [float(e) for e in style.bracket]  # bracket EVs are checked by Style
+        c, s = style.contrast, style.saturation
+
+        def post(rows: np.ndarray) -> None:  # toned in place, strip by strip, as the fusion finishes them
+            _tone(rows, c, s, out=rows)
+
         if table is not None:
-            img = fusion.fuse_table_exposures(table[0], table[1], bracket)
-        else:
-            img = fusion.fuse_exposures(np.asarray(exposed, dtype=np.float32), bracket)
-        return _tone(img, style.contrast, style.saturation, out=img)  # the fused image is ours: toned in place
+            return fusion.fuse_table_exposures(table[0], table[1], bracket, post=post)
+        return fusion.fuse_exposures(np.asarray(exposed, dtype=np.float32), bracket, post=post)
     if table is not None:
         import cv2
 

@@ -304,10 +304,13 @@ def render(srgb: np.ndarray, recipe: Recipe, *, renderer: str | None = None, str
         lut = None
         if name in ("rolloff", "local") and recipe.labels is None and evs.size == 1 and not renderer_kw and evs[0]:
             lut = global_table(img, float(evs[0]), rolloff=name == "rolloff")
-        if lut is not None and recipe.style is not None and strength > 0:  # the style reads the table itself
-            with stage("style"):
-                return apply_recipe_style(None, recipe.style, strength, table=lut)
-        out = cv2.LUT(*lut) if lut is not None else _render_evs(img, evs, recipe, name, strength, renderer_kw)
+        if lut is None:
+            out = _render_evs(img, evs, recipe, name, strength, renderer_kw)
+        elif recipe.style is None or strength <= 0:
+            out = cv2.LUT(*lut)
+    if lut is not None and recipe.style is not None and strength > 0:  # the style reads the table itself
+        with stage("style"):
+            return apply_recipe_style(None, recipe.style, strength, table=lut)
     with stage("style"):
         return apply_recipe_style(out, recipe.style, strength)
 
