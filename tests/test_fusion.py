@@ -347,3 +347,28 @@ def test_errors():
         fuse_exposures(np.zeros((8, 8, 3), np.int64), [1.0])
     with pytest.raises(ValueError):
         mertens_fuse([a], levels=10)
+
+
+def test_post_step_on_the_fusion_threads_equals_applying_it_after():
+    """``post`` (issue 23: the expert look's tone, strip by strip on the fusion's threads) gives what applying it
+    to the clipped result afterwards gives; NaN input is still refused."""
+    from deepexposure.image.fusion import fuse_exposures, fuse_table_exposures
+
+    rng = np.random.default_rng(3)
+    img = rng.random((300, 420, 3), dtype=np.float32)
+
+    def post(rows):
+        rows *= np.float32(0.5)
+
+    want = fuse_exposures(img, [-1.0, 1.0])
+    post(want)
+    assert np.array_equal(fuse_exposures(img, [-1.0, 1.0], post=post), want)
+    codes = (rng.random((300, 420, 3)) * 255).astype(np.uint8)
+    table = np.sqrt(np.arange(256, dtype=np.float32) / np.float32(255))
+    want = fuse_table_exposures(codes, table, [0.5])
+    post(want)
+    assert np.array_equal(fuse_table_exposures(codes, table, [0.5], post=post), want)
+    bad = img.copy()
+    bad[5, 5] = np.nan
+    with pytest.raises(PhotoError):
+        fuse_exposures(bad, [1.0], post=post)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import multiprocessing
 import os
 import signal
 import sys
@@ -17,8 +16,6 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -293,6 +290,10 @@ def _run_parallel(todo: list[Job], fn: Callable[[Job], None], workers: int,
     that were in flight are retried one at a time in a fresh one-worker pool, so that a job that kills its
     worker again is the one failed, and the others are done. Then the remaining jobs go on in parallel.
     """
+    import multiprocessing  # here: a one-process run does not pay for their import (start-up time)
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+    from concurrent.futures.process import BrokenProcessPool
+
     from deepexposure.logs import warnings_routed
 
     queue, retry = deque(todo), deque()

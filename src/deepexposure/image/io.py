@@ -242,19 +242,13 @@ def _read_png16(raw: bytes) -> np.ndarray | None:
 
 
 def _jpeg_pixels(im: Image.Image, path: Path) -> np.ndarray | None:
-    """An 8-bit colour JPEG decoded by OpenCV (libjpeg-turbo, as Pillow's decoder; the same pixels, tested), upright
-    by its EXIF orientation; None for anything else (Pillow decodes it).
-
-    Twice as fast as Pillow's path at 12 MP (no intermediate copies). Only for a file that ends with the JPEG end
-    marker: libjpeg pads a truncated file with grey and OpenCV returns it, where Pillow refuses it (and a file with
-    trailing bytes, e.g. a multi-picture one, goes through Pillow as before)."""
-    if im.format != "JPEG" or im.mode != "RGB":
-        return None
-    raw = path.read_bytes()
+    """An 8-bit colour JPEG decoded by OpenCV (libjpeg-turbo as Pillow's: the same pixels, tested; twice as fast at
+    12 MP), upright by its EXIF orientation; None for anything else. Only a file ending with the JPEG end marker:
+    OpenCV pads a truncated file with grey where Pillow refuses it (trailing bytes, e.g. MPO: Pillow as before)."""
+    raw = path.read_bytes() if im.format == "JPEG" and im.mode == "RGB" else b""
     if not raw.endswith(b"\xff\xd9"):
         return None
-    flags = cv2.IMREAD_COLOR_RGB | cv2.IMREAD_IGNORE_ORIENTATION
-    data = cv2.imdecode(np.frombuffer(raw, np.uint8), flags)
+    data = cv2.imdecode(np.frombuffer(raw, np.uint8), cv2.IMREAD_COLOR_RGB | cv2.IMREAD_IGNORE_ORIENTATION)
     if data is None or data.shape != (im.size[1], im.size[0], 3) or data.dtype != np.uint8:
         return None
     return _orient(data, int(im.getexif().get(_ORIENTATION, 1) or 1))
