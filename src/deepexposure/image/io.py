@@ -2,7 +2,8 @@
 
 Camera RAW files (:data:`RAW_EXTENSIONS`) are read by :mod:`deepexposure.image.raw` (rawpy), never written.
 
-Reading: Pillow opens every file (header, size check, EXIF, ICC, 8-bit pixels); 16-bit pixel data, which Pillow
+Reading: Pillow opens every file (header, size check, EXIF, ICC, 8-bit pixels; complete 8-bit colour JPEGs are
+decoded by OpenCV, the same pixels twice as fast); 16-bit pixel data, which Pillow
 reduces to 8 bits for RGB, comes from OpenCV (PNG) or tifffile (TIFF, whose stored pixels we orient ourselves:
 OpenCV 5 rotates TIFFs by their orientation tag whatever the flags). Every photo comes back upright.
 
