@@ -362,12 +362,13 @@ def test_post_step_on_the_fusion_threads_equals_applying_it_after():
 
     want = fuse_exposures(img, [-1.0, 1.0])
     post(want)
-    assert np.array_equal(fuse_exposures(img, [-1.0, 1.0], post=post), want)
+    # (OpenCV's threads may change the last float bits of a few values from run to run: module doc)
+    assert np.abs(fuse_exposures(img, [-1.0, 1.0], post=post) - want).max() < 1e-4
     codes = (rng.random((300, 420, 3)) * 255).astype(np.uint8)
     table = np.sqrt(np.arange(256, dtype=np.float32) / np.float32(255))
     want = fuse_table_exposures(codes, table, [0.5])
     post(want)
-    assert np.array_equal(fuse_table_exposures(codes, table, [0.5], post=post), want)
+    assert np.abs(fuse_table_exposures(codes, table, [0.5], post=post) - want).max() < 1e-4
     bad = img.copy()
     bad[5, 5] = np.nan
     with pytest.raises(PhotoError):
