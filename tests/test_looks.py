@@ -289,3 +289,12 @@ def test_hostile_look_files_and_models_from_the_cli(tmp_path):
     r = _cli("enhance", photo, "-o", tmp_path / "out.jpg", "--model", tmp_path / "bomb.npz")
     assert r.exit_code == 2 and "bomb.npz" in r.output and "malformed" in r.output
     assert not (tmp_path / "out.jpg").exists()
+
+
+def test_tone_in_row_blocks_is_exact():
+    """tone() runs in row blocks (issue 23: no full-size temporaries): the same values as the whole-array form."""
+    from deepexposure.image.look import _tone_whole, tone
+
+    x = np.random.default_rng(1).random((301, 257, 3), dtype=np.float32)
+    assert np.array_equal(tone(x, 1.25, 1.1), _tone_whole(x, 1.25, 1.1))
+    assert np.array_equal(tone(x, 0.8, 1.0), _tone_whole(x, 0.8, 1.0))

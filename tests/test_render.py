@@ -297,3 +297,40 @@ def test_enhance_guard_holds_the_sky_of_a_readme_sample():
                                                                                strict=True))
     # fusion is never guarded: the same recipe with or without
     assert Enhancer("paper", highlight_guard=False).recipe(img).evs == Enhancer("paper").recipe(img).evs
+
+
+def _eight_bit(photo: np.ndarray) -> np.ndarray:
+    """``photo`` as an 8-bit JPEG reads (exactly k/255), quarter size: what the table path takes."""
+    small = cv2.resize(np.asarray(photo, np.float32), None, fx=0.5, fy=0.5, interpolation=cv2.INTER_AREA)
+    return np.floor(np.clip(small, 0, 1) * 255 + 0.5).astype(np.float32) / np.float32(255)
+
+
+@pytest.mark.parametrize("renderer", ["rolloff", "local"])
+def test_global_ev_table_equals_the_per_pixel_pass(photo, renderer):
+    """One global EV on an 8-bit photo is a 256-entry table (issue 23): within 1 ulp of the per-pixel pass, the same
+    8-bit output; a photo that is not k/255 keeps the per-pixel pass."""
+    from deepexposure.image.photo import eight_bit_codes
+    from deepexposure.image.render import _apply_ev_map, global_table
+
+    img = _eight_bit(photo)
+    for ev in (-1.3, 0.4, 1.7):
+        fast = render(img, Recipe(evs=[ev], labels=None, renderer=renderer, model="m"))
+        slow = _apply_ev_map(img, np.full(img.shape[:2], ev, np.float32), rolloff=renderer == "rolloff")
+        assert np.abs(fast - slow).max() <= 2.5e-7
+        assert np.array_equal(np.floor(fast * 255 + 0.5), np.floor(slow * 255 + 0.5))
+    assert eight_bit_codes(img) is not None and global_table(img + np.float32(1e-4), 0.5, rolloff=True) is None
+
+
+def test_expert_style_from_the_table_matches_the_float_path(photo):
+    """The expert look's bracket fused from the exposure table (``fuse_table_exposures``) agrees with the fusion of
+    the exposed float photo: the same 16-bit-rounded exposures, so within the fusion's own run-to-run noise."""
+    from deepexposure.image.look import apply_style, load_look
+    from deepexposure.image.render import global_table
+
+    img = _eight_bit(photo)
+    codes, table = global_table(img, 0.6, rolloff=True)
+    style = load_look("expert").style
+    fast = apply_style(None, style, table=(codes, table))
+    slow = apply_style(cv2.LUT(codes, table), style)
+    assert np.abs(fast - slow).max() < 2e-3
+    assert np.mean(np.floor(fast * 255 + 0.5) != np.floor(slow * 255 + 0.5)) < 1e-4

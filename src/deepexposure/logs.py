@@ -7,11 +7,19 @@ no code line, whatever module (ours, numpy's) raised the warning. The CLI calls 
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import sys
+import time
 import warnings
 
-__all__ = ["route_warnings", "warnings_routed"]
+__all__ = ["route_warnings", "warnings_routed", "stage", "PROFILE_ENV"]
+
+#: Set this environment variable to 1 and every :func:`stage` prints its wall time to stderr (``profile: <stage>
+#: <seconds>``): where the time of one photo goes (benchmarks/end_to_end.py reads these lines).
+PROFILE_ENV = "DEEPEXPOSURE_PROFILE"
+_PROFILE = os.environ.get(PROFILE_ENV, "") not in ("", "0")
 
 _LOG = logging.getLogger("deepexposure")
 _routed = False
@@ -57,3 +65,17 @@ def _lower_level(record: logging.LogRecord) -> bool:
 def warnings_routed() -> bool:
     """Whether :func:`route_warnings` ran in this process (worker processes then do the same)."""
     return _routed
+
+
+@contextlib.contextmanager
+def stage(name: str):
+    """Time a stage of the pipeline (decode, model, render, style, encode) when :data:`PROFILE_ENV` is set; a no-op
+    otherwise."""
+    if not _PROFILE:
+        yield
+        return
+    t0 = time.perf_counter()
+    try:
+        yield
+    finally:
+        print(f"profile: {name} {time.perf_counter() - t0:.4f}", file=sys.stderr, flush=True)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import multiprocessing
 import os
 import signal
 import sys
@@ -17,8 +16,6 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -240,6 +237,29 @@ def _watch_parent(parent: int) -> None:
             os._exit(1)
 
 
+_KEEP_FREED = False
+
+
+def keep_freed_memory() -> bool:
+    """Make this process keep the memory it frees for its next allocations (glibc: no ``mmap`` for large blocks,
+    no trimming of the heap), instead of returning every freed photo-sized array to the kernel and having the next
+    one zeroed and faulted in again, page by page. For the processes that work through photos (the command line's,
+    its workers): one 12 MP ``render`` touches about 780 MB of fresh pages for a 500 MB peak, a folder of them
+    three times as many page faults (issue 23: 6 photos of 12 MP, 218,000 page faults -> 44,000, 2.4-3.5 s of
+    system time -> 1.2-1.8 s). The process keeps its peak size until it exits. False where this is not glibc."""
+    global _KEEP_FREED
+    if _KEEP_FREED or not sys.platform.startswith("linux"):
+        return _KEEP_FREED
+    try:
+        libc = ctypes.CDLL(None)
+        m_trim_threshold, m_mmap_max = -1, -4
+        _KEEP_FREED = bool(libc.mallopt(m_trim_threshold, ctypes.c_int(2**31 - 1))
+                           and libc.mallopt(m_mmap_max, ctypes.c_int(0)))
+    except (OSError, AttributeError):  # not glibc (musl has no mallopt)
+        _KEEP_FREED = False
+    return _KEEP_FREED
+
+
 def _worker_init(parent: int, warnings_to_log: bool) -> None:
     """Worker set-up: exit as soon as the parent dies (killed, crashed), and route warnings as the parent does.
 
@@ -252,6 +272,7 @@ def _worker_init(parent: int, warnings_to_log: bool) -> None:
     if os.getppid() != parent:  # the parent died before the line above
         os._exit(1)
     threading.Thread(target=_watch_parent, args=(parent,), daemon=True, name="parent-watch").start()
+    keep_freed_memory()
     if warnings_to_log:
         from deepexposure.logs import route_warnings
 
@@ -269,6 +290,10 @@ def _run_parallel(todo: list[Job], fn: Callable[[Job], None], workers: int,
     that were in flight are retried one at a time in a fresh one-worker pool, so that a job that kills its
     worker again is the one failed, and the others are done. Then the remaining jobs go on in parallel.
     """
+    import multiprocessing  # here: a one-process run does not pay for their import (start-up time)
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+    from concurrent.futures.process import BrokenProcessPool
+
     from deepexposure.logs import warnings_routed
 
     queue, retry = deque(todo), deque()
@@ -332,8 +357,10 @@ def run_batch(
     function or ``functools.partial`` of one) when ``workers > 1``. At most ``2 * workers`` photos are in flight,
     so memory stays bounded for folders of any size; workers exit when this process dies. A single photo gets a
     progress line too (its elapsed time ticks). Stale temporary files of killed runs are removed from every
-    output folder (:mod:`deepexposure.atomic`).
+    output folder (:mod:`deepexposure.atomic`). The process (the command line's) and its workers keep the memory
+    they free for the next photo (:func:`keep_freed_memory`).
     """
+    keep_freed_memory()
     jobs = list(jobs)
     for folder in sorted({job.dst.parent for job in jobs}):
         if folder.is_dir():

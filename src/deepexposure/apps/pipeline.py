@@ -19,6 +19,7 @@ from deepexposure.image.raw import enhance_photo, render_photo
 from deepexposure.image.recipe import Recipe
 from deepexposure.image.segmentation import make_preview, overlay, segment, segmentation_params
 from deepexposure.image.sidecar import global_ev, write_sidecars
+from deepexposure.logs import stage
 
 __all__ = ["manual_recipe", "render_file", "segment_file", "enhance_file", "recipe_path_for", "cached_enhancer",
            "recipe_matches", "check_recipe_fits", "LABEL_AGREEMENT"]
@@ -74,7 +75,8 @@ def _write_outputs(job: Job, photo: Photo, recipe: Recipe | None, *, bit_depth: 
     So a run killed (or failing) between the two writes is completed by a rerun with ``--skip-existing``.
     """
     if not (skip_existing and job.dst.exists()):
-        write_photo(job.dst, photo, bit_depth=bit_depth, overwrite=overwrite)
+        with stage("encode"):
+            write_photo(job.dst, photo, bit_depth=bit_depth, overwrite=overwrite)
     if recipe is not None and job.recipe is not None and not (skip_existing and job.recipe.exists()):
         recipe.save(job.recipe, overwrite=overwrite)
 
@@ -107,7 +109,8 @@ def render_file(
     with ``write_recipe``, beside the output).
     """
     job = _with_recipe(job, write_recipe)
-    photo = read_photo(job.src, max_pixels=max_pixels, max_pixels_why=max_pixels_why)
+    with stage("decode"):
+        photo = read_photo(job.src, max_pixels=max_pixels, max_pixels_why=max_pixels_why)
     if recipe_file is not None:
         recipe = Recipe.load(recipe_file)
         check_recipe_fits(recipe, photo, recipe_file, Path(job.src).name, "; give its EVs with --ev instead")
@@ -186,7 +189,8 @@ def enhance_file(
     ``-o``): only the recipe is computed (no full-resolution render) and ``job.dst`` is not written."""
     job = _with_recipe(job, write_recipe)
     enhancer = cached_enhancer(model, renderer, strength, device, highlight_guard, look)
-    photo = read_photo(job.src, max_pixels=max_pixels, max_pixels_why=max_pixels_why)
+    with stage("decode"):
+        photo = read_photo(job.src, max_pixels=max_pixels, max_pixels_why=max_pixels_why)
     if write_output:
         out, recipe = enhance_photo(enhancer, photo)  # RAW: the EVs go to its linear data
         _write_outputs(job, out, recipe, bit_depth=bit_depth, overwrite=overwrite, skip_existing=skip_existing)

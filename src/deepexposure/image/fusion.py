@@ -88,7 +88,7 @@ import numpy as np
 from deepexposure.errors import PhotoError
 from deepexposure.image.color import apply_ev
 
-__all__ = ["mertens_fuse", "fuse_exposures"]
+__all__ = ["mertens_fuse", "fuse_exposures", "fuse_table_exposures"]
 
 #: A sequence of (H, W, 3) images, or a zero-argument callable returning a fresh iterator over them.
 Images = Sequence[np.ndarray] | Callable[[], Iterable[np.ndarray]]
@@ -383,14 +383,19 @@ def _collapse_pyramid(pyr: Sequence[np.ndarray]) -> np.ndarray:
 # ----------------------------------------------------------------------------------------------- engine
 def _fuse_sources(sources: Callable[[], Iterable[_Source]], *, contrast: float, saturation: float,
                   exposedness: float, sigma: float, levels: int | None, threads: int | None = None,
-                  grey_zero: bool = False, resident: bool = False) -> np.ndarray:
+                  grey_zero: bool = False, resident: bool = False,
+                  post: Callable[[np.ndarray], object] | None = None) -> np.ndarray:
     """Streamed fusion of the exposures ``sources()`` yields -> float32 (H, W, 3) sRGB [0, 1].
 
     ``resident``: the sources are random access and alive together anyway (a list of arrays, lookup tables of one
     photo): level 0 is blended tile by tile with all of them (:func:`_fuse_resident`, one weight computation per
     pixel). Otherwise ``sources()`` is called twice and only one exposure is alive at a time
-    (:func:`_fuse_streaming`).
+    (:func:`_fuse_streaming`). ``post`` (resident only): applied in place to each finished block of output rows,
+    clipped to [0, 1], on the fusion's threads (a per-pixel step after the fusion, e.g. a look's tone curve: no
+    extra pass over the image).
     """
+    if post is not None and not resident:
+        raise ValueError("post needs the resident engine")
     if not sigma > 0:
         raise ValueError(f"sigma must be > 0, got {sigma}")
     params = (float(contrast), float(saturation), float(exposedness), float(sigma), bool(grey_zero))
@@ -414,7 +419,7 @@ def _fuse_sources(sources: Callable[[], Iterable[_Source]], *, contrast: float, 
     pool = _Pool(W, _n_threads(H * W) if threads is None else threads)
     try:
         if resident:
-            return _fuse_resident([check(s) for s in _chain(first, it)], H, W, params, nlev, pool)
+            return _fuse_resident([check(s) for s in _chain(first, it)], H, W, params, nlev, pool, post)
         return _fuse_streaming(sources, _chain(first, it), check, H, W, params, nlev, pool)
     finally:
         pool.close()
@@ -601,8 +606,10 @@ def _upper_levels(gauss: list, wdown: np.ndarray, result: list, sizes: list[tupl
         pool.map(stage, _strips(h))
 
 
-def _collapse(result: list, pool: _Pool) -> np.ndarray:
-    """Collapse the blended Laplacian pyramid in place (the last step, to full resolution, strip by strip)."""
+def _collapse(result: list, pool: _Pool, post: Callable[[np.ndarray], object] | None = None,
+              bad: list | None = None) -> np.ndarray:
+    """Collapse the blended Laplacian pyramid in place (the last step, to full resolution, strip by strip);
+    ``post`` then runs on each finished strip, clipped (``bad`` gets an entry if a strip is not finite first)."""
     nlev = len(result) - 1
     for lvl in range(nlev, 1, -1):
         h, w = result[lvl - 1].shape[:2]
@@ -615,6 +622,12 @@ def _collapse(result: list, pool: _Pool) -> np.ndarray:
         def collapse0(work: _Work, s: tuple[int, int]) -> None:
             r0, r1 = s
             out[r0:r1] += _pyrup_rows(result[1], r0, r1, H, W, work)
+            if post is not None:
+                blk = out[r0:r1]
+                np.clip(blk, 0.0, 1.0, out=blk)
+                if not np.isfinite(blk[:, ::max(1, W // 64)]).all():
+                    bad.append(r0)  # type: ignore[union-attr]
+                post(blk)
 
         pool.map(collapse0, _strips(H))
     return out
@@ -628,7 +641,8 @@ def _finish(out: np.ndarray) -> np.ndarray:
     return out
 
 
-def _fuse_resident(srcs: list[_Source], H: int, W: int, params: tuple, nlev: int, pool: _Pool) -> np.ndarray:
+def _fuse_resident(srcs: list[_Source], H: int, W: int, params: tuple, nlev: int, pool: _Pool,
+                   post: Callable[[np.ndarray], object] | None = None) -> np.ndarray:
     """Tiled fusion of random-access sources: level 0 (3/4 of the pixels) tile by tile with every exposure at
     once, so each weight is computed once and the output tile stays in cache; the level-1 weights are kept (a
     quarter-size map per exposure) and levels >= 1 are blended exposure by exposure, level 1 tile by tile
@@ -647,8 +661,16 @@ def _fuse_resident(srcs: list[_Source], H: int, W: int, params: tuple, nlev: int
             if nlev > 1:
                 _upper_levels(gauss, wdown[k], result, sizes, pool, start=2)
             wdown[k] = None  # type: ignore[call-overload]
-        _collapse(result, pool)
-    return _finish(out)
+        bad: list = []
+        _collapse(result, pool, post, bad)
+        if bad:
+            raise PhotoError("fusion produced non-finite values (NaN in the input?)")
+        if post is not None:
+            return out  # clipped and post-processed strip by strip
+    out = _finish(out)
+    if post is not None:
+        post(out)
+    return out
 
 
 def _fuse_streaming(sources: Callable[[], Iterable[_Source]], first_pass: Iterator[_Source],
@@ -778,7 +800,7 @@ def _ev_table(identity: np.ndarray, ev: float) -> np.ndarray:
 
 def fuse_exposures(srgb: np.ndarray, evs: Sequence[float], *, fast: bool = False, fast_long_edge: int = 1024,
                    contrast: float = 1.0, saturation: float = 1.0, exposedness: float = 1.0, sigma: float = 0.2,
-                   levels: int | None = None) -> np.ndarray:
+                   levels: int | None = None, post: Callable[[np.ndarray], object] | None = None) -> np.ndarray:
     """The fusion renderer: Mertens fusion of the original and ``apply_ev(srgb, ev)`` for each ``ev`` (EV stops).
 
     ``srgb``: (H, W, 3) sRGB, float [0, 1], uint8 or uint16 (not modified). The exposures are never held as whole
@@ -790,7 +812,16 @@ def fuse_exposures(srgb: np.ndarray, evs: Sequence[float], *, fast: bool = False
     as float32. Unlike :func:`mertens_fuse` (which reproduces OpenCV's float rounding), grey pixels get a saturation
     of exactly 0, and a greyscale photo is fused without the saturation factor: otherwise rounding noise decides
     the weights there and the result jumps when an EV changes by 1e-6 (see ``_weights``).
+    ``post``: a per-pixel step applied in place to the result, block of rows by block of rows on the fusion's
+    threads as they are finished (e.g. a look's tone curve; the same values as applying it afterwards).
     """
+    if post is not None:
+        out = fuse_exposures(srgb, evs, fast=fast, fast_long_edge=fast_long_edge, contrast=contrast,
+                             saturation=saturation, exposedness=exposedness, sigma=sigma, levels=levels) \
+            if fast or not evs else None
+        if out is not None:
+            post(out)
+            return out
     a = _check_image(srgb)
     evs = [float(e) for e in evs]
     H, W = a.shape[:2]
@@ -812,7 +843,46 @@ def fuse_exposures(srgb: np.ndarray, evs: Sequence[float], *, fast: bool = False
         for t in tables:
             yield _LutSource(codes, t)
 
-    return _fuse_sources(sources, grey_zero=True, resident=True, **kw)
+    return _fuse_sources(sources, grey_zero=True, resident=True, post=post, **kw)
+
+
+def fuse_table_exposures(codes: np.ndarray, table: np.ndarray, evs: Sequence[float], *,
+                         post: Callable[[np.ndarray], object] | None = None, **kw) -> np.ndarray:
+    """``fuse_exposures(table[codes], evs, **kw)`` without making ``table[codes]``: ``codes`` uint8 (H, W, 3),
+    ``table`` float (256,) sRGB (e.g. one global exposure of an 8-bit photo, ``render.global_table``).
+
+    The same values as that call: the original is ``clip(table, 0, 1)[codes]`` (a float photo is read as it is),
+    each exposure ``apply_ev`` over the 16-bit code that call rounds it to, now a 256-entry table of ``codes``
+    (``cv2.LUT``: no 16-bit codes, no 65,536-entry lookups). Two corners differ: a table whose entries are all
+    exactly k/255 (that call would read 8-bit codes: the same values up to float rounding of the weights), and the
+    greyscale test, made on ``codes`` (that call tests the 16-bit codes: they differ only where the table maps
+    different codes of one pixel onto one value everywhere). ``post``: a per-pixel step applied in place to each
+    finished block of rows (``fuse_exposures``)."""
+    codes = _check_image(codes)
+    if codes.dtype != np.uint8:
+        raise PhotoError(f"fuse_table_exposures needs uint8 codes, got {codes.dtype}")
+    t = np.clip(np.asarray(table, np.float32).reshape(256), 0.0, 1.0)
+    evs = [float(e) for e in evs]
+    H, W = codes.shape[:2]
+    original = _LutSource(codes, t)
+    if not evs:
+        out = original.rows(0, H, np.empty((H, W, 3), _F32))
+        if post is not None:
+            post(out)
+        return out
+    q = np.empty(256, np.uint16)
+    np.rint(np.multiply(t, np.float32(65535)), out=q, casting="unsafe")  # as _codes rounds a float photo
+    kw = dict(contrast=1.0, saturation=1.0, exposedness=1.0, sigma=0.2, levels=None) | kw
+    if kw["saturation"] != 0 and _is_grey(codes):
+        kw["saturation"] = 0.0
+    tables = [np.ascontiguousarray(_ev_table(_ID16, ev)[q]) for ev in evs]
+
+    def sources() -> Iterator[_Source]:
+        yield original
+        for tb in tables:
+            yield _LutSource(codes, tb)
+
+    return _fuse_sources(sources, grey_zero=True, resident=True, post=post, **kw)
 
 
 # ----------------------------------------------------------------------------------------------- fast mode

@@ -2,7 +2,8 @@
 
 Camera RAW files (:data:`RAW_EXTENSIONS`) are read by :mod:`deepexposure.image.raw` (rawpy), never written.
 
-Reading: Pillow opens every file (header, size check, EXIF, ICC, 8-bit pixels); 16-bit pixel data, which Pillow
+Reading: Pillow opens every file (header, size check, EXIF, ICC, 8-bit pixels; complete 8-bit colour JPEGs are
+decoded by OpenCV, the same pixels twice as fast); 16-bit pixel data, which Pillow
 reduces to 8 bits for RGB, comes from OpenCV (PNG) or tifffile (TIFF, whose stored pixels we orient ourselves:
 OpenCV 5 rotates TIFFs by their orientation tag whatever the flags). Every photo comes back upright.
 
@@ -241,6 +242,19 @@ def _read_png16(raw: bytes) -> np.ndarray | None:
     return data
 
 
+def _jpeg_pixels(im: Image.Image, path: Path) -> np.ndarray | None:
+    """An 8-bit colour JPEG decoded by OpenCV (libjpeg-turbo as Pillow's: the same pixels, tested; twice as fast at
+    12 MP), upright by its EXIF orientation; None for anything else. Only a file ending with the JPEG end marker:
+    OpenCV pads a truncated file with grey where Pillow refuses it (trailing bytes, e.g. MPO: Pillow as before)."""
+    raw = path.read_bytes() if im.format == "JPEG" and im.mode == "RGB" else b""
+    if not raw.endswith(b"\xff\xd9"):
+        return None
+    data = cv2.imdecode(np.frombuffer(raw, np.uint8), cv2.IMREAD_COLOR_RGB | cv2.IMREAD_IGNORE_ORIENTATION)
+    if data is None or data.shape != (im.size[1], im.size[0], 3) or data.dtype != np.uint8:
+        return None
+    return _orient(data, int(im.getexif().get(_ORIENTATION, 1) or 1))
+
+
 def _pillow_pixels(im: Image.Image) -> np.ndarray:
     """Decode through Pillow, upright, as uint8 L/LA/RGB/RGBA (or uint16 grey) array."""
     up = ImageOps.exif_transpose(im)
@@ -321,6 +335,8 @@ def read_photo(path: str | os.PathLike, *, max_pixels: int = DEFAULT_MAX_PIXELS,
                         data = _read_png16(raw)  # (OpenCV orients TIFFs itself)
                         if data is None:
                             raise
+            if data is None:
+                data = _jpeg_pixels(im, path)
             if data is None:
                 data = _pillow_pixels(im)
         except PhotoError as exc:

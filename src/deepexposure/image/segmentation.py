@@ -24,8 +24,6 @@ from typing import Any
 
 import cv2
 import numpy as np
-from skimage.color import rgb2lab
-from skimage.segmentation import felzenszwalb
 
 from deepexposure.image.color import luminance
 
@@ -101,6 +99,8 @@ def felzenszwalb_labels(preview: np.ndarray, *, scale: float, sigma: float, min_
     ``scale`` is in 0-255 colour units (scikit-image divides it by 255 for float images), ``sigma`` the
     pre-smoothing in pixels, ``min_size`` the smallest region in pixels. Labels as scikit-image numbers them.
     """
+    from skimage.segmentation import felzenszwalb  # lazily: scikit-image (and SciPy) cost 0.27 s of start-up
+
     return felzenszwalb(np.asarray(preview, dtype=np.float64), scale=scale, sigma=sigma,
                         min_size=min_size, channel_axis=-1).astype(np.int32)
 
@@ -140,6 +140,8 @@ def merge_regions(labels: np.ndarray, preview: np.ndarray, *, max_segments: int,
     """
     labels = _relabel_consecutive(labels)
     n = int(labels.max()) + 1
+    from skimage.color import rgb2lab  # lazily, as felzenszwalb
+
     lab = rgb2lab(np.clip(np.asarray(preview, np.float32), 0.0, 1.0))
     flat = labels.ravel()
     area = np.bincount(flat, minlength=n).astype(np.float64)

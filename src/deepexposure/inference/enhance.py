@@ -45,6 +45,7 @@ from deepexposure.image.segmentation import PREVIEW_SIZE, make_preview, segment,
 from deepexposure.inference.global_ev import GlobalEVModel
 from deepexposure.inference.loader import load_model
 from deepexposure.inference.onnx_policy import policy_segmentation
+from deepexposure.logs import stage
 
 __all__ = ["Enhancer", "FLOAT_MAX"]
 
@@ -163,5 +164,6 @@ class Enhancer:
         return dataclasses.replace(photo, pixels=out), recipe
 
     def _run(self, srgb: np.ndarray) -> tuple[np.ndarray, Recipe]:
-        recipe = self.recipe(srgb)
+        with stage("model"):
+            recipe = self.recipe(srgb)
         return render(srgb, recipe, renderer=self.renderer), recipe
