@@ -583,3 +583,14 @@ def test_jpeg_decoded_by_opencv_equals_pillow(tmp_path, orientation):
     (tmp_path / "cut.jpg").write_bytes(raw[: len(raw) - 300])
     with pytest.raises(PhotoError):
         read_photo(tmp_path / "cut.jpg")
+
+
+def test_jpeg_decoding_without_opencv_rgb_flag(monkeypatch):
+    """OpenCV before 4.10 has no IMREAD_COLOR_RGB: the JPEG path decodes BGR and converts, same pixels as Pillow."""
+    import cv2
+
+    jpeg = Path(__file__).resolve().parents[1] / "samples" / "dicm_02.jpg"
+    monkeypatch.delattr(cv2, "IMREAD_COLOR_RGB", raising=False)
+    got = dio.read_photo(jpeg).pixels
+    ref = np.asarray(Image.open(jpeg).convert("RGB"), np.float32) / 255
+    assert np.array_equal(got, ref)

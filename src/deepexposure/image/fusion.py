@@ -780,7 +780,8 @@ def _codes(srgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     del c8
     x = np.clip(x, 0.0, 1.0)
     c16 = np.empty(x.shape, np.uint16)
-    np.rint(np.multiply(x, np.float32(65535)), out=c16, casting="unsafe")
+    with np.errstate(invalid="ignore"):  # a NaN gets a meaningless code here and is refused after the fusion
+        np.rint(np.multiply(x, np.float32(65535)), out=c16, casting="unsafe")
     return c16, _ID16
 
 

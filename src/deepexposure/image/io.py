@@ -48,20 +48,8 @@ from deepexposure.image.photo import (
     too_big,
 )
 
-__all__ = [
-    "DEFAULT_MAX_PIXELS",
-    "available_memory",
-    "default_max_pixels",
-    "SUPPORTED_EXTENSIONS",
-    "RAW_EXTENSIONS",
-    "Photo",
-    "PhotoError",
-    "read_photo",
-    "write_photo",
-    "iter_photo_paths",
-    "to_float",
-    "from_float",
-]
+__all__ = ["DEFAULT_MAX_PIXELS", "available_memory", "default_max_pixels", "SUPPORTED_EXTENSIONS", "RAW_EXTENSIONS",
+           "Photo", "PhotoError", "read_photo", "write_photo", "iter_photo_paths", "to_float", "from_float"]
 
 _EIGHT_BIT_ONLY = frozenset({".jpg", ".jpeg", ".webp", ".bmp"})
 _ALPHA_OK = frozenset({".png", ".tif", ".tiff", ".webp"})  # BMP: written without alpha (few readers handle it)
@@ -243,13 +231,15 @@ def _read_png16(raw: bytes) -> np.ndarray | None:
 
 
 def _jpeg_pixels(im: Image.Image, path: Path) -> np.ndarray | None:
-    """An 8-bit colour JPEG decoded by OpenCV (libjpeg-turbo as Pillow's: the same pixels, tested; twice as fast at
-    12 MP), upright by its EXIF orientation; None for anything else. Only a file ending with the JPEG end marker:
-    OpenCV pads a truncated file with grey where Pillow refuses it (trailing bytes, e.g. MPO: Pillow as before)."""
+    """An 8-bit colour JPEG decoded by OpenCV (libjpeg-turbo as Pillow's: same pixels, tested; 2x faster at 12 MP),
+    upright by its EXIF orientation; None for anything else, and for a file not ending with the JPEG end marker
+    (OpenCV pads a truncated file with grey where Pillow refuses it; trailing bytes, e.g. MPO: Pillow as before)."""
     raw = path.read_bytes() if im.format == "JPEG" and im.mode == "RGB" else b""
     if not raw.endswith(b"\xff\xd9"):
         return None
-    data = cv2.imdecode(np.frombuffer(raw, np.uint8), cv2.IMREAD_COLOR_RGB | cv2.IMREAD_IGNORE_ORIENTATION)
+    flag = getattr(cv2, "IMREAD_COLOR_RGB", cv2.IMREAD_COLOR)  # RGB from OpenCV 4.10 on, BGR before
+    data = cv2.imdecode(np.frombuffer(raw, np.uint8), flag | cv2.IMREAD_IGNORE_ORIENTATION)
+    data = data if data is None or flag != cv2.IMREAD_COLOR else cv2.cvtColor(data, cv2.COLOR_BGR2RGB)
     if data is None or data.shape != (im.size[1], im.size[0], 3) or data.dtype != np.uint8:
         return None
     return _orient(data, int(im.getexif().get(_ORIENTATION, 1) or 1))
