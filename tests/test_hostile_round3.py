@@ -108,3 +108,129 @@ def test_sidecar_symlink_is_not_merged_without_overwrite_and_link_replaced_with_
     write_sidecars(photo, ["darktable"], 1.0, overwrite=True)
     assert not side.is_symlink() and side.is_file()
     assert target.read_text() == _xmp()
+
+
+# ------------------------------------------------------------------------------------------ look names
+
+
+@pytest.mark.parametrize("name", ["a\nb", "x\x1b[31mred", "tab\there", "a\r\nX-Evil: 1"])
+def test_look_name_with_control_characters_is_refused(tmp_path, name):
+    """fit-look --name and a look file took a name with a newline or a terminal escape: printed raw to the
+    terminal, written in every recipe, sent in serve's X-Recipe-Look header (a CR LF there crashed the answer)."""
+    import json
+
+    from click.testing import CliRunner
+
+    from deepexposure.apps.cli import main
+    from deepexposure.errors import DataError
+    from deepexposure.image.look import Look, load_look
+    from deepexposure.image.recipe import Recipe
+
+    with pytest.raises(DataError, match="printable"):
+        Look(name)
+    f = tmp_path / "l.json"
+    f.write_text(json.dumps({"format": "deepexposure-look", "version": 1, "name": name, "style": {}}))
+    with pytest.raises(DataError, match="printable"):
+        load_look(f)
+    with pytest.raises(DataError, match="printable"):
+        Recipe(evs=[0.5], look=name)
+    res = CliRunner().invoke(main, ["fit-look", str(tmp_path / "nopairs"), "-o", str(tmp_path / "o.json"),
+                                    "--name", name])
+    assert res.exit_code == 2 and "printable" in res.output and not (tmp_path / "o.json").exists()
+    assert load_look(_look_file(tmp_path, "日本 my look")).name == "日本 my look"  # any printable name still works
+
+
+def _look_file(tmp_path: Path, name: str) -> Path:
+    import json
+
+    f = tmp_path / "ok.json"
+    f.write_text(json.dumps({"format": "deepexposure-look", "version": 1, "name": name, "style": {}}))
+    return f
+
+
+# ------------------------------------------------------------------------------------------ serve
+
+
+def _asgi(app, method: str, path: str, body: bytes = b"", headers: dict | None = None) -> tuple[int, dict, bytes]:
+    """One request straight through the ASGI app (no HTTP client needed): (status, raw headers, body)."""
+    import asyncio
+
+    query = path.split("?", 1)[1] if "?" in path else ""
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": method, "scheme": "http",
+             "path": path.split("?")[0], "raw_path": path.split("?")[0].encode(), "query_string": query.encode(),
+             "root_path": "", "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 80),
+             "headers": [(k.lower().encode(), v.encode("latin-1")) for k, v in
+                         {"content-length": str(len(body)), **(headers or {})}.items()]}
+    sent = {"body": b"", "headers": [], "status": None}
+    messages = [{"type": "http.request", "body": body, "more_body": False}]
+
+    async def receive():
+        return messages.pop(0) if messages else {"type": "http.disconnect"}
+
+    async def send(message):
+        if message["type"] == "http.response.start":
+            sent["status"], sent["headers"] = message["status"], message.get("headers", [])
+        elif message["type"] == "http.response.body":
+            sent["body"] += message.get("body", b"")
+
+    asyncio.run(app(scope, receive, send))
+    return sent["status"], sent["headers"], sent["body"]
+
+
+def _multipart(parts) -> tuple[bytes, dict]:
+    out = b""
+    for name, filename, data in parts:
+        disp = f'Content-Disposition: form-data; name="{name}"' + (f'; filename="{filename}"' if filename else "")
+        out += b"--B0und\r\n" + disp.encode() + b"\r\n" + (b"Content-Type: image/jpeg\r\n" if filename else b"")
+        out += b"\r\n" + data + b"\r\n"
+    return out + b"--B0und--\r\n", {"content-type": "multipart/form-data; boundary=B0und"}
+
+
+@pytest.fixture(scope="module")
+def serve_app():
+    pytest.importorskip("starlette")
+    pytest.importorskip("python_multipart")
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from deepexposure.apps.serve.app import ServeConfig, create_app
+    from deepexposure.apps.serve.work import Photos
+
+    buf = io.BytesIO()
+    Image.fromarray((np.random.default_rng(0).random((48, 64, 3)) * 255).astype(np.uint8)).save(buf, "JPEG")
+    return create_app(Photos(max_pixels=1_000_000), ServeConfig(workers=1, queue=1, timeout=30.0)), buf.getvalue()
+
+
+@pytest.mark.parametrize("field,value", [("look", "日本"), ("model", "m\r\nX-Evil: 1"), ("model", "modèle\x00")])
+def test_serve_render_recipe_names_make_safe_headers(serve_app, field, value):
+    """/v1/render of a recipe whose look is not Latin-1 answered 500 (UnicodeEncodeError in the X-Recipe-Look
+    header); one whose model holds CR LF crashed the answer in uvicorn (traceback, connection dropped)."""
+    import json
+
+    app, jpg = serve_app
+    status, _, text = _asgi(app, "POST", "/v1/recipe", jpg, {"content-type": "image/jpeg"})
+    assert status == 200
+    recipe = json.loads(text)
+    recipe[field] = value
+    body, headers = _multipart([("file", "a.jpg", jpg), ("recipe", None, json.dumps(recipe).encode())])
+    status, raw, _ = _asgi(app, "POST", "/v1/render", body, headers)
+    assert status == 200
+    for _, v in raw:
+        assert all(32 <= c < 127 for c in v), v
+
+
+@pytest.mark.parametrize("part", ["file", "recipe"])
+def test_serve_two_parts_of_one_name_refused(serve_app, part):
+    """Two 'file' parts were answered 200 (one of them silently used); two 'recipe' parts likewise."""
+    import json
+
+    app, jpg = serve_app
+    _, _, rec = _asgi(app, "POST", "/v1/recipe", jpg, {"content-type": "image/jpeg"})
+    parts = [("file", "a.jpg", jpg), ("recipe", None, rec)] + (
+        [("file", "b.jpg", jpg)] if part == "file" else [("recipe", None, rec)])
+    body, headers = _multipart(parts)
+    status, _, text = _asgi(app, "POST", "/v1/render" if part == "recipe" else "/v1/enhance", body, headers)
+    assert status == 400
+    assert f"2 parts named '{part}'" in json.loads(text)["error"]

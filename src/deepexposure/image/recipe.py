@@ -163,8 +163,9 @@ class Recipe:
             raise DataError("recipe segmentation parameters must be an object")
         _check_segmentation(self.segmentation)
         self.model = str(self.model)
-        if not isinstance(self.look, str) or not 1 <= len(self.look) <= 64:
-            raise DataError(f"recipe look must be a name of 1-64 characters, got {self.look!r}")
+        if not isinstance(self.look, str) or not 1 <= len(self.look) <= 64 or not self.look.isprintable():
+            raise DataError(f"recipe look must be a name of 1-64 printable characters, got {self.look[:64]!r}"
+                            if isinstance(self.look, str) else f"recipe look must be a name, got {type(self.look).__name__}")
         if self.style is not None:
             from deepexposure.image.look import Style  # validates the style's fields and bounds
 
