@@ -234,3 +234,58 @@ def test_serve_two_parts_of_one_name_refused(serve_app, part):
     status, _, text = _asgi(app, "POST", "/v1/render" if part == "recipe" else "/v1/enhance", body, headers)
     assert status == 400
     assert f"2 parts named '{part}'" in json.loads(text)["error"]
+
+
+# ------------------------------------------------------------------------------------------ look and recipe files
+
+
+def _special_files(tmp_path: Path, suffix: str) -> list[Path]:
+    out = []
+    if Path("/dev/zero").exists():
+        out.append(tmp_path / f"zero{suffix}")
+        out[-1].symlink_to("/dev/zero")
+    if hasattr(os, "mkfifo"):
+        out.append(tmp_path / f"fifo{suffix}")
+        os.mkfifo(out[-1])
+    if not out:
+        pytest.skip("no FIFOs nor /dev/zero here")
+    return out
+
+
+def test_look_file_that_is_a_fifo_or_device_is_refused(tmp_path):
+    """``--look`` on a FIFO waited forever; on a link to /dev/zero it read until memory ran out (the size check was
+    for regular files only)."""
+    from deepexposure.errors import DataError
+    from deepexposure.image.look import load_look
+
+    for path in _special_files(tmp_path, ".json"):
+        with pytest.raises(DataError, match="not a regular file"):
+            load_look(path)
+
+
+def test_recipe_file_that_is_a_fifo_device_or_huge_is_refused(tmp_path):
+    """``render --recipe`` on a FIFO waited forever, on /dev/zero read until memory ran out, and read a huge file
+    whole."""
+    from deepexposure.errors import DataError
+    from deepexposure.image.recipe import MAX_RECIPE_BYTES, Recipe
+
+    for path in _special_files(tmp_path, ".recipe.json"):
+        with pytest.raises(DataError, match="not a regular file"):
+            Recipe.load(path)
+    big = tmp_path / "big.recipe.json"
+    big.write_text(" " * (MAX_RECIPE_BYTES + 1) + "{}")
+    with pytest.raises(DataError, match="over"):
+        Recipe.load(big)
+
+
+def test_look_file_version_true_is_not_version_1(tmp_path):
+    """``"version": true`` passed as version 1 (True == 1 in Python)."""
+    import json
+
+    from deepexposure.errors import DataError
+    from deepexposure.image.look import load_look
+
+    f = tmp_path / "l.json"
+    f.write_text(json.dumps({"format": "deepexposure-look", "version": True, "name": "x", "style": {}}))
+    with pytest.raises(DataError, match="version True"):
+        load_look(f)

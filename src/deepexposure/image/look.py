@@ -225,17 +225,20 @@ def load_look(look: str | os.PathLike | Look | None) -> Look:
         path = Path(look)
         if not path.suffix.lower() == ".json":
             raise DataError(f"unknown look {_short(str(look))}; use {' or '.join(LOOKS)}, or a look file (.json)")
+    from deepexposure.atomic import NotASmallFile, read_small
+
     try:
-        if path.is_file() and path.stat().st_size > MAX_LOOK_BYTES:
-            raise DataError(f"{path}: not a look file (over {MAX_LOOK_BYTES // 1024} KB)")
-        d = json.loads(path.read_text(encoding="utf-8"))
+        d = json.loads(read_small(path, MAX_LOOK_BYTES).decode("utf-8"))
     except FileNotFoundError:
         raise DataError(f"look file not found: {path}") from None
+    except NotASmallFile as exc:
+        why = f"over {MAX_LOOK_BYTES // 1024} KB" if exc.errno == 27 else exc.strerror
+        raise DataError(f"{path}: not a look file ({why})") from None
     except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise DataError(f"{path}: not a look file ({type(exc).__name__})") from None
     if not isinstance(d, dict) or d.get("format") != _FORMAT:
         raise DataError(f"{path}: not a deepexposure look file")
-    if d.get("version") != 1:
+    if type(d.get("version")) is not int or d.get("version") != 1:
         raise DataError(f"{path}: look file version {d.get('version')!r} is not supported (this release reads 1)")
     name = d.get("name")
     problem = look_name_problem(name)

@@ -42,9 +42,11 @@ import numpy as np
 from deepexposure.atomic import atomic_write_text
 from deepexposure.errors import DataError
 
-__all__ = ["Recipe", "RECIPE_VERSION", "MAX_ABS_EV", "MAX_LABEL_CELLS", "rle_encode", "rle_decode"]
+__all__ = ["Recipe", "RECIPE_VERSION", "MAX_ABS_EV", "MAX_LABEL_CELLS", "rle_encode", "rle_decode", "MAX_RECIPE_BYTES"]
 
 RECIPE_VERSION = 2
+#: A recipe file larger than this is not read (one with 64x64 labels run-length coded is a few KiB).
+MAX_RECIPE_BYTES = 1 << 20
 #: The look of a recipe without one (version 1 recipes): the exposure alone.
 NATURAL = "natural"
 #: Exposure values are limited to +-MAX_ABS_EV stops (x1024 or /1024 in linear light: far beyond any useful edit;
@@ -252,9 +254,11 @@ class Recipe:
     @classmethod
     def load(cls, path: str | os.PathLike) -> Recipe:
         """Read a recipe JSON; a missing, unreadable, malformed or too new file raises :class:`DataError`."""
+        from deepexposure.atomic import read_small
+
         path = Path(path)
         try:
-            text = path.read_text(encoding="utf-8")
+            text = read_small(path, MAX_RECIPE_BYTES).decode("utf-8")
         except OSError as exc:
             raise DataError(f"{path}: cannot read recipe ({exc.strerror or exc})") from None
         except UnicodeDecodeError:
