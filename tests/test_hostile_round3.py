@@ -289,3 +289,21 @@ def test_look_file_version_true_is_not_version_1(tmp_path):
     f.write_text(json.dumps({"format": "deepexposure-look", "version": True, "name": "x", "style": {}}))
     with pytest.raises(DataError, match="version True"):
         load_look(f)
+
+
+def test_enhance_with_refused_sidecar_writes_no_photo(tmp_path):
+    """``enhance -o OUT --sidecar rawtherapee`` with a .pp3 already there wrote the photo, then failed the job on
+    the sidecar: the output was left behind for a job reported failed (and a rerun then stopped on it)."""
+    from click.testing import CliRunner
+    from PIL import Image
+
+    from deepexposure.apps.cli import main
+
+    photo = tmp_path / "a.jpg"
+    Image.new("RGB", (48, 32), (60, 40, 30)).save(photo)
+    sidecar_path(photo, "rawtherapee").write_text("[Exposure]\nCompensation=1\n")
+    out = tmp_path / "out"
+    res = CliRunner().invoke(main, ["enhance", str(photo), "-o", str(out), "--sidecar", "rawtherapee"])
+    assert res.exit_code != 0 and "pass --overwrite" in res.output
+    assert not out.exists() or not any(out.iterdir())
+    assert sidecar_path(photo, "rawtherapee").read_text() == "[Exposure]\nCompensation=1\n"

@@ -50,7 +50,8 @@ from deepexposure.image.color import luminance
 from deepexposure.image.recipe import Recipe
 
 __all__ = ["EDITORS", "SIDECAR_SUFFIX", "EV_RANGE", "sidecar_path", "global_ev", "darktable_exposure_params",
-           "decode_darktable_exposure", "darktable_xmp", "merge_darktable_xmp", "rawtherapee_pp3", "write_sidecars"]
+           "decode_darktable_exposure", "darktable_xmp", "merge_darktable_xmp", "rawtherapee_pp3", "write_sidecars",
+           "check_sidecars"]
 
 EDITORS = ("darktable", "rawtherapee")
 #: The editor's sidecar is the photo's full name plus this suffix (``photo.CRW`` -> ``photo.CRW.xmp``).
@@ -335,6 +336,23 @@ def _prepare(photo: Path, editor: str, ev: float, overwrite: bool) -> tuple[Path
     return path, merge_darktable_xmp(old, ev, name), "merged", True
 
 
+def _plans(photo: Path, editors, ev: float, overwrite: bool, skip_existing: bool) -> list:
+    plans = []
+    for editor in dict.fromkeys(editors):
+        _check_editor(editor)
+        if skip_existing and (sidecar_path(photo, editor).exists() or sidecar_path(photo, editor).is_symlink()):
+            continue
+        plans.append(_prepare(photo, editor, ev, overwrite))
+    return plans
+
+
+def check_sidecars(photo: str | os.PathLike, editors, *, overwrite: bool = False, skip_existing: bool = False) -> None:
+    """Raise the :class:`PhotoError` that :func:`write_sidecars` would raise for an existing sidecar of ``photo``
+    (one not to replace, a history not to merge, a link, a folder), before any work: ``enhance -o OUT --sidecar``
+    checks this first, so that a refused sidecar does not leave the photo written and the job failed."""
+    _plans(Path(photo), editors, 0.0, overwrite, skip_existing)
+
+
 def write_sidecars(photo: str | os.PathLike, editors, ev: float, *, overwrite: bool = False,
                    skip_existing: bool = False) -> list[tuple[Path, str]]:
     """Write each of ``editors``' sidecars for ``photo`` carrying ``ev`` -> [(path, ``"written"``, ``"replaced"``
@@ -342,13 +360,7 @@ def write_sidecars(photo: str | os.PathLike, editors, ev: float, *, overwrite: b
     plain darktable history merged (module doc), otherwise :class:`PhotoError`. Every sidecar is checked (and
     merged in memory) before the first is written, so a refused one leaves the others untouched too; each write is
     atomic (:mod:`deepexposure.atomic`)."""
-    photo = Path(photo)
-    plans = []
-    for editor in dict.fromkeys(editors):
-        _check_editor(editor)
-        if skip_existing and (sidecar_path(photo, editor).exists() or sidecar_path(photo, editor).is_symlink()):
-            continue
-        plans.append(_prepare(photo, editor, ev, overwrite))
+    plans = _plans(Path(photo), editors, ev, overwrite, skip_existing)
     done = []
     for path, text, action, exists in plans:
         try:
