@@ -307,3 +307,45 @@ def test_enhance_with_refused_sidecar_writes_no_photo(tmp_path):
     assert res.exit_code != 0 and "pass --overwrite" in res.output
     assert not out.exists() or not any(out.iterdir())
     assert sidecar_path(photo, "rawtherapee").read_text() == "[Exposure]\nCompensation=1\n"
+
+
+# ------------------------------------------------------------------------------------------ fit-look
+
+
+def _fit_pairs(root: Path, n: int = 5, size: tuple[int, int] = (48, 32)) -> Path:
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(1)
+    for sub in ("input", "target"):
+        (root / sub).mkdir(parents=True)
+    for i in range(n):
+        a = (rng.random((size[1], size[0], 3)) * 200).astype(np.uint8)
+        Image.fromarray(a).save(root / "input" / f"p{i}.png")
+        Image.fromarray(np.clip(a * 1.2, 0, 255).astype(np.uint8)).save(root / "target" / f"p{i}.png")
+    return root
+
+
+def test_fit_look_same_folder_twice_is_named_as_such(tmp_path):
+    """A pair folder given twice (``pairs pairs/``) was reported as "the same pair name in two folders"."""
+    from deepexposure.errors import DataError
+    from deepexposure.evaluation.look_fit import load_fit_pairs
+
+    pairs = _fit_pairs(tmp_path / "pairs")
+    with pytest.raises(DataError, match="given twice"):
+        load_fit_pairs([pairs, str(pairs) + "/"])
+
+
+def test_fit_look_tiny_photos_are_too_small_not_unaligned(tmp_path):
+    """A 1x1 pair was refused as "the target is not an edit of its input (0.00)": the rank correlation of one pixel
+    is undefined, not low."""
+    from PIL import Image
+
+    from deepexposure.errors import DataError
+    from deepexposure.evaluation.look_fit import load_fit_pairs
+
+    pairs = _fit_pairs(tmp_path / "pairs")
+    Image.new("RGB", (1, 1), (10, 20, 30)).save(pairs / "input" / "p0.png")
+    Image.new("RGB", (1, 1), (20, 30, 40)).save(pairs / "target" / "p0.png")
+    with pytest.raises(DataError, match="too small"):
+        load_fit_pairs([pairs])
