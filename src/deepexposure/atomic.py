@@ -25,6 +25,7 @@ import re
 import secrets
 import shutil
 import socket
+import stat
 import threading
 import time
 from collections.abc import Callable
@@ -32,7 +33,7 @@ from pathlib import Path
 from typing import IO
 
 __all__ = ["STALE_AFTER_S", "NAME_MAX", "temp_path", "is_temp_name", "clean_stale", "atomic_write", "atomic_write_bytes",
-           "atomic_write_text", "fsync_dir", "blocked_by", "unwritable"]
+           "atomic_write_text", "fsync_dir", "blocked_by", "unwritable", "NotASmallFile", "read_small"]
 
 #: A temporary file of another host (or of a live pid, which may be a reused one) is stale after this long.
 STALE_AFTER_S = 6 * 3600
@@ -220,3 +221,25 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes, *, overwrite: bool 
 def atomic_write_text(path: str | os.PathLike, text: str, *, overwrite: bool = True) -> Path:
     """:func:`atomic_write` of UTF-8 ``text`` (newlines written as given)."""
     return atomic_write_bytes(path, text.encode("utf-8"), overwrite=overwrite)
+
+
+class NotASmallFile(OSError):
+    """:func:`read_small` refused a path: not a regular file (a FIFO, a device) or larger than its limit."""
+
+
+def read_small(path: str | os.PathLike, limit: int) -> bytes:
+    """The bytes of the small regular file ``path`` (a look, a recipe): :class:`NotASmallFile` (its ``strerror``
+    says why) for a FIFO or device (opened without blocking, never read: a FIFO would wait for a writer forever,
+    /dev/zero never end) or a file over ``limit`` bytes (at most ``limit + 1`` bytes are ever read). Other
+    failures are the usual :class:`OSError` (missing, a folder, no permission)."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+    with os.fdopen(fd, "rb") as fh:
+        st = os.fstat(fd)
+        if stat.S_ISDIR(st.st_mode):
+            raise IsADirectoryError(21, "is a folder", str(path))
+        if not stat.S_ISREG(st.st_mode):
+            raise NotASmallFile(22, "not a regular file", str(path))
+        data = fh.read(limit + 1)
+    if len(data) > limit:
+        raise NotASmallFile(27, f"over {limit:,} bytes", str(path))
+    return data

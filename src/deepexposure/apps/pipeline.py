@@ -18,7 +18,7 @@ from deepexposure.image.look import load_look, scaled_style_dict
 from deepexposure.image.raw import enhance_photo, render_photo
 from deepexposure.image.recipe import Recipe
 from deepexposure.image.segmentation import make_preview, overlay, segment, segmentation_params
-from deepexposure.image.sidecar import global_ev, write_sidecars
+from deepexposure.image.sidecar import check_sidecars, global_ev, write_sidecars
 from deepexposure.logs import stage
 
 __all__ = ["manual_recipe", "render_file", "segment_file", "enhance_file", "recipe_path_for", "cached_enhancer",
@@ -188,6 +188,8 @@ def enhance_file(
     and recipe, carrying the recipe's global EV (``image.sidecar``); ``write_output=False`` (``--sidecar`` without
     ``-o``): only the recipe is computed (no full-resolution render) and ``job.dst`` is not written."""
     job = _with_recipe(job, write_recipe)
+    if sidecars:  # a sidecar that would be refused fails the job before the photo is written
+        check_sidecars(job.src, sidecars, overwrite=overwrite, skip_existing=skip_existing)
     enhancer = cached_enhancer(model, renderer, strength, device, highlight_guard, look)
     with stage("decode"):
         photo = read_photo(job.src, max_pixels=max_pixels, max_pixels_why=max_pixels_why)

@@ -39,7 +39,7 @@ from deepexposure.image.look import Look, Style, contrast_lut
 from deepexposure.image.render import render_rolloff
 from deepexposure.image.segmentation import reduce_long_edge
 
-__all__ = ["LookGrid", "LookFit", "FitPair", "MIN_PAIRS", "MIN_ALIGNMENT", "load_fit_pairs", "fit_look"]
+__all__ = ["LookGrid", "LookFit", "FitPair", "MIN_PAIRS", "MIN_ALIGNMENT", "MIN_SIDE", "load_fit_pairs", "fit_look"]
 
 #: Fewest pairs fit-look accepts: each leave-one-out fit then still sees 4 pairs for its 5 parameters.
 MIN_PAIRS = 5
@@ -47,6 +47,8 @@ MIN_PAIRS = 5
 #: tones nearly everywhere (0.97-1.00 on the 14 FiveK expert-C pairs), two different photos do not (-0.3 to 0.6
 #: on the same photos paired at random).
 MIN_ALIGNMENT = 0.8
+#: Shortest side (px) of a photo of a pair: below it there are too few pixels to tell an edit from another photo.
+MIN_SIDE = 8
 #: Long edge (px) of the copies the grid is scored on.
 FIT_LONG_EDGE = 128
 #: Pixels sampled per pair for the per-pixel tone stage (all of them below this).
@@ -125,6 +127,12 @@ def load_fit_pairs(folders: Sequence[str | os.PathLike], *, max_pixels: int | No
     no stem twice across folders, aspect ratios within 1%, and each target an edit of its input
     (:data:`MIN_ALIGNMENT`); anything wrong is one :class:`DataError` line naming the pairs. A target of another
     size (same aspect) is resized to its input's."""
+    seen: dict[str, str] = {}
+    for f in folders:
+        key = os.path.realpath(f)
+        if key in seen:
+            raise DataError(f"the pair folder {f} is given twice" + (f" (as {seen[key]})" if seen[key] != str(f) else ""))
+        seen[key] = str(f)
     pairs: list[Pair] = [p for f in folders for p in paired_folder(f)]
     stems = [p.stem for p in pairs]
     twice = sorted({s for s in stems if stems.count(s) > 1})
@@ -134,10 +142,14 @@ def load_fit_pairs(folders: Sequence[str | os.PathLike], *, max_pixels: int | No
         raise DataError(f"fit-look needs at least {MIN_PAIRS} pairs (input/ and target/ matched by stem) to fit a "
                         f"look and score it on held-out pairs; found {len(pairs)}")
     kw = {} if max_pixels is None else {"max_pixels": max_pixels}
-    out, bad_aspect, unaligned = [], [], []
+    out, bad_aspect, unaligned, tiny = [], [], [], []
     for p in pairs:
         x = read_photo(p.input_path, **kw).pixels
         y = read_photo(p.target_path, **kw).pixels
+        small = min(x.shape[:2] + y.shape[:2])
+        if small < MIN_SIDE:
+            tiny.append(f"{p.stem} ({x.shape[1]}x{x.shape[0]}, {y.shape[1]}x{y.shape[0]})")
+            continue
         if x.shape != y.shape:
             ax, ay = x.shape[1] / x.shape[0], y.shape[1] / y.shape[0]
             if abs(ax / ay - 1) > PAIR_ASPECT_TOLERANCE:
@@ -149,6 +161,9 @@ def load_fit_pairs(folders: Sequence[str | os.PathLike], *, max_pixels: int | No
             unaligned.append(f"{p.stem} ({r:.2f})")
             continue
         out.append(FitPair(p.stem, x, np.ascontiguousarray(y, dtype=np.float32)))
+    if tiny:
+        raise DataError(f"{len(tiny)} pair(s) too small to fit a look on (under {MIN_SIDE} px a side): "
+                        f"{', '.join(tiny[:3])}")
     if bad_aspect:
         raise DataError(f"{len(bad_aspect)} pair(s) differ in aspect ratio (a crop or rotation, not a tone edit): "
                         f"{', '.join(bad_aspect[:3])}")

@@ -28,7 +28,7 @@ from deepexposure.errors import DataError
 from deepexposure.image.color import linear_to_srgb, srgb_to_linear
 
 __all__ = ["Style", "Look", "LOOKS", "DEFAULT_LOOK", "apply_style", "scaled_style", "load_look", "style_grid",
-           "MID_GREY", "scaled_style_dict", "apply_recipe_style", "tone", "contrast_lut"]
+           "MID_GREY", "scaled_style_dict", "apply_recipe_style", "tone", "contrast_lut", "look_name_problem"]
 
 #: The built-in looks; a path to a look file (JSON) is accepted wherever a look name is.
 LOOKS = ("natural", "expert")
@@ -54,6 +54,16 @@ def _is_number_in(v: object, lo: float, hi: float) -> bool:
     except OverflowError:
         return False
     return math.isfinite(f) and lo <= f <= hi
+
+
+def look_name_problem(name: object) -> str | None:
+    """Why ``name`` is not a look name, or None: a look's name is 1-64 printable characters (no newline, tab or
+    terminal escape: it is printed, written in recipes and sent in the service's ``X-Recipe-Look`` header)."""
+    if not isinstance(name, str) or not 1 <= len(name) <= 64:
+        return f"a look's name must be a string of 1-64 characters, got {_short(name)}"
+    if not name.isprintable():
+        return f"a look's name must be printable characters (no newline, tab or control character), got {_short(name)}"
+    return None
 
 
 def _short(v: object) -> str:
@@ -236,6 +246,11 @@ class Look:
     style: Style = field(default_factory=Style)
     provenance: dict = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        problem = look_name_problem(self.name)
+        if problem:
+            raise DataError(problem)
+
     def to_json(self) -> str:
         return json.dumps({"format": _FORMAT, "version": 1, "name": self.name, "style": self.style.to_dict(),
                            "provenance": self.provenance}, indent=1)
@@ -259,21 +274,25 @@ def load_look(look: str | os.PathLike | Look | None) -> Look:
         path = Path(look)
         if not path.suffix.lower() == ".json":
             raise DataError(f"unknown look {_short(str(look))}; use {' or '.join(LOOKS)}, or a look file (.json)")
+    from deepexposure.atomic import NotASmallFile, read_small
+
     try:
-        if path.is_file() and path.stat().st_size > MAX_LOOK_BYTES:
-            raise DataError(f"{path}: not a look file (over {MAX_LOOK_BYTES // 1024} KB)")
-        d = json.loads(path.read_text(encoding="utf-8"))
+        d = json.loads(read_small(path, MAX_LOOK_BYTES).decode("utf-8"))
     except FileNotFoundError:
         raise DataError(f"look file not found: {path}") from None
+    except NotASmallFile as exc:
+        why = f"over {MAX_LOOK_BYTES // 1024} KB" if exc.errno == 27 else exc.strerror
+        raise DataError(f"{path}: not a look file ({why})") from None
     except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise DataError(f"{path}: not a look file ({type(exc).__name__})") from None
     if not isinstance(d, dict) or d.get("format") != _FORMAT:
         raise DataError(f"{path}: not a deepexposure look file")
-    if d.get("version") != 1:
+    if type(d.get("version")) is not int or d.get("version") != 1:
         raise DataError(f"{path}: look file version {d.get('version')!r} is not supported (this release reads 1)")
     name = d.get("name")
-    if not isinstance(name, str) or not name or len(name) > 64:
-        raise DataError(f"{path}: a look's name must be a string of 1-64 characters")
+    problem = look_name_problem(name)
+    if problem:
+        raise DataError(f"{path}: {problem}")
     prov = d.get("provenance", {})
     if not isinstance(prov, dict):
         raise DataError(f"{path}: provenance must be an object")

@@ -42,9 +42,11 @@ import numpy as np
 from deepexposure.atomic import atomic_write_text
 from deepexposure.errors import DataError
 
-__all__ = ["Recipe", "RECIPE_VERSION", "MAX_ABS_EV", "MAX_LABEL_CELLS", "rle_encode", "rle_decode"]
+__all__ = ["Recipe", "RECIPE_VERSION", "MAX_ABS_EV", "MAX_LABEL_CELLS", "rle_encode", "rle_decode", "MAX_RECIPE_BYTES"]
 
 RECIPE_VERSION = 2
+#: A recipe file larger than this is not read (one with 64x64 labels run-length coded is a few KiB).
+MAX_RECIPE_BYTES = 1 << 20
 #: The look of a recipe without one (version 1 recipes): the exposure alone.
 NATURAL = "natural"
 #: Exposure values are limited to +-MAX_ABS_EV stops (x1024 or /1024 in linear light: far beyond any useful edit;
@@ -163,8 +165,9 @@ class Recipe:
             raise DataError("recipe segmentation parameters must be an object")
         _check_segmentation(self.segmentation)
         self.model = str(self.model)
-        if not isinstance(self.look, str) or not 1 <= len(self.look) <= 64:
-            raise DataError(f"recipe look must be a name of 1-64 characters, got {self.look!r}")
+        if not isinstance(self.look, str) or not 1 <= len(self.look) <= 64 or not self.look.isprintable():
+            raise DataError(f"recipe look must be a name of 1-64 printable characters, got {self.look[:64]!r}"
+                            if isinstance(self.look, str) else f"recipe look must be a name, got {type(self.look).__name__}")
         if self.style is not None:
             from deepexposure.image.look import Style  # validates the style's fields and bounds
 
@@ -251,9 +254,11 @@ class Recipe:
     @classmethod
     def load(cls, path: str | os.PathLike) -> Recipe:
         """Read a recipe JSON; a missing, unreadable, malformed or too new file raises :class:`DataError`."""
+        from deepexposure.atomic import read_small
+
         path = Path(path)
         try:
-            text = path.read_text(encoding="utf-8")
+            text = read_small(path, MAX_RECIPE_BYTES).decode("utf-8")
         except OSError as exc:
             raise DataError(f"{path}: cannot read recipe ({exc.strerror or exc})") from None
         except UnicodeDecodeError:

@@ -34,10 +34,12 @@ import base64
 import math
 import os
 import re
+import stat
 import struct
 import xml.etree.ElementTree as ET
 import zlib
 from pathlib import Path
+from xml.parsers import expat
 
 import numpy as np
 
@@ -55,7 +57,8 @@ def _quoteattr(value: str) -> str:
 
 
 __all__ = ["EDITORS", "SIDECAR_SUFFIX", "EV_RANGE", "sidecar_path", "global_ev", "darktable_exposure_params",
-           "decode_darktable_exposure", "darktable_xmp", "merge_darktable_xmp", "rawtherapee_pp3", "write_sidecars"]
+           "decode_darktable_exposure", "darktable_xmp", "merge_darktable_xmp", "rawtherapee_pp3", "write_sidecars",
+           "check_sidecars"]
 
 EDITORS = ("darktable", "rawtherapee")
 #: The editor's sidecar is the photo's full name plus this suffix (``photo.CRW`` -> ``photo.CRW.xmp``).
@@ -67,6 +70,8 @@ _RDF = "http://www.w3.org/1999/02/22-rdf-syntax-ns#"
 _DT = "http://darktable.sf.net/"
 _EXPOSURE_VERSION = 6  # dt_iop_exposure_params_t version of darktable 3.x-4.x
 _EXPOSURE_FORMAT = "<iffffi"  # mode, black, exposure, deflicker percentile, deflicker target, compensate bias
+#: An existing darktable XMP larger than this is not read (a long history is a few hundred KB).
+MAX_XMP_BYTES = 8 << 20
 _PP3_VERSION = 349  # RawTherapee 5.9's profile version (newer versions read it and convert)
 #: The label of our history step in darktable (shown beside the module's name).
 DT_LABEL = "deepexposure"
@@ -171,15 +176,73 @@ def darktable_xmp(ev: float, photo_name: str) -> str:
 """
 
 
-_HISTORY_RE = re.compile(r"(<darktable:history>\s*<rdf:Seq>)(.*?)(\n?[ \t]*</rdf:Seq>\s*</darktable:history>)", re.S)
-_END_RE = re.compile(r'darktable:history_end="(\d+)"')
-_CURRENT_HASH_RE = re.compile(r'\s+darktable:history_current_hash="[0-9a-fA-F]*"')
+_END_RE = re.compile(r'darktable:history_end="([0-9]+)"')
+_HASH_ATTR = 'darktable:history_current_hash="'
+_HEX_RE = re.compile(r'[0-9a-fA-F]*"')
+_WS = " \t\r\n"
+
+
+def _history_items(text: str) -> tuple[int, int] | None:
+    """(start, end) of the text between ``<darktable:history><rdf:Seq>`` and the line of ``</rdf:Seq>`` that closes
+    it (where the steps are), or None unless each of the two history tags occurs once. Plain string search, linear
+    in the text (a regular expression with ``.*?`` and ``\\s*`` takes quadratic time on a crafted XMP)."""
+    head, tail = "<darktable:history>", "</darktable:history>"
+    if text.count(head) != 1 or text.count(tail) != 1:
+        return None
+    a, b = text.index(head) + len(head), text.index(tail)
+    inner = text[a:b] if a <= b else ""
+    body = inner.lstrip(_WS)
+    if not body.startswith("<rdf:Seq>") or not inner.rstrip(_WS).endswith("</rdf:Seq>"):
+        return None
+    start = a + len(inner) - len(body) + len("<rdf:Seq>")
+    end = a + len(inner.rstrip(_WS)) - len("</rdf:Seq>")
+    while end > start and text[end - 1] in " \t":
+        end -= 1
+    if end > start and text[end - 1] == "\n":
+        end -= 1
+    return (start, end) if start <= end else None
+
+
+def _drop_current_hash(text: str) -> str:
+    """``text`` without its ``history_current_hash`` attribute (and the blanks before it), if it has one."""
+    i = text.find(_HASH_ATTR)
+    m = _HEX_RE.match(text, i + len(_HASH_ATTR)) if i > 0 else None
+    k = i
+    while k > 0 and text[k - 1] in _WS:
+        k -= 1
+    return text[:k] + text[m.end():] if m and k < i else text
+
+
+class _DoctypeRefused(Exception):
+    pass
+
+
+def _refuse_doctype(*_args) -> None:
+    raise _DoctypeRefused
+
+
+def _parse_xml(text: str) -> ET.Element:
+    """``text`` parsed with any DTD refused (darktable never writes one): no entity is declared, so none is expanded
+    (no billion laughs, no external entity), and the tree parsed is the text the merge edits. A first pass of expat
+    with a handler on the DTD refuses it (ElementTree's C parser exposes no handlers), then ElementTree builds the
+    tree of what is left: plain XML."""
+    check = expat.ParserCreate()
+    check.StartDoctypeDeclHandler = _refuse_doctype
+    check.EntityDeclHandler = _refuse_doctype
+    try:
+        check.Parse(text, True)
+    except expat.ExpatError:
+        pass  # ElementTree reports it, with its own message
+    return ET.fromstring(text)
 
 
 def _parse_history(text: str, name: str) -> tuple[int, int]:
     """(steps, history_end) of a darktable XMP; PhotoError when it is not one we can append to safely."""
     try:
-        root = ET.fromstring(text)
+        root = _parse_xml(text)
+    except _DoctypeRefused:
+        raise PhotoError(f"{name}: an existing sidecar with a DTD (entity declarations; darktable never writes one); "
+                         f"pass --overwrite to replace it") from None
     except ET.ParseError as exc:
         raise PhotoError(f"{name}: an existing sidecar that is not valid XML ({exc}); pass --overwrite to replace it"
                          ) from None
@@ -190,7 +253,7 @@ def _parse_history(text: str, name: str) -> tuple[int, int]:
     desc = descs[0]
     seq = desc.find(f"{{{_DT}}}history/{{{_RDF}}}Seq")
     end = desc.get(f"{{{_DT}}}history_end")
-    if seq is None or end is None or not end.isdigit():
+    if seq is None or end is None or not (end.isascii() and end.isdigit() and len(end) <= 9):
         raise PhotoError(f"{name}: a darktable XMP whose history this version cannot read; "
                          f"pass --overwrite to replace it")
     nums = [li.get(f"{{{_DT}}}num") for li in seq.findall(f"{{{_RDF}}}li")]
@@ -207,19 +270,19 @@ def merge_darktable_xmp(text: str, ev: float, name: str = "sidecar") -> str:
     """``text`` (an existing darktable XMP) with one exposure step at ``ev`` appended and ``history_end`` raised by
     one; every other byte kept. :class:`PhotoError` (one line naming ``name``) when that cannot be done safely."""
     n, _ = _parse_history(text, name)
-    hist = list(_HISTORY_RE.finditer(text))
+    span = _history_items(text)
     ends = list(_END_RE.finditer(text))
-    if len(hist) != 1 or len(ends) != 1:
+    if span is None or len(ends) != 1:
         raise PhotoError(f"{name}: a darktable XMP laid out in a way this version does not edit; "
                          f"pass --overwrite to replace it")
-    m = hist[0]
-    indent = re.search(r"\n([ \t]*)<rdf:li", m.group(2))
+    start, end = span
+    indent = re.search(r"\n([ \t]*)<rdf:li", text[start:end])
     item = "\n" + _history_item(n, ev, indent.group(1) if indent else "     ")
-    out = text[:m.end(2)] + item + text[m.end(2):]
+    out = text[:end] + item + text[end:]
     e = _END_RE.search(out)
     out = out[:e.start(1)] + str(n + 1) + out[e.end(1):]
     # the hash of the current history no longer describes it: left out, as in darktable's older XMPs without one
-    out = _CURRENT_HASH_RE.sub("", out, count=1)
+    out = _drop_current_hash(out)
     if _parse_history(out, name) != (n + 1, n + 1):  # the edit did what it should, or nothing is written
         raise PhotoError(f"{name}: could not append to its darktable history; pass --overwrite to replace it")
     return out
@@ -257,14 +320,44 @@ def _prepare(photo: Path, editor: str, ev: float, overwrite: bool) -> tuple[Path
     if editor != "darktable":
         raise PhotoError(f"{name} exists (a RawTherapee profile: photographers keep their edits there); "
                          f"pass --overwrite to replace it")
+    if path.is_symlink():  # merging would read one file and replace another: only --overwrite replaces the link
+        raise PhotoError(f"{name} is a symbolic link; pass --overwrite to replace the link (its target is left alone)")
     try:
-        old = path.read_bytes().decode("utf-8")
+        st = path.stat()
+        if not stat.S_ISREG(st.st_mode):  # a FIFO would block, a device never end
+            raise PhotoError(f"{name}: an existing sidecar that is not a regular file; pass --overwrite to replace it")
+        if st.st_size > MAX_XMP_BYTES:
+            raise PhotoError(f"{name}: an existing sidecar over {MAX_XMP_BYTES >> 20} MB is not read; "
+                             f"pass --overwrite to replace it")
+        with open(path, "rb") as fh:
+            old = fh.read(MAX_XMP_BYTES + 1)
+        if len(old) > MAX_XMP_BYTES:
+            raise PhotoError(f"{name}: an existing sidecar over {MAX_XMP_BYTES >> 20} MB is not read; "
+                             f"pass --overwrite to replace it")
+        old = old.decode("utf-8")
     except UnicodeDecodeError:
         raise PhotoError(f"{name}: an existing sidecar that is not UTF-8 text; pass --overwrite to replace it"
                          ) from None
     except OSError as exc:
         raise PhotoError(f"{name}: cannot read the existing sidecar ({exc.strerror or exc})") from None
     return path, merge_darktable_xmp(old, ev, name), "merged", True
+
+
+def _plans(photo: Path, editors, ev: float, overwrite: bool, skip_existing: bool) -> list:
+    plans = []
+    for editor in dict.fromkeys(editors):
+        _check_editor(editor)
+        if skip_existing and (sidecar_path(photo, editor).exists() or sidecar_path(photo, editor).is_symlink()):
+            continue
+        plans.append(_prepare(photo, editor, ev, overwrite))
+    return plans
+
+
+def check_sidecars(photo: str | os.PathLike, editors, *, overwrite: bool = False, skip_existing: bool = False) -> None:
+    """Raise the :class:`PhotoError` that :func:`write_sidecars` would raise for an existing sidecar of ``photo``
+    (one not to replace, a history not to merge, a link, a folder), before any work: ``enhance -o OUT --sidecar``
+    checks this first, so that a refused sidecar does not leave the photo written and the job failed."""
+    _plans(Path(photo), editors, 0.0, overwrite, skip_existing)
 
 
 def write_sidecars(photo: str | os.PathLike, editors, ev: float, *, overwrite: bool = False,
@@ -274,13 +367,7 @@ def write_sidecars(photo: str | os.PathLike, editors, ev: float, *, overwrite: b
     plain darktable history merged (module doc), otherwise :class:`PhotoError`. Every sidecar is checked (and
     merged in memory) before the first is written, so a refused one leaves the others untouched too; each write is
     atomic (:mod:`deepexposure.atomic`)."""
-    photo = Path(photo)
-    plans = []
-    for editor in dict.fromkeys(editors):
-        _check_editor(editor)
-        if skip_existing and (sidecar_path(photo, editor).exists() or sidecar_path(photo, editor).is_symlink()):
-            continue
-        plans.append(_prepare(photo, editor, ev, overwrite))
+    plans = _plans(Path(photo), editors, ev, overwrite, skip_existing)
     done = []
     for path, text, action, exists in plans:
         try:

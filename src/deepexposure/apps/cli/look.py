@@ -44,6 +44,7 @@ def fit_look(pairs, out, name, model, jobs, force, overwrite):
     from deepexposure.errors import DataError
     from deepexposure.evaluation.look_fit import fit_look as fit
     from deepexposure.evaluation.look_fit import load_fit_pairs
+    from deepexposure.image.look import look_name_problem
 
     path = Path(out)
     if path.suffix.lower() != ".json":
@@ -58,12 +59,14 @@ def fit_look(pairs, out, name, model, jobs, force, overwrite):
     name = path.stem if name is None else name
     if not 1 <= len(name) <= 64:
         raise DataError(f"--name must have 1-64 characters, got {len(name)}")
+    if look_name_problem(name):
+        raise DataError(f"--name must be printable characters (no newline, tab or control character), got {name!r}")
 
     data = load_fit_pairs(pairs)
     command = "deepexposure fit-look " + " ".join(shlex.quote(a) for a in sys.argv[2:]) if len(sys.argv) > 2 else ""
     result = fit(data, name=name, model=model, jobs=jobs, progress=lambda m: click.echo(m, err=True),
                  provenance={"fitted_on": ", ".join(str(p) for p in pairs), **({"command": command} if command else {})})
-    width = max(len(r["pair"]) for r in result.rows)
+    width = max(len("mean"), *(len(r["pair"]) for r in result.rows))
     click.echo(f"{'pair':<{width}}  input  natural  look (held out)")
     for r in result.rows:
         click.echo(f"{r['pair']:<{width}}  {r['input']:5.2f}  {r['natural']:7.2f}  {r['look']:6.2f}")

@@ -45,7 +45,7 @@ from deepexposure.apps.serve.work import (
 from deepexposure.apps.web import BodyTooLarge, DrainBody, read_body
 from deepexposure.errors import DeepExposureError, PixelLimitError
 
-__all__ = ["ROUTES", "ServeConfig", "create_app"]
+__all__ = ["ROUTES", "ServeConfig", "create_app", "header_value"]
 
 ROUTES = ("/v1/enhance", "/v1/recipe", "/v1/render", "/healthz", "/metrics", "/openapi.json", "/docs")
 _OPEN = frozenset({"/healthz"})  # answered without the token (liveness probes)
@@ -94,6 +94,12 @@ class _BearerGuard:
                                    headers={**_HEADERS, "WWW-Authenticate": "Bearer"})(scope, receive, send)
                 return
         await self.app(scope, receive, send)
+
+
+def header_value(text: str, limit: int = 200) -> str:
+    """``text`` fit for an HTTP header value: printable ASCII kept, anything else (a non-Latin look name, a CR LF
+    from an uploaded recipe's model) written as ``?``, cut to ``limit`` characters."""
+    return "".join(c if " " <= c <= "~" else "?" for c in str(text)[:limit])
 
 
 def _fields(items, where: str) -> dict[str, str]:
@@ -154,6 +160,10 @@ def create_app(photos: Photos, config: ServeConfig):
         except MultiPartException as exc:
             raise BadRequest(f"bad multipart body: {exc.message}") from None
         try:
+            for part_name in ("file", "recipe"):
+                if len(form.getlist(part_name)) > 1:
+                    raise BadRequest(f"multipart/form-data has {len(form.getlist(part_name))} parts named "
+                                     f"'{part_name}'; send one per request")
             file = form.get("file")
             if not isinstance(file, UploadFile):
                 raise BadRequest("multipart/form-data needs the photo as a file part named 'file'")
@@ -208,8 +218,8 @@ def create_app(photos: Photos, config: ServeConfig):
 
     def image(body: bytes, media: str, recipe) -> Response:
         headers = {**_HEADERS, "X-Recipe-EVs": ",".join(f"{e:.6g}" for e in recipe.evs),
-                   "X-Recipe-Renderer": recipe.renderer, "X-Recipe-Look": recipe.look,
-                   "X-Recipe-Model": recipe.model.encode("ascii", "replace").decode()[:200]}
+                   "X-Recipe-Renderer": header_value(recipe.renderer), "X-Recipe-Look": header_value(recipe.look),
+                   "X-Recipe-Model": header_value(recipe.model)}
         return Response(body, media_type=media, headers=headers)
 
     async def enhance(request: Request) -> Response:
