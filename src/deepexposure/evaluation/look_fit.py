@@ -7,7 +7,7 @@ style of a grid (:class:`LookGrid`) is scored on every pair, the style with the 
 each pair is also scored by the style that is best on the *other* pairs: that leave-one-out figure is the one to
 trust (the in-sample one flatters). The shipped ``expert`` look is this fit on the 14 FiveK expert-C pairs.
 
-Speed (100 pairs of 512 px in well under 30 s on 2 cores, ``benchmarks/fit_look.py``): the grid is scored on copies
+Speed (100 pairs of 512 px in 27 s on 2 cores, ``benchmarks/fit_look.py``): the grid is scored on copies
 reduced to ``fit_long_edge`` (128 px: the style is global; the bracket fusion is the one non-pointwise step) and,
 for the contrast and saturation stage, which is per pixel, on a fixed random sample of each pair's pixels. The
 held-out scores are then measured exactly: each pair rendered at its own size by :class:`Enhancer` with the
