@@ -102,7 +102,8 @@ def test_the_cli_writes_a_look_that_enhance_and_render_use(known, tmp_path):
     assert res.exit_code == 0, res.output
     assert "look (held out)" in res.output and "20/20" in res.output
     d = json.loads(out.read_text())
-    assert d["name"] == "mine" and d["provenance"]["pairs"] == 20 and "command" in d["provenance"]
+    assert d["name"] == "mine" and d["provenance"]["pairs"] == 20
+    assert d["provenance"]["command"] == f"deepexposure fit-look {train} -o {out} --name mine"
     res = runner.invoke(main, ["fit-look", str(train), "-o", str(out)])  # never replaced without --overwrite
     assert res.exit_code == 2 and "--overwrite" in res.output
     for bad in (tmp_path / "look.txt", tmp_path):

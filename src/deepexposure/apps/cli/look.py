@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import shlex
-import sys
 from pathlib import Path
 
 import click
@@ -63,9 +62,10 @@ def fit_look(pairs, out, name, model, jobs, force, overwrite):
         raise DataError(f"--name must be printable characters (no newline, tab or control character), got {name!r}")
 
     data = load_fit_pairs(pairs)
-    command = "deepexposure fit-look " + " ".join(shlex.quote(a) for a in sys.argv[2:]) if len(sys.argv) > 2 else ""
+    args = [*pairs, "-o", out, "--name", name, *(["--model", model] if model else [])]
+    command = "deepexposure fit-look " + " ".join(shlex.quote(str(a)) for a in args)  # from the options, not argv
     result = fit(data, name=name, model=model, jobs=jobs, progress=lambda m: click.echo(m, err=True),
-                 provenance={"fitted_on": ", ".join(str(p) for p in pairs), **({"command": command} if command else {})})
+                 provenance={"fitted_on": ", ".join(str(p) for p in pairs), "command": command})
     width = max(len("mean"), *(len(r["pair"]) for r in result.rows))
     click.echo(f"{'pair':<{width}}  input  natural  look (held out)")
     for r in result.rows:
