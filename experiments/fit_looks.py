@@ -175,11 +175,12 @@ def main() -> None:
     model_file = cache / f"natural_c{args.copies}_s{args.seed}.npz"
     full.save(model_file)
     # the expert style: exactly `deepexposure fit-look` on the 14 real pairs (deepexposure.evaluation.look_fit)
-    fit = fit_look(load_fit_pairs([SHARED / r for r in REAL]), name="expert", model=model_file, jobs=2,
+    fit_pairs = load_fit_pairs([SHARED / r for r in REAL])
+    fit = fit_look(fit_pairs, name="expert", model=model_file, jobs=2,
                    provenance={"fitted_on": "14 MIT-Adobe FiveK expert C pairs (fivek_deeplpf 8, fivek_extra 6)",
                                "command": "python experiments/fit_looks.py --write-assets (= deepexposure fit-look "
                                           "../shared/data/fivek_deeplpf ../shared/data/fivek_extra --name expert)"})
-    real = {stem: (x, y) for r in REAL for stem, x, y in pair_list(SHARED / r)}
+    real = {p.name: (p.x, p.y) for p in fit_pairs}  # the pairs as fit-look read them
     ff = FixedFusion()
     real_rows = []
     for row in fit.rows:

@@ -20,6 +20,7 @@ Images are float32 sRGB [0, 1]; PSNR in dB on 8-bit values.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import multiprocessing
 import os
@@ -111,7 +112,8 @@ class LookFit:
 
 
 def _alignment(x: np.ndarray, y: np.ndarray) -> float:
-    """Rank correlation of the luminance of two same-size float sRGB images at 128 px long edge (1: same order)."""
+    """Rank correlation of the luminance of two same-size float sRGB images at 128 px long edge (1: same order).
+    By hand rather than ``scipy.stats.spearmanr``, which gives NaN for a flat image (a flat target is no edit: 0)."""
     a = reduce_long_edge(x, 128) @ _LUMA
     b = reduce_long_edge(y, 128) @ _LUMA
     ra = np.argsort(np.argsort(a.ravel(), kind="stable"), kind="stable").astype(np.float64)
@@ -251,13 +253,19 @@ def _exact_task(args: tuple) -> dict[str, float]:
     """Protocol PSNRs of one pair at its own size: the input, the natural look, and each named style."""
     i, model, name, named = args
     x, y = _PAIRS[i].x, _PAIRS[i].y
-    from deepexposure.inference.enhance import Enhancer
-
-    out = {"input": psnr(x, y), "natural": psnr(Enhancer(model, look="natural").enhance(x)[0], y)}
+    out = {"input": psnr(x, y), "natural": psnr(_enhancer(model, "natural", Style()).enhance(x)[0], y)}
     for key, style in named.items():
         same = next((k for k in out if named.get(k) == style), None)
-        out[key] = out[same] if same else psnr(Enhancer(model, look=Look(name, style)).enhance(x)[0], y)
+        out[key] = out[same] if same else psnr(_enhancer(model, name, style).enhance(x)[0], y)
     return out
+
+
+@functools.lru_cache(maxsize=8)
+def _enhancer(model: str | os.PathLike | None, name: str, style: Style):
+    """One :class:`Enhancer` per (model, look) in each process: the model is read once, not once per pair."""
+    from deepexposure.inference.enhance import Enhancer
+
+    return Enhancer(model, look="natural" if style.is_identity and name == "natural" else Look(name, style))
 
 
 class _Workers:

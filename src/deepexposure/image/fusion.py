@@ -87,6 +87,7 @@ import numpy as np
 
 from deepexposure.errors import PhotoError
 from deepexposure.image.color import apply_ev
+from deepexposure.image.photo import eight_bit_codes
 
 __all__ = ["mertens_fuse", "fuse_exposures", "fuse_table_exposures"]
 
@@ -768,16 +769,9 @@ def _codes(srgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     if srgb.dtype == np.uint16:
         return srgb, _ID16
     x = srgb.astype(np.float32, copy=False)
-    c8 = np.empty(x.shape, np.uint8)
-    for r0 in range(0, x.shape[0], _CODE_ROWS):  # row blocks: no full-size float temporaries, cache-friendly
-        xb = x[r0:r0 + _CODE_ROWS]
-        cb = cv2.convertScaleAbs(xb, alpha=255.0)  # round(255 |x|), saturated to uint8
-        if not np.array_equal(cv2.LUT(cb, _ID8), xb):  # fails for anything outside {k/255}, negatives included
-            break
-        c8[r0:r0 + _CODE_ROWS] = cb
-    else:
+    c8 = eight_bit_codes(x, rows=_CODE_ROWS)
+    if c8 is not None:
         return c8, _ID8
-    del c8
     x = np.clip(x, 0.0, 1.0)
     c16 = np.empty(x.shape, np.uint16)
     with np.errstate(invalid="ignore"):  # a NaN gets a meaningless code here and is refused after the fusion
