@@ -349,3 +349,23 @@ def test_fit_look_tiny_photos_are_too_small_not_unaligned(tmp_path):
     Image.new("RGB", (1, 1), (20, 30, 40)).save(pairs / "target" / "p0.png")
     with pytest.raises(DataError, match="too small"):
         load_fit_pairs([pairs])
+
+
+def test_fit_look_interrupted_leaves_no_look_and_no_temporary_file(tmp_path):
+    """Ctrl+C while fit-look scores its grid (workers running): exit 130, no look file, nothing left beside it."""
+    import signal
+    import subprocess
+    import sys
+
+    pairs = _fit_pairs(tmp_path / "pairs", n=8, size=(384, 256))
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    proc = subprocess.Popen([sys.executable, "-m", "deepexposure", "fit-look", str(pairs), "-o",
+                             str(out_dir / "look.json"), "-j", "2"], stderr=subprocess.PIPE, text=True)
+    line = proc.stderr.readline()  # "scoring N styles ...": the workers are at work
+    assert "scoring" in line, line
+    proc.send_signal(signal.SIGINT)
+    rest = proc.communicate(timeout=60)[1]
+    assert proc.returncode == 130, (proc.returncode, rest[-500:])
+    assert "Traceback" not in rest and "interrupted" in rest
+    assert list(out_dir.iterdir()) == []
