@@ -26,6 +26,7 @@ from deepexposure.image.io import (
     iter_photo_paths,
     read_photo,
     to_float,
+    to_rgbx,
     write_photo,
 )
 
@@ -84,19 +85,28 @@ def test_to_float_from_float_exact_round_trip_every_code():
     np.testing.assert_array_equal(from_float(f8, 16), u8.astype(np.uint16) * 257)
 
 
-@pytest.mark.parametrize("shape", [(700, 600, 3), (5, 7), (1,), (), (0, 3, 3), (2, 3, 4)])
+@pytest.mark.parametrize("shape", [(700, 600, 3), (1500, 1000, 3), (5, 7), (1,), (), (0, 3, 3), (2, 3, 4)])
 @pytest.mark.parametrize("depth", [8, 16])
 def test_from_float_blocks_equal_the_whole_array_formula(shape, depth):
-    """The row-blocked from_float gives the codes of the plain expression floor(clip(x) * peak + 0.5)."""
+    """The row-blocked (and, above 4 M values, two-threaded) from_float gives the codes of the plain expression
+    floor(clip(x) * peak + 0.5), ties of the rounding and infinities included; to_rgbx gives the same codes."""
     rng = np.random.default_rng(1)
     x = rng.uniform(-0.2, 1.2, shape).astype(np.float32)
-    if x.size:
-        x.flat[0] = np.nan
     peak = np.float32(255 if depth == 8 else 65535)
-    want = np.floor(np.clip(np.nan_to_num(x, nan=0.0), 0, 1) * peak + np.float32(0.5)).astype(
+    if x.size > 4:
+        x.flat[:4] = [np.nan, np.inf, -np.inf, np.float32(0.5) / peak]  # 0.5/peak: a tie, rounded up
+    if x.size > 2000:  # just below, at and just above every half code
+        ties = ((np.arange(256, dtype=np.float64) + 0.5) / 255).astype(np.float32)
+        x.flat[4:772] = np.concatenate([np.nextafter(ties, np.float32(-1)), ties, np.nextafter(ties, np.float32(2))])
+    clean = np.nan_to_num(x.astype(np.float64), nan=0.0, posinf=1.0, neginf=0.0)
+    want = np.floor(np.clip(clean, 0, 1).astype(np.float32) * peak + np.float32(0.5)).astype(
         np.uint8 if depth == 8 else np.uint16)
     got = from_float(x, depth)
     assert got.dtype == want.dtype and got.shape == want.shape and np.array_equal(got, want)
+    if depth == 8 and x.ndim == 3 and x.shape[2] == 3:
+        rgbx = to_rgbx(x)
+        assert rgbx.shape == x.shape[:2] + (4,) and rgbx.dtype == np.uint8 and rgbx.flags.c_contiguous
+        assert np.array_equal(rgbx[..., :3], want) and (rgbx[..., 3] == 255).all()
     if x.ndim:  # a non-contiguous view gives the codes of its contiguous copy
         view = x[..., ::-1]
         assert np.array_equal(from_float(view, depth), from_float(view.copy(), depth))
@@ -594,3 +604,61 @@ def test_jpeg_decoding_without_opencv_rgb_flag(monkeypatch):
     got = dio.read_photo(jpeg).pixels
     ref = np.asarray(Image.open(jpeg).convert("RGB"), np.float32) / 255
     assert np.array_equal(got, ref)
+
+
+# --------------------------------------------------------------------------------------- codes kept
+
+
+def test_an_8_bit_photo_keeps_its_codes_and_makes_floats_when_read(tmp_path):
+    """read_photo keeps an 8-bit colour photo's codes; its float pixels are made on first access, exactly codes /
+    255; new pixels drop the codes; a photo from elsewhere has none."""
+    import dataclasses
+    import pickle
+
+    codes = (RNG.uniform(0, 1, (40, 56, 3)) * 255).astype(np.uint8)
+    Image.fromarray(codes).save(tmp_path / "a.png")
+    photo = read_photo(tmp_path / "a.png")
+    assert photo.codes is not None and not photo.pixels_loaded and photo.shape == (40, 56)
+    np.testing.assert_array_equal(photo.codes, codes)
+    again = pickle.loads(pickle.dumps(photo))  # sent to a worker: still lazy, still the same photo
+    assert not again.pixels_loaded and np.array_equal(again.codes, codes)
+    px = photo.pixels
+    assert photo.pixels_loaded and px.dtype == np.float32 and px is photo.pixels
+    np.testing.assert_array_equal(px, codes.astype(np.float32) / np.float32(255))
+    np.testing.assert_array_equal(from_float(px), photo.codes)
+    assert dataclasses.replace(photo, pixels=px * 0.5).codes is None  # other pixels: the codes no longer hold
+    assert dataclasses.replace(photo, exif=b"x").codes is None  # replace() builds from pixels: safe, not lazy
+    photo.pixels = px[::-1].copy()
+    assert photo.codes is None
+    # grey, alpha and 16-bit photos have no codes; neither does a Photo made from floats
+    Image.fromarray(codes[..., 0]).save(tmp_path / "g.png")
+    Image.fromarray(np.dstack([codes, codes[..., :1]])).save(tmp_path / "rgba.png")
+    cv2.imwrite(str(tmp_path / "d.png"), codes.astype(np.uint16) * 257)
+    for name in ("g.png", "rgba.png", "d.png"):
+        assert read_photo(tmp_path / name).codes is None, name
+    assert Photo(pixels=px).codes is None
+    with pytest.raises(TypeError, match="pixels"):
+        Photo()
+    with pytest.raises(ValueError, match="uint8"):
+        Photo.from_codes(codes.astype(np.uint16))
+
+
+def test_jpeg_from_rgbx_is_byte_identical_and_codes_are_written_as_they_are(tmp_path):
+    """write_photo quantises a float photo into an RGBX buffer that Pillow shares for JPEG: the file's bytes are
+    those of Pillow encoding the RGB codes (EXIF and ICC kept); a photo still holding its codes is written from them
+    (the same file as from its floats)."""
+    import io as _io
+
+    x = _smooth(96, 128)
+    photo = Photo(pixels=x, exif=_exif(), icc_profile=ICC)
+    for quality in (95, 75):
+        path = write_photo(tmp_path / f"q{quality}.jpg", photo, quality=quality)
+        want = _io.BytesIO()
+        Image.fromarray(from_float(x)).save(want, format="JPEG", quality=quality, exif=_exif(), icc_profile=ICC,
+                                            subsampling=0 if quality >= 90 else 2)
+        assert path.read_bytes() == want.getvalue()
+    codes = from_float(x)
+    for suffix in (".jpg", ".png", ".tif"):
+        a = write_photo(tmp_path / f"codes{suffix}", Photo.from_codes(codes, exif=_exif()))
+        b = write_photo(tmp_path / f"floats{suffix}", Photo(pixels=x, exif=_exif()))
+        assert a.read_bytes() == b.read_bytes(), suffix

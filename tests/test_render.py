@@ -122,8 +122,8 @@ def test_dispatch_errors(photo, labels):
     with pytest.raises(DataError, match="labels"):
         render(photo, Recipe.from_evs([1.0, 2.0]), renderer="local")
     np.testing.assert_allclose(render(photo, Recipe.from_evs([0.7]), renderer="local"), apply_ev(photo, 0.7), atol=1e-6)
-    with pytest.raises(TypeError):
-        render((photo * 255).astype(np.uint8), recipe)
+    with pytest.raises(TypeError):  # 8-bit codes are taken (test_codes_render_as_their_floats); 16-bit are not
+        render((photo * 65535).astype(np.uint16), recipe)
     with pytest.raises(ValueError):
         render_local(photo, [1.0], labels)  # wrong number of EVs
 
@@ -334,3 +334,31 @@ def test_expert_style_from_the_table_matches_the_float_path(photo):
     slow = apply_style(cv2.LUT(codes, table), style)
     assert np.abs(fast - slow).max() < 2e-3
     assert np.mean(np.floor(fast * 255 + 0.5) != np.floor(slow * 255 + 0.5)) < 1e-4
+
+
+def test_codes_render_as_their_floats(photo, labels):
+    """render() given the 8-bit codes themselves (what read_photo keeps of an 8-bit photo, so that the fusion and
+    the global exposure never make the float copy) gives exactly what it gives for codes / 255, for every
+    renderer, with and without labels, a style and a strength (the fusion within its own run-to-run float noise:
+    OpenCV's vector loops round the last bit differently with the buffers' alignment, see fusion's module doc)."""
+    from deepexposure.image.photo import from_float
+
+    codes = from_float(photo)
+    floats = codes.astype(np.float32) / np.float32(255)
+    evs = list(_evs(labels))
+    cases = [(Recipe.from_evs([-1.0, 1.0, 2.0]), "fusion", 1.0), (Recipe.from_evs([0.8]), "rolloff", 1.0),
+             (Recipe.from_evs([0.8]), "local", 0.5), (Recipe.from_evs([0.0]), "fusion", 1.0),
+             (Recipe(evs=evs, labels=labels, renderer="local"), "local", 1.0),
+             (Recipe(evs=evs, labels=labels, renderer="balanced"), "balanced", 0.7),
+             (Recipe(evs=evs, labels=labels, renderer="rolloff",
+                     style={"bracket": [-1.0, 1.0], "contrast": 1.2, "saturation": 1.1}), "rolloff", 1.0),
+             (Recipe(evs=[0.5], labels=None, renderer="rolloff", style={"contrast": 1.3}), "rolloff", 1.0)]
+    for recipe, renderer, strength in cases:
+        a = render(codes, recipe, renderer=renderer, strength=strength)
+        b = render(floats, recipe, renderer=renderer, strength=strength)
+        assert a.dtype == np.float32 and a.shape == b.shape
+        if renderer in ("fusion", "balanced") or (recipe.style or {}).get("bracket"):  # these fuse
+            np.testing.assert_allclose(a, b, rtol=0, atol=3e-7, err_msg=f"{renderer} {recipe.evs} {recipe.style}")
+        else:
+            np.testing.assert_array_equal(a, b, err_msg=f"{renderer} {recipe.evs} {recipe.style}")
+    assert codes.dtype == np.uint8  # not modified

@@ -40,16 +40,18 @@ from deepexposure.image.photo import (
     RAW_EXTENSIONS,
     SUPPORTED_EXTENSIONS,
     Photo,
+    as_photo,
     available_memory,
     check_readable,
     default_max_pixels,
     from_float,
     to_float,
+    to_rgbx,
     too_big,
 )
 
 __all__ = ["DEFAULT_MAX_PIXELS", "available_memory", "default_max_pixels", "SUPPORTED_EXTENSIONS", "RAW_EXTENSIONS",
-           "Photo", "PhotoError", "read_photo", "write_photo", "iter_photo_paths", "to_float", "from_float"]
+           "Photo", "PhotoError", "read_photo", "write_photo", "iter_photo_paths", "to_float", "from_float", "to_rgbx"]
 
 _EIGHT_BIT_ONLY = frozenset({".jpg", ".jpeg", ".webp", ".bmp"})
 _ALPHA_OK = frozenset({".png", ".tif", ".tiff", ".webp"})  # BMP: written without alpha (few readers handle it)
@@ -290,7 +292,8 @@ def read_photo(path: str | os.PathLike, *, max_pixels: int = DEFAULT_MAX_PIXELS,
     file (a suffix of :data:`RAW_EXTENSIONS`: a :class:`deepexposure.image.raw.RawPhoto`, see that module).
 
     Returns a :class:`Photo`: float32 (H, W, 3) sRGB [0, 1] pixels (grey expanded, palette converted), alpha
-    float32 (H, W) or None, ``bit_depth`` 8 or 16, EXIF (orientation reset to 1) and ICC bytes. Pixels are not
+    float32 (H, W) or None, ``bit_depth`` 8 or 16, EXIF (orientation reset to 1) and ICC bytes (an 8-bit colour
+    photo also keeps its uint8 ``codes``, and its float pixels are made when first read). Pixels are not
     colour-managed: the ICC profile is carried, not applied. A file of several full frames (multi-page TIFF,
     animated GIF, PNG or WebP) is refused; a JPEG's multi-picture extras and a TIFF's reduced-resolution pages are
     ignored.
@@ -338,6 +341,9 @@ def read_photo(path: str | os.PathLike, *, max_pixels: int = DEFAULT_MAX_PIXELS,
         exif = _source_exif(im)
         icc = im.info.get("icc_profile") or None
     depth = 16 if data.dtype == np.uint16 else 8
+    if data.dtype == np.uint8 and data.ndim == 3 and data.shape[2] == 3:  # float pixels made when first read
+        return Photo.from_codes(np.ascontiguousarray(data), alpha=None, bit_depth=8, exif=exif, icc_profile=icc,
+                                source=path, mode=mode)
     pixels, _ = to_float(data)
     alpha = None
     if pixels.ndim == 2:
@@ -419,8 +425,9 @@ def _tiff_ep_tags(exif: bytes | None) -> list[tuple]:
 
 
 def _encode(fh, suffix: str, arr: np.ndarray, exif: bytes | None, icc: bytes | None, depth: int,
-            quality: int) -> None:
-    """Encode ``arr`` (uint8/uint16 (H, W, 3|4), RGB(A)) into the open binary file ``fh``.
+            quality: int, rgbx: bool = False) -> None:
+    """Encode ``arr`` (uint8/uint16 (H, W, 3|4), RGB(A); with ``rgbx``, uint8 (H, W, 4) whose 4th channel is
+    padding, for JPEG) into the open binary file ``fh``.
 
     The codec writes into memory and the bytes go to ``fh`` through Python's ``write``, which raises on a short
     write: given a real file, Pillow's encoders write to its descriptor themselves and take a short write (a full
@@ -429,12 +436,12 @@ def _encode(fh, suffix: str, arr: np.ndarray, exif: bytes | None, icc: bytes | N
     import io
 
     buf = io.BytesIO()
-    _encode_to(buf, suffix, arr, exif, icc, depth, quality)
+    _encode_to(buf, suffix, arr, exif, icc, depth, quality, rgbx)
     fh.write(buf.getbuffer())
 
 
 def _encode_to(fh, suffix: str, arr: np.ndarray, exif: bytes | None, icc: bytes | None, depth: int,
-               quality: int) -> None:
+               quality: int, rgbx: bool = False) -> None:
     """:func:`_encode` into a file-like object ``fh``."""
     if depth == 16:
         if suffix in (".tif", ".tiff"):
@@ -452,7 +459,8 @@ def _encode_to(fh, suffix: str, arr: np.ndarray, exif: bytes | None, icc: bytes 
             raise OSError("OpenCV could not encode a 16-bit PNG")
         fh.write(_png_with_metadata(buf.tobytes(), exif, icc))
         return
-    im = Image.fromarray(arr)
+    # an RGBX buffer is shared by Pillow (which stores RGB as 4 bytes a pixel, so fromarray copies it)
+    im = Image.frombuffer("RGBX", arr.shape[1::-1], arr, "raw", "RGBX", 0, 1) if rgbx else Image.fromarray(arr)
     kw: dict = {}
     if exif:
         kw["exif"] = exif
@@ -472,17 +480,6 @@ def _encode_to(fh, suffix: str, arr: np.ndarray, exif: bytes | None, icc: bytes 
     else:
         kw.update(format="TIFF", compression="tiff_deflate")
     im.save(fh, **kw)
-
-
-def _as_photo(photo: Photo | np.ndarray) -> Photo:
-    if isinstance(photo, Photo):
-        return photo
-    px, depth = to_float(photo)
-    if px.ndim == 2:
-        px = np.repeat(px[..., None], 3, axis=2)
-    if px.ndim != 3 or px.shape[2] not in (3, 4):
-        raise ValueError(f"expected an (H, W), (H, W, 3) or (H, W, 4) image, got shape {np.shape(photo)}")
-    return Photo(pixels=px[..., :3], alpha=px[..., 3] if px.shape[2] == 4 else None, bit_depth=depth)
 
 
 def write_photo(
@@ -513,18 +510,26 @@ def write_photo(
         raise ValueError(f"bit depth must be 8 or 16, got {bit_depth}")
     if not 1 <= quality <= 100:
         raise ValueError(f"quality must be in 1..100, got {quality}")
-    photo = _as_photo(photo)
+    photo = as_photo(photo)
     if path.is_dir():
         raise PhotoError(f"{path}: is a directory")
     if (path.exists() or path.is_symlink()) and not overwrite:
         raise PhotoError(f"{path}: already exists (pass overwrite=True / --overwrite to replace it)")
     depth = 8 if suffix in _EIGHT_BIT_ONLY else int(bit_depth or photo.bit_depth)
-    arr = np.asarray(photo.pixels)
-    if arr.ndim != 3 or arr.shape[2] != 3:
-        raise ValueError(f"Photo.pixels must be (H, W, 3), got shape {arr.shape}")
-    if photo.alpha is not None and suffix in _ALPHA_OK:
-        arr = np.concatenate([arr, np.asarray(photo.alpha, dtype=np.float32)[..., None]], axis=2)
-    arr = np.ascontiguousarray(from_float(arr, depth))
+    with_alpha = photo.alpha is not None and suffix in _ALPHA_OK
+    rgbx = False
+    if photo.codes is not None and depth == 8 and not with_alpha:
+        arr = photo.codes  # what from_float makes of its pixels, without converting them
+    else:
+        arr = np.asarray(photo.pixels)
+        if arr.ndim != 3 or arr.shape[2] != 3:
+            raise ValueError(f"Photo.pixels must be (H, W, 3), got shape {arr.shape}")
+        if with_alpha:
+            arr = np.concatenate([arr, np.asarray(photo.alpha, dtype=np.float32)[..., None]], axis=2)
+        if suffix in (".jpg", ".jpeg"):  # 8-bit RGB: quantised into a buffer Pillow encodes without copying it
+            rgbx, arr = True, to_rgbx(arr)
+        else:
+            arr = np.ascontiguousarray(from_float(arr, depth))
     icc = _rgb_icc(photo.icc_profile)
     exif = photo.exif or None
     try:
@@ -533,7 +538,7 @@ def write_photo(
         raise PhotoError(f"{path.parent}: cannot create folder ({blocked_by(path.parent) or exc.strerror})") from None
     # a hidden temporary name (skipped by iter_photo_paths; stale ones removed by later runs), see atomic.py
     try:
-        atomic_write(path, lambda fh: _encode(fh, suffix, arr, exif, icc, depth, quality), overwrite=overwrite)
+        atomic_write(path, lambda fh: _encode(fh, suffix, arr, exif, icc, depth, quality, rgbx), overwrite=overwrite)
     except FileExistsError:
         raise PhotoError(f"{path}: already exists (pass overwrite=True / --overwrite to replace it)") from None
     except OSError as exc:

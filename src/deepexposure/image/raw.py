@@ -272,7 +272,9 @@ def render_photo(photo: Photo, recipe: Recipe, *, renderer: str | None = None, s
     a RAW with all scaled EVs 0 gives its default rendering.
     """
     if not isinstance(photo, RawPhoto) or photo.scene is None:
-        return render(photo.pixels, recipe, renderer=renderer, strength=strength)
+        # an 8-bit photo whose float pixels were never read is rendered from its codes (no float copy)
+        src = photo.codes if photo.codes is not None and not photo.pixels_loaded else photo.pixels
+        return render(src, recipe, renderer=renderer, strength=strength)
     out = _render_raw_exposure(photo, dataclasses.replace(recipe, style=None), renderer, strength)
     from deepexposure.image.look import (
         apply_recipe_style,  # lazily: look imports this module's fusion lazily too

@@ -27,7 +27,7 @@ import cv2
 import numpy as np
 
 from deepexposure.errors import DataError
-from deepexposure.image.photo import eight_bit_codes
+from deepexposure.image.photo import eight_bit_codes, to_float
 from deepexposure.image.segmentation import SOFT_MASK_DEFAULTS, reduce_long_edge, segment_map
 from deepexposure.logs import stage
 
@@ -198,11 +198,12 @@ def global_table(srgb: np.ndarray, ev: float, *, rolloff: bool, knee: float = RO
     ``_apply_ev_map(srgb, full(ev), rolloff=rolloff, knee=knee)`` (each entry computed by the same float32 code,
     within 1 ulp of it: OpenCV's ``pow`` may round the few scalar tail elements of a row block differently), or
     None when ``srgb`` is not exactly k/255 everywhere (16-bit and processed photos keep the per-pixel path).
-    12 MP: one 256-entry table and a ``cv2.LUT`` instead of the whole per-pixel pass (0.6-1.1 s)."""
-    codes = eight_bit_codes(srgb)
+    12 MP: one 256-entry table and a ``cv2.LUT`` instead of the whole per-pixel pass (0.6-1.1 s).
+    ``srgb`` may also be the uint8 codes themselves."""
+    codes = srgb if _is_codes(srgb) else eight_bit_codes(srgb)
     if codes is None:
         return None
-    white = rolloff_white(srgb) if rolloff else 1.0
+    white = rolloff_white(to_float(codes)[0] if srgb is codes else srgb) if rolloff else 1.0
     ident = np.repeat(np.arange(256, dtype=np.float32) / np.float32(255), 64).reshape(256, 64, 1)
     ident = np.ascontiguousarray(np.broadcast_to(ident, (256, 64, 3)))  # rows of 192 values: SIMD lanes only
     table = _apply_ev_map(ident, np.full((256, 64), ev, np.float32), rolloff=rolloff, knee=knee, white=white)
@@ -276,9 +277,16 @@ def render_balanced(srgb: np.ndarray, evs: Sequence[float], labels: np.ndarray |
     return render_fusion(render_rolloff(srgb, evs, labels, **rolloff_kw), list(bracket))
 
 
+def _is_codes(srgb: np.ndarray) -> bool:
+    return isinstance(srgb, np.ndarray) and srgb.dtype == np.uint8 and srgb.ndim == 3 and srgb.shape[2] == 3
+
+
 def render(srgb: np.ndarray, recipe: Recipe, *, renderer: str | None = None, strength: float = 1.0,
            **renderer_kw) -> np.ndarray:
     """Apply a :class:`~deepexposure.image.recipe.Recipe` to a float32 sRGB [0,1] (H, W, 3) photo -> float32 sRGB [0,1].
+
+    ``srgb`` may also be the photo's uint8 (H, W, 3) codes (read as codes / 255, the same result): the fusion and
+    the single global exposure then work on them directly and no float copy of the photo is made.
 
     ``renderer``: one of :data:`RENDERERS` (default: ``recipe.renderer``). ``strength`` in [0, 1] scales every EV
     (and the ``balanced`` bracket); when all scaled EVs are 0 (e.g. strength 0) the input is returned unchanged
@@ -292,7 +300,8 @@ def render(srgb: np.ndarray, recipe: Recipe, *, renderer: str | None = None, str
     and more than one EV.
     """
     name, evs = recipe_evs(recipe, renderer, strength)
-    img = _as_srgb(srgb)
+    codes = srgb if _is_codes(srgb) else None
+    img = _as_srgb(srgb) if codes is None else None
     if name != "fusion" and recipe.labels is None and evs.size != 1:
         raise DataError(f"the {name} renderer needs segment labels; this recipe has none (make it with "
                         f"--renderer {name})")
@@ -303,9 +312,11 @@ def render(srgb: np.ndarray, recipe: Recipe, *, renderer: str | None = None, str
     with stage("render"):
         lut = None
         if name in ("rolloff", "local") and recipe.labels is None and evs.size == 1 and not renderer_kw and evs[0]:
-            lut = global_table(img, float(evs[0]), rolloff=name == "rolloff")
+            lut = global_table(img if codes is None else codes, float(evs[0]), rolloff=name == "rolloff")
         if lut is None:
-            out = _render_evs(img, evs, recipe, name, strength, renderer_kw)
+            if codes is not None and not (name == "fusion" and np.any(evs)):
+                img = to_float(codes)[0]  # the other renderers work on floats
+            out = _render_evs(codes if img is None else img, evs, recipe, name, strength, renderer_kw)
         elif recipe.style is None or strength <= 0:
             out = cv2.LUT(*lut)
     if lut is not None and recipe.style is not None and strength > 0:  # the style reads the table itself
@@ -317,7 +328,8 @@ def render(srgb: np.ndarray, recipe: Recipe, *, renderer: str | None = None, str
 
 def _render_evs(img: np.ndarray, evs: np.ndarray, recipe: Recipe, name: str, strength: float,
                 renderer_kw: dict) -> np.ndarray:
-    """The exposure part of :func:`render` (the recipe's style is applied after it)."""
+    """The exposure part of :func:`render` (the recipe's style is applied after it); ``img`` float, or uint8 codes for
+    the fusion."""
     if not np.any(evs):
         return img.copy()
     if name == "fusion":
