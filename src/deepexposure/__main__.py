@@ -1,3 +1,3 @@
-from deepexposure.apps.cli import main
+from deepexposure.apps.cli import run
 
-main()
+run()

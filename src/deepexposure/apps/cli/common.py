@@ -48,9 +48,16 @@ def check_overwrite(overwrite: bool, skip_existing: bool) -> None:
                          "them): give one")
 
 
-def report(result: BatchResult, *, verb: str, out: str | os.PathLike | None = None) -> None:
+#: Set by :func:`report` once a photo command has written everything and said so: the console entry point
+#: (:func:`deepexposure.apps.cli.run`) may then end the process without the interpreter's teardown.
+FINISHED = {"photos": False}
+
+
+def report(result: BatchResult, *, verb: str, out: str | os.PathLike | None = None, fast_exit: bool = True) -> None:
     """Print a one-line summary (saying where the outputs went); raise (exit 2) when any photo failed, after all
-    were tried."""
+    were tried. ``fast_exit``: nothing is left to do in this process after it (no cluster to close): see
+    :data:`FINISHED`."""
+    FINISHED["photos"] = fast_exit
     total = len(result.done) + len(result.skipped) + len(result.failed)
     if total == 1 and result.failed:  # one photo: just its one-line error
         raise PhotoError(result.failed[0][1])

@@ -108,7 +108,7 @@ def enhance(photos, out, look, model, renderer, strength, highlight_guard, save_
             highlight_guard=highlight_guard, look=look,
             bit_depth=int(bit_depth) if bit_depth else None, max_pixels=max_pixels, recursive=recursive, fmt=fmt,
             overwrite=overwrite, skip_existing=skip_existing, recipes=save_recipe)
-        report(result, verb="enhanced", out=url_jobs[0].dst if len(url_jobs) == 1 else out)
+        report(result, verb="enhanced", out=url_jobs[0].dst if len(url_jobs) == 1 else out, fast_exit=False)
         return
     limit, why = max_pixels_limit(max_pixels, jobs)
     fn = functools.partial(
