@@ -10,7 +10,9 @@ Rows, each at 3, 12 and 24 MP (JPEGs upscaled from ``samples/dicm_34.jpg``, qual
   256-entry LUT (``cv2.LUT``), ``cv2.createMergeMertens(1, 1, 1).process`` (the weights deepexposure uses; the
   no-argument constructor switches well-exposedness off), ``cv2.imwrite`` (quality 95).
 
-Every command runs ``--repeat`` times (default 5), interleaved; best and median wall seconds are printed, with the
+Every command runs once untimed (a warm-up: the processes read their modules' bytecode, as an installed package's
+are, from a cache the warm-up writes, whatever ``PYTHONDONTWRITEBYTECODE`` says), then ``--repeat`` times (default
+5), interleaved; best and median wall seconds are printed, with the
 peak RSS of the process (``wait4``), and the ratio median OpenCV / median deepexposure. Where the time goes comes
 from the same processes: ``DEEPEXPOSURE_PROFILE=1`` makes the pipeline print its stages (decode, model =
 preview + model, render, style, encode) to stderr; start-up = wall minus those stages (interpreter start, imports,
@@ -68,10 +70,19 @@ print(time.perf_counter() - t0)
 STAGES = ("decode", "model", "render", "style", "encode")
 
 
+#: Where the child processes keep their bytecode (set in main): a user's installed package has its ``.pyc`` files, so
+#: the runs read them too, whatever PYTHONDONTWRITEBYTECODE this shell has (compiling deepexposure's modules from
+#: source costs a fresh process about 0.09 s; a warm-up run of every command writes them first).
+PYCACHE: Path | None = None
+
+
 def _env(src: str | None, profile: bool = False) -> dict:
     env = dict(os.environ)
     if src:
         env["PYTHONPATH"] = src
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    if PYCACHE is not None:
+        env["PYTHONPYCACHEPREFIX"] = str(PYCACHE)
     env.pop("DEEPEXPOSURE_PROFILE", None)
     if profile:
         env["DEEPEXPOSURE_PROFILE"] = "1"
@@ -133,6 +144,8 @@ def single(args, tmp: Path, script: Path) -> list[dict]:
                 cmds[(name, tree)] = [sys.executable, "-m", "deepexposure", *sub, str(src), "-o",
                                       str(tmp / "out.jpg"), "--overwrite"]
         res: dict = {k: [] for k in cmds}
+        for key, cmd in cmds.items():  # warm-up, not timed: bytecode written, files in the page cache
+            run_rusage(cmd, _env(key[1]))
         for _ in range(args.repeat):  # interleaved: slow drifts of the machine hit every command alike
             for key, cmd in cmds.items():
                 wall, peak, out, err = run_rusage(cmd, _env(key[1], profile=key[0] != "opencv"))
@@ -201,8 +214,10 @@ def main() -> None:
     if args.commands:
         args.commands = ["enhance --look expert" if c == "expert" else c for c in args.commands]
     load = os.getloadavg()
+    global PYCACHE
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
+        PYCACHE = tmp / "pycache"
         script = tmp / "opencv_mertens.py"
         script.write_text(OPENCV_SCRIPT)
         rows = single(args, tmp, script)
