@@ -15,14 +15,14 @@ ROOT = Path(deepexposure.__file__).resolve().parent
 
 #: Layer of each folder (and root module): a module may import its own folder and lower layers only. data and
 #: inference share a layer and may not import each other.
-LAYERS = {"errors": 0, "atomic": 0, "logs": 0, "image": 1, "data": 2, "inference": 2, "learning": 3,
+LAYERS = {"errors": 0, "atomic": 0, "logs": 0, "memory": 0, "image": 1, "data": 2, "inference": 2, "learning": 3,
           "evaluation": 4, "apps": 5, "__init__": 6, "__main__": 6}
 #: Upward imports that are allowed, each with its reason (made inside a function, on demand).
 EXCEPTIONS = {
     ("deepexposure.inference.loader", "deepexposure.learning.policy"):
         "a torch policy.pt is loaded by the one model loader; torch is needed only then",
 }
-TORCH_FREE = ("errors", "atomic", "logs", "image", "data", "inference")
+TORCH_FREE = ("errors", "atomic", "logs", "memory", "image", "data", "inference")
 MAX_LINES = 600
 #: Modules allowed over MAX_LINES, with the reason their docstring gives.
 LONG_MODULES = {"deepexposure.image.fusion": "the tiled fusion kernels and their OpenCV-matching reference"}

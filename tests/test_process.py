@@ -76,7 +76,7 @@ def test_prefault_pages_in_what_the_next_allocations_use():
         import os, resource, sys
         os.environ["NUMPY_MADVISE_HUGEPAGE"] = "0"  # as the command line does: pages of 4 KB
         import numpy as np
-        from deepexposure.apps.batch import keep_freed_memory, prefault
+        from deepexposure.memory import keep_freed_memory, prefault
         faults = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_minflt
         assert keep_freed_memory()
         assert prefault(1 << 20) is None  # small: not worth a thread

@@ -22,6 +22,7 @@ from pathlib import Path
 from deepexposure.atomic import NAME_MAX, clean_stale
 from deepexposure.errors import DeepExposureError, PhotoError
 from deepexposure.image.io import RAW_EXTENSIONS, SUPPORTED_EXTENSIONS, iter_photo_paths
+from deepexposure.memory import keep_freed_memory
 
 __all__ = ["Job", "BatchResult", "plan_jobs", "plan_beside", "run_batch", "recipe_path_for", "RAW_OUTPUT_SUFFIX"]
 
@@ -235,61 +236,6 @@ def _watch_parent(parent: int) -> None:
         time.sleep(0.5)
         if os.getppid() != parent:
             os._exit(1)
-
-
-_KEEP_FREED = False
-
-
-def keep_freed_memory() -> bool:
-    """Make this process keep the memory it frees for its next allocations (glibc: no ``mmap`` for large blocks,
-    no trimming of the heap), instead of returning every freed photo-sized array to the kernel and having the next
-    one zeroed and faulted in again, page by page. For the processes that work through photos (the command line's,
-    its workers): one 12 MP ``render`` touches about 780 MB of fresh pages for a 500 MB peak, a folder of them
-    three times as many page faults (issue 23: 6 photos of 12 MP, 218,000 page faults -> 44,000, 2.4-3.5 s of
-    system time -> 1.2-1.8 s). The process keeps its peak size until it exits. False where this is not glibc."""
-    global _KEEP_FREED
-    if _KEEP_FREED or not sys.platform.startswith("linux"):
-        return _KEEP_FREED
-    try:
-        libc = ctypes.CDLL(None)
-        m_trim_threshold, m_mmap_max = -1, -4
-        _KEEP_FREED = bool(libc.mallopt(m_trim_threshold, ctypes.c_int(2**31 - 1))
-                           and libc.mallopt(m_mmap_max, ctypes.c_int(0)))
-    except (OSError, AttributeError):  # not glibc (musl has no mallopt)
-        _KEEP_FREED = False
-    return _KEEP_FREED
-
-
-def prefault(nbytes: int) -> threading.Thread | None:
-    """Have the next ``nbytes`` of this process's allocations land on memory that is already paged in.
-
-    The block is taken from the heap and given back at once (kept: :func:`keep_freed_memory`), then a background
-    thread faults its pages in with one ``madvise(MADV_POPULATE_WRITE)`` (Linux 5.14) while this thread goes on
-    (decoding the photo): the photo's arrays are then carved from pages that exist. A page faulted on first touch
-    costs 3-6 us on this VM (12 MP ``render``: 80,000 of them inside the fusion, on its critical path); populated
-    in one call they cost about half, on the otherwise idle core. A no-op (None) where memory is not kept (not
-    glibc) or the kernel is older; the pages stay the process's own either way."""
-    if nbytes < (16 << 20) or not keep_freed_memory():
-        return None
-    import numpy as np
-
-    try:  # at most 1 GB: far below glibc's trim threshold (set above), so the freed block stays mapped
-        block = np.empty(min(nbytes, 1 << 30), np.uint8)
-    except MemoryError:
-        return None
-    nbytes = block.nbytes
-    start = (block.ctypes.data + 4095) & ~4095
-    length = (block.ctypes.data + nbytes - start) & ~4095
-    del block  # back on the heap, still mapped (never trimmed): the next allocations reuse it
-
-    def populate() -> None:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
-        libc.madvise(start, length, 23)  # MADV_POPULATE_WRITE; EINVAL on kernels before 5.14: nothing done
-
-    thread = threading.Thread(target=populate, daemon=True, name="prefault")
-    thread.start()
-    return thread
 
 
 def _worker_init(parent: int, warnings_to_log: bool) -> None:

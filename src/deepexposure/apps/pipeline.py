@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from deepexposure.apps.batch import Job, prefault, recipe_path_for
+from deepexposure.apps.batch import Job, recipe_path_for
 from deepexposure.errors import DataError
 from deepexposure.image.io import DEFAULT_MAX_PIXELS, Photo, read_photo, write_photo
 from deepexposure.image.look import load_look, scaled_style_dict
@@ -21,6 +21,7 @@ from deepexposure.image.recipe import Recipe
 from deepexposure.image.segmentation import make_preview, overlay, segment, segmentation_params
 from deepexposure.image.sidecar import check_sidecars, global_ev, write_sidecars
 from deepexposure.logs import stage
+from deepexposure.memory import prefault
 
 __all__ = ["manual_recipe", "render_file", "segment_file", "enhance_file", "recipe_path_for", "cached_enhancer",
            "recipe_matches", "check_recipe_fits", "LABEL_AGREEMENT"]
@@ -86,7 +87,7 @@ def _write_outputs(job: Job, photo: Photo, recipe: Recipe | None, *, bit_depth: 
         recipe.save(job.recipe, overwrite=overwrite)
 
 
-#: Bytes per pixel of a photo's work paged in before it is decoded (:func:`deepexposure.apps.batch.prefault`): below
+#: Bytes per pixel of a photo's work paged in before it is decoded (:func:`deepexposure.memory.prefault`): below
 #: the lightest job's peak (12 MP: about 30 for ``render``'s fusion, 34 for ``enhance``), so that no page is faulted
 #: in that the job would not have touched. 12 MP ``render``: 79,000 page faults in the fusion -> 17,000.
 PREFAULT_BYTES_PER_PIXEL = 24

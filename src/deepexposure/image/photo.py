@@ -36,15 +36,15 @@ class _Pixels:
     """``Photo.pixels``: stored as given or, for a photo made by :meth:`Photo.from_codes`, made from its 8-bit
     ``codes`` on first access (``to_float``). Work that reads the codes themselves (the fusion renderer's and the
     global exposure's lookup tables) then never pays for the float copy: four times the codes' size, 144 MB of
-    fresh memory at 12 MP and about 0.15 s of conversion and page faults (issue 23). Assigning pixels drops the
-    codes (they no longer describe the photo)."""
+    fresh memory at 12 MP and about 0.15 s of conversion and page faults (issue 23). The codes are dropped when the
+    pixels are made or assigned: from then on the pixels may be changed in place, and the codes would not say so."""
 
     def __get__(self, obj: Photo | None, owner: type | None = None) -> np.ndarray | None:
         if obj is None:
             return None  # the dataclass default (refused by __set__): Photo() still says pixels are missing
         px = obj.__dict__.get("_pixels")
         if px is None:
-            px = obj.__dict__["_pixels"] = to_float(obj.__dict__["_codes"])[0]
+            px = obj.__dict__["_pixels"] = to_float(obj.__dict__.pop("_codes"))[0]
         return px
 
     def __set__(self, obj: Photo, value: np.ndarray | _Codes | None) -> None:
@@ -72,8 +72,9 @@ class Photo:
     ``exif``: raw EXIF bytes (``Exif\\0\\0`` + TIFF header, orientation already reset to 1) or None.
     ``icc_profile``: raw ICC bytes or None. ``mode``: the source's Pillow mode (e.g. "RGB", "L", "P", "I;16";
     Pillow reports "RGB"/"RGBA" for 16-bit colour PNG and TIFF, ``bit_depth`` tells them apart).
-    ``codes`` (read only): the uint8 (H, W, 3) sRGB codes ``pixels`` = codes / 255 was decoded from, for an 8-bit
-    colour photo read by :func:`deepexposure.image.io.read_photo`; None otherwise (and once pixels are replaced).
+    ``codes`` (read only): the uint8 (H, W, 3) sRGB codes of an 8-bit colour photo read by
+    :func:`deepexposure.image.io.read_photo` whose float ``pixels`` (= codes / 255) have not been read yet; None
+    otherwise (once read, the pixels may be changed in place, and they are the photo).
     """
 
     pixels: np.ndarray = _Pixels()  # type: ignore[assignment]
@@ -93,13 +94,9 @@ class Photo:
 
     @property
     def codes(self) -> np.ndarray | None:
-        """The uint8 (H, W, 3) codes of an 8-bit colour photo (pixels = codes / 255), or None (see the class doc)."""
+        """The uint8 (H, W, 3) codes of an 8-bit colour photo whose pixels (= codes / 255) were not read yet, or
+        None (see the class doc)."""
         return self.__dict__.get("_codes")
-
-    @property
-    def pixels_loaded(self) -> bool:
-        """Whether the float ``pixels`` exist already (False: reading them converts the codes)."""
-        return self.__dict__.get("_pixels") is not None
 
     @property
     def shape(self) -> tuple[int, int]:

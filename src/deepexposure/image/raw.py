@@ -273,7 +273,7 @@ def render_photo(photo: Photo, recipe: Recipe, *, renderer: str | None = None, s
     """
     if not isinstance(photo, RawPhoto) or photo.scene is None:
         # an 8-bit photo whose float pixels were never read is rendered from its codes (no float copy)
-        src = photo.codes if photo.codes is not None and not photo.pixels_loaded else photo.pixels
+        src = photo.codes if photo.codes is not None else photo.pixels
         return render(src, recipe, renderer=renderer, strength=strength)
     out = _render_raw_exposure(photo, dataclasses.replace(recipe, style=None), renderer, strength)
     from deepexposure.image.look import (
