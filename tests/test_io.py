@@ -664,3 +664,27 @@ def test_jpeg_from_rgbx_is_byte_identical_and_codes_are_written_as_they_are(tmp_
         a = write_photo(tmp_path / f"codes{suffix}", Photo.from_codes(codes, exif=_exif()))
         b = write_photo(tmp_path / f"floats{suffix}", Photo(pixels=x, exif=_exif()))
         assert a.read_bytes() == b.read_bytes(), suffix
+
+
+def test_pixels_made_once_when_threads_read_them_at_once():
+    """Several threads reading a fresh photo's pixels get one and the same array (no error, no second copy whose
+    edits would be lost)."""
+    import threading
+
+    codes = (RNG.uniform(0, 1, (300, 400, 3)) * 255).astype(np.uint8)
+    for _ in range(20):
+        photo = Photo.from_codes(codes)
+        got, errors = [], []
+
+        def read(photo=photo, got=got, errors=errors):
+            try:
+                got.append(photo.pixels)
+            except Exception as exc:  # what it must not do
+                errors.append(repr(exc))
+
+        threads = [threading.Thread(target=read) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert not errors and len(got) == 4 and all(g is photo.pixels for g in got)

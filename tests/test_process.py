@@ -97,3 +97,27 @@ def test_prefault_pages_in_what_the_next_allocations_use():
     pages = (48 << 20) // 4096
     assert without > pages // 2  # the plain array is faulted in page by page (huge pages would be fewer)
     assert int(with_it) < pages // 20, (with_it, without)
+
+
+def test_no_page_in_for_a_file_whose_header_claims_more_than_it_can_hold(tmp_path, monkeypatch):
+    """A truncated PNG whose header says 12000 x 12000 is not paged in for (1 GB kept by the process until it
+    exits) before read_photo refuses it; a real photo is."""
+    import struct
+    import zlib
+
+    from deepexposure.apps import pipeline
+
+    calls = []
+    monkeypatch.setattr(pipeline, "prefault", lambda n: calls.append(n))
+    ihdr = struct.pack(">IIBBBBB", 12000, 12000, 8, 2, 0, 0, 0)
+    chunk = struct.pack(">I", len(ihdr)) + b"IHDR" + ihdr + struct.pack(">I", zlib.crc32(b"IHDR" + ihdr))
+    liar = tmp_path / "liar.png"
+    liar.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk + b"\0" * 300)
+    pipeline._prefault_for(liar, 250_000_000)
+    assert calls == []
+    real = tmp_path / "real.jpg"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (600, 800, 3), dtype=np.uint8)).save(real)
+    pipeline._prefault_for(real, 250_000_000)
+    assert calls == [pipeline.PREFAULT_BYTES_PER_PIXEL * 600 * 800]
+    pipeline._prefault_for(real, 1000)  # over the limit: read_photo refuses it, nothing paged in
+    assert len(calls) == 1

@@ -6,6 +6,7 @@ These are module-level functions so they can be sent to worker processes by :mod
 from __future__ import annotations
 
 import dataclasses
+import os
 import warnings
 from pathlib import Path
 
@@ -96,7 +97,8 @@ PREFAULT_BYTES_PER_PIXEL = 24
 def _prefault_for(src: Path, max_pixels: int) -> None:
     """Page in the memory the photo at ``src`` will need, in the background, while it is decoded. A no-op for a
     file whose size Pillow cannot read from its header (e.g. a RAW: its pages are faulted in as they are touched)
-    and for a photo over ``max_pixels`` (read_photo refuses it next)."""
+    and for a photo over ``max_pixels`` (read_photo refuses it next) or whose file is too small to hold what its
+    header says."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # Pillow's decompression-bomb warning: read_photo has its own limit
@@ -104,7 +106,9 @@ def _prefault_for(src: Path, max_pixels: int) -> None:
                 w, h = im.size
     except Exception:  # whatever it is, read_photo says so next
         return
-    if w * h <= max_pixels:
+    # a header can lie (a truncated or forged file): JPEG and PNG hold at most a few hundred pixels a byte (a flat
+    # frame), so a file smaller than a byte per 1,000 pixels is decoded without the page-in (and likely refused)
+    if w * h <= max_pixels and w * h <= 1000 * os.path.getsize(src):
         prefault(PREFAULT_BYTES_PER_PIXEL * w * h)
 
 

@@ -7,6 +7,7 @@ Pixels are float32 gamma-encoded sRGB in [0, 1], shape (H, W, 3); integer pixels
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -32,6 +33,9 @@ RAW_EXTENSIONS = frozenset({".dng", ".crw", ".cr2", ".cr3", ".nef", ".nrw", ".ar
                             ".iiq", ".mos"})
 
 
+_MAKING_PIXELS = threading.Lock()
+
+
 class _Pixels:
     """``Photo.pixels``: stored as given or, for a photo made by :meth:`Photo.from_codes`, made from its 8-bit
     ``codes`` on first access (``to_float``). Work that reads the codes themselves (the fusion renderer's and the
@@ -44,7 +48,11 @@ class _Pixels:
             return None  # the dataclass default (refused by __set__): Photo() still says pixels are missing
         px = obj.__dict__.get("_pixels")
         if px is None:
-            px = obj.__dict__["_pixels"] = to_float(obj.__dict__.pop("_codes"))[0]
+            with _MAKING_PIXELS:  # threads reading at once get the same array (an edit of it is the photo's)
+                px = obj.__dict__.get("_pixels")
+                if px is None:
+                    px = obj.__dict__["_pixels"] = to_float(obj.__dict__["_codes"])[0]
+                    del obj.__dict__["_codes"]
         return px
 
     def __set__(self, obj: Photo, value: np.ndarray | _Codes | None) -> None:
