@@ -18,8 +18,9 @@ from __future__ import annotations
 import ctypes
 import sys
 import threading
+from pathlib import Path
 
-__all__ = ["keep_freed_memory", "prefault"]
+__all__ = ["available_memory", "keep_freed_memory", "prefault"]
 
 _KEEP_FREED = False
 _MADV_POPULATE_WRITE = 23  # Linux 5.14; EINVAL before: nothing is done
@@ -47,15 +48,28 @@ def keep_freed_memory() -> bool:
     return _KEEP_FREED
 
 
-def _available() -> int | None:
+def available_memory() -> int | None:
+    """Bytes this process can still allocate: the smaller of the system's available memory and the cgroup
+    (container) headroom; None where neither can be read (non-Linux)."""
+    found: list[int] = []
     try:
         with open("/proc/meminfo") as fh:
             for line in fh:
                 if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
+                    found.append(int(line.split()[1]) * 1024)
+                    break
     except (OSError, ValueError, IndexError):
         pass
-    return None
+    for limit, usage in (("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
+                         ("/sys/fs/cgroup/memory/memory.limit_in_bytes", "/sys/fs/cgroup/memory/memory.usage_in_bytes")):
+        try:
+            lim = Path(limit).read_text().strip()
+            if lim.isdigit() and int(lim) < 1 << 60:
+                found.append(max(0, int(lim) - int(Path(usage).read_text().strip())))
+            break
+        except (OSError, ValueError):
+            continue
+    return min(found) if found else None
 
 
 def prefault(nbytes: int) -> threading.Thread | None:
@@ -64,7 +78,7 @@ def prefault(nbytes: int) -> threading.Thread | None:
     :func:`keep_freed_memory`), and a background thread (returned) pages it in while this one goes on. A no-op
     (None) below 16 MB, where memory is not kept (not glibc), or on kernels before 5.14. The pages stay the
     process's own; nothing is read or written in them."""
-    avail = _available()
+    avail = available_memory()
     nbytes = min(int(nbytes), _MAX_BYTES, avail // 4 if avail else _MAX_BYTES)
     if nbytes < _MIN_BYTES or not keep_freed_memory():
         return None

@@ -15,6 +15,7 @@ from typing import NamedTuple
 import numpy as np
 
 from deepexposure.errors import PhotoError, PixelLimitError
+from deepexposure.memory import available_memory
 
 __all__ = ["DEFAULT_MAX_PIXELS", "BYTES_PER_PIXEL", "SUPPORTED_EXTENSIONS", "RAW_EXTENSIONS", "Photo", "as_photo", "to_float",
            "to_rgbx", "from_float", "available_memory", "default_max_pixels", "check_readable", "too_big"]
@@ -236,30 +237,6 @@ def eight_bit_codes(pixels: np.ndarray, rows: int = 128) -> np.ndarray | None:
             return None
         out[r0:r0 + rows] = cb
     return out
-
-
-def available_memory() -> int | None:
-    """Bytes this process can still allocate: the smaller of the system's available memory and the cgroup
-    (container) headroom; None where neither can be read (non-Linux)."""
-    found: list[int] = []
-    try:
-        with open("/proc/meminfo") as fh:
-            for line in fh:
-                if line.startswith("MemAvailable:"):
-                    found.append(int(line.split()[1]) * 1024)
-                    break
-    except (OSError, ValueError, IndexError):
-        pass
-    for limit, usage in (("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
-                         ("/sys/fs/cgroup/memory/memory.limit_in_bytes", "/sys/fs/cgroup/memory/memory.usage_in_bytes")):
-        try:
-            lim = Path(limit).read_text().strip()
-            if lim.isdigit() and int(lim) < 1 << 60:
-                found.append(max(0, int(lim) - int(Path(usage).read_text().strip())))
-            break
-        except (OSError, ValueError):
-            continue
-    return min(found) if found else None
 
 
 def default_max_pixels(jobs: int = 1) -> tuple[int, str]:
