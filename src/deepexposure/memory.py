@@ -72,6 +72,19 @@ def available_memory() -> int | None:
     return min(found) if found else None
 
 
+#: Bytes paged in by one madvise call: the call holds the process's memory-map lock, which every mmap, brk and
+#: dlopen of the other threads waits for (one call for 288 MB blocked an import in the main thread for 71 ms).
+_CHUNK_BYTES = 8 << 20
+
+
+def _populate(libc: ctypes.CDLL, start: int, length: int) -> None:
+    """madvise(MADV_POPULATE_WRITE) over [start, start + length) in :data:`_CHUNK_BYTES` steps; stops at the first
+    failure (an old kernel: EINVAL)."""
+    for off in range(0, length, _CHUNK_BYTES):
+        if libc.madvise(start + off, min(_CHUNK_BYTES, length - off), _MADV_POPULATE_WRITE):
+            return
+
+
 def prefault(nbytes: int) -> threading.Thread | None:
     """Have the next ``nbytes`` (at most 1 GB, and a quarter of the available memory) of this process's
     allocations land on memory that is paged in: the block is taken from the heap and given back at once (kept:
@@ -92,7 +105,6 @@ def prefault(nbytes: int) -> threading.Thread | None:
     start = (block + 4095) & ~4095
     length = (block + nbytes - start) & ~4095
     libc.free(block)  # back on the heap, still mapped (never trimmed): the next allocations reuse it
-    thread = threading.Thread(target=libc.madvise, args=(start, length, _MADV_POPULATE_WRITE), daemon=True,
-                              name="prefault")
+    thread = threading.Thread(target=_populate, args=(libc, start, length), daemon=True, name="prefault")
     thread.start()
     return thread
