@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import tracemalloc
 
 import cv2
@@ -373,3 +374,48 @@ def test_post_step_on_the_fusion_threads_equals_applying_it_after():
     bad[5, 5] = np.nan
     with pytest.raises(PhotoError):
         fuse_exposures(bad, [1.0], post=post)
+
+
+def test_opencv_threads_are_restored_after_concurrent_fusions():
+    """While fusions run their own pool, OpenCV's threads are off; the setting the caller made comes back when the
+    last of several overlapping fusions ends (a naive save/restore in each would leave 1 behind), also after an
+    error, and the pooled result equals the one-thread result."""
+    import threading
+
+    rng = np.random.default_rng(9)
+    img = (cv2.GaussianBlur(rng.random((700, 900, 3), dtype=np.float32), (0, 0), 2) * 255).astype(np.uint8)
+    before = cv2.getNumThreads()
+    try:
+        cv2.setNumThreads(2)
+        seen: list[int] = []
+        start = threading.Barrier(3)
+
+        def job() -> None:
+            start.wait()
+            seen.append(fusion._n_threads(img.shape[0] * img.shape[1]))
+            fuse_exposures(img, EVS)
+
+        threads = [threading.Thread(target=job) for _ in range(3)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert cv2.getNumThreads() == 2 and fusion._cv_state["users"] == 0
+        assert seen == [min(2, os.cpu_count() or 1)] * 3  # each saw the caller's setting, not a running fusion's 1
+        with pytest.raises(ValueError):
+            fuse_exposures(img, EVS, sigma=-1)
+        first, second = fusion._opencv_serial(True), fusion._opencv_serial(True)
+        first.__enter__()
+        second.__enter__()
+        assert cv2.getNumThreads() == 1
+        first.__exit__(None, None, None)  # overlapping, not nested: the first ends while the second runs
+        assert cv2.getNumThreads() == 1
+        second.__exit__(None, None, None)
+        assert cv2.getNumThreads() == 2
+        pooled = fusion._fuse_sources(lambda: [fusion._LutSource(img, fusion._ID8)] * 2, contrast=1, saturation=1,
+                                      exposedness=1, sigma=0.2, levels=None, threads=2, resident=True)
+        single = fusion._fuse_sources(lambda: [fusion._LutSource(img, fusion._ID8)] * 2, contrast=1, saturation=1,
+                                      exposedness=1, sigma=0.2, levels=None, threads=1, resident=True)
+        assert np.abs(pooled - single).max() <= 1e-6
+    finally:
+        cv2.setNumThreads(before)
