@@ -17,7 +17,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def _run(args: list[str], **kw) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PYTHONPATH=str(REPO / "src"))
+    env = dict(kw.pop("env", os.environ), PYTHONPATH=str(REPO / "src"))
     return subprocess.run([sys.executable, *args], capture_output=True, text=True, env=env, timeout=300, **kw)
 
 
@@ -121,3 +121,32 @@ def test_no_page_in_for_a_file_whose_header_claims_more_than_it_can_hold(tmp_pat
     assert calls == [pipeline.PREFAULT_BYTES_PER_PIXEL * 600 * 800]
     pipeline._prefault_for(real, 1000)  # over the limit: read_photo refuses it, nothing paged in
     assert len(calls) == 1
+
+
+def test_photo_commands_keep_numpy_blas_to_one_thread(photo, tmp_path):
+    """A photo command's process runs NumPy's BLAS on one thread (it had a spinning thread per core, for nothing),
+    unless the user set OPENBLAS_NUM_THREADS; other commands keep the default."""
+    pytest.importorskip("threadpoolctl")
+    code = textwrap.dedent("""
+        import os, sys
+        from deepexposure.apps.cli import run
+        exit_now = os._exit
+        def report(code):
+            from threadpoolctl import threadpool_info
+            print([p["num_threads"] for p in threadpool_info() if p["internal_api"] == "openblas"], flush=True)
+            exit_now(code)
+        os._exit = report
+        sys.argv = ["deepexposure", *sys.argv[1:]]
+        run()
+    """)
+    render = ["render", str(photo), "--ev", "1", "-o", str(tmp_path / "o.jpg"), "--overwrite"]
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"}
+    r = _run(["-c", code, *render], env=env)
+    assert r.returncode == 0, r.stderr
+    blas = eval(r.stdout.strip().splitlines()[-1])
+    if not blas:
+        pytest.skip("NumPy is not linked to OpenBLAS here")
+    assert blas == [1] * len(blas)
+    if (os.cpu_count() or 1) > 1:  # the user's own setting wins
+        r = _run(["-c", code, *render], env=dict(env, OPENBLAS_NUM_THREADS="2"))
+        assert eval(r.stdout.strip().splitlines()[-1]) == [2] * len(blas), r.stderr

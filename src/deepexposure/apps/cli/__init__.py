@@ -34,6 +34,10 @@ SUBCOMMANDS = {"enhance": "enhance", "render": "render", "segment": "render", "t
                "fit-look": "look", "serve": "serve"}
 
 
+#: Sub-commands that read and write photos (the fast exit of :func:`run`, one BLAS thread).
+PHOTO_COMMANDS = ("enhance", "render", "segment")
+
+
 class _Group(click.Group):
     """Click group that loads sub-commands lazily (:data:`SUBCOMMANDS`) and turns every :class:`DeepExposureError`
     (and an OSError about a named file, e.g. a name too long) into one line on stderr and exit code 2."""
@@ -88,7 +92,14 @@ def run() -> None:
     command (enhance, render, segment) has written its photos and printed its summary, the process ends at once
     (``os._exit`` after flushing the standard streams and the logs), without the interpreter's teardown: freeing
     every module's objects one by one costs a fresh process about 50 ms at 12 MP (issue 23), for nothing. Every
-    other command, and :func:`main` called from Python (tests, ``CliRunner``), end normally."""
+    other command, and :func:`main` called from Python (tests, ``CliRunner``), end normally.
+
+    For the photo commands, NumPy's BLAS is also kept to one thread (``OPENBLAS_NUM_THREADS=1`` unless the user set
+    it; before NumPy is imported): OpenBLAS otherwise starts a thread per core at import, which costs a fresh 12 MP
+    ``render`` 0.17 s of CPU (median of 12 interleaved runs, 2.18 -> 2.01 s) for no BLAS call worth threads (their
+    matrices are tiny; ``-j`` runs a process per core)."""
+    if len(sys.argv) > 1 and sys.argv[1] in PHOTO_COMMANDS and "numpy" not in sys.modules:
+        os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     try:
         main()
     except SystemExit as exc:
