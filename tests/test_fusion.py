@@ -149,19 +149,25 @@ def test_tile_pyramid_steps_equal_whole_image(h, w):
                                        rtol=0, atol=2e-7)
 
 
-@pytest.mark.parametrize("nlev", [0, 3])
+@pytest.mark.parametrize(("nlev", "fused"), [(0, False), (3, False), (3, True)])
 @pytest.mark.parametrize("width", [5, 700, 1100, 4000, 5657])
-def test_tiles_partition_the_image_with_aligned_widths(width, nlev):
-    """Level-0 tiles cover every pixel once, start at even rows and columns, and (but the last column of tiles)
-    read image tiles a multiple of 64 pixels wide (OpenCV's vector loops then have no remainder there)."""
-    tiles = fusion._tiles(150, width, nlev)
+def test_tiles_partition_the_image_with_aligned_widths(width, nlev, fused):
+    """Level-0 tiles cover every pixel once, start at even rows and columns (multiples of 4 when levels 0 and 1
+    are fused), and (but the last column of tiles) read image tiles a multiple of 64 pixels wide (OpenCV's vector
+    loops then have no remainder there); a fused tile's image tile holds what its level-1 rows need."""
+    tiles = fusion._tiles(150, width, nlev, fused)
     cover = np.zeros((150, width), np.int32)
+    step = 4 if fused else 2
     for r0, r1, c0, c1 in tiles:
-        assert r0 % 2 == 0 and c0 % 2 == 0 and r1 > r0 and c1 > c0
+        assert r0 % step == 0 and c0 % step == 0 and r1 > r0 and c1 > c0
         cover[r0:r1, c0:c1] += 1
-        geo = fusion._geometry((r0, r1, c0, c1), 150, width, nlev)
+        geo = fusion._geometry((r0, r1, c0, c1), 150, width, nlev, fused)
         if c1 < width:
             assert (geo.xd - geo.xc) % 64 == 0, (c0, c1, geo)
+        if fused:  # level-1 rows [pa, pb) need image rows [2 pa - 2, 2 pb + 2) (pyrDown), within the image
+            assert geo.xa == max(2 * geo.pa - 2, 0) and geo.xb >= min(2 * geo.pb + 2, 150)
+            assert geo.xc == max(2 * geo.pc - 2, 0) and geo.xd >= min(2 * geo.pd + 2, width)
+            assert geo.pa <= geo.ga and geo.pb >= geo.gb and geo.pc <= geo.gc and geo.pd >= geo.gd
     assert (cover == 1).all()
 
 
@@ -254,7 +260,8 @@ def test_memory_does_not_grow_with_exposures():
 
 def test_resident_memory_per_exposure_is_a_quarter_size_map():
     """fuse_exposures keeps, per exposure, only its level-1 weight map (a quarter of the pixels in float32) and
-    one tile of weights in each worker thread's buffers."""
+    level-2 image (a sixteenth, RGB), and in each worker thread's buffers one tile of weights and one of level-1
+    band (no level-1 image is stored)."""
     rng = np.random.default_rng(5)
     h = w = 512
     img = (cv2.GaussianBlur(rng.random((h, w, 3), dtype=np.float32), (0, 0), 3) * 255).astype(np.uint8)
@@ -267,7 +274,9 @@ def test_resident_memory_per_exposure_is_a_quarter_size_map():
         return top
 
     p3, p12 = peak(3), peak(12)
-    expected = (h + 1) // 2 * ((w + 1) // 2) * 4 + fusion._n_threads(h * w) * (fusion._STRIP + fusion._HALO) * w * 4
+    maps = (h + 1) // 2 * ((w + 1) // 2) * 4 + (h + 3) // 4 * ((w + 3) // 4) * 12
+    tiles = (fusion._STRIP + fusion._HALO) * w * 4 + fusion._STRIP // 2 * ((w + 1) // 2) * 12  # w < 1.5 tile widths
+    expected = maps + fusion._n_threads(h * w) * tiles
     assert 0.8 < (p12 - p3) / 9 / expected < 1.2, ((p12 - p3) / 9, expected)
 
 

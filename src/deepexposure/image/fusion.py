@@ -29,10 +29,11 @@ Differences from ``cv2.createMergeMertens(wc, ws, we).process`` (why this is han
   - resident (a list of arrays; :func:`fuse_exposures`, whose exposures are lookup tables of one photo): level 0
     (3/4 of all pixels) is blended tile by tile (64 rows x about 768 columns, every exposure at once), so each
     weight is computed once, the output tile stays in the CPU cache and each exposure is read once per tile:
-    out = (sum_k w_k band_k) / sum_k w_k there. Each exposure's normalised weight at level 1 is kept (a
-    quarter-size float32 map, i.e. memory grows by 1 byte per pixel per exposure); levels >= 1 are then blended
-    exposure by exposure, level 1 tile by tile straight from the lookup table (its level-1 image is never
-    stored), levels >= 2 from its level-2 image.
+    out = (sum_k w_k band_k) / sum_k w_k there. The same pass blends level 1 of the tile's level-1 rows from
+    the level-1 image the level-0 band computes anyway (read with a wider halo; so no level-1 image is stored
+    or made twice). Each exposure's normalised weight at level 1 and its level-2 image are kept (a quarter-size
+    float32 map and a sixteenth-size RGB one, i.e. memory grows by 1.75 bytes per pixel per exposure); levels
+    >= 2 are then blended exposure by exposure.
   - streaming (a zero-argument callable yielding the exposures): pass 1 sums the weights (one H x W map),
     pass 2 blends one exposure at a time on the same tiles; memory does not grow with the number of exposures.
 
@@ -97,7 +98,7 @@ __all__ = ["mertens_fuse", "fuse_exposures", "fuse_table_exposures"]
 Images = Sequence[np.ndarray] | Callable[[], Iterable[np.ndarray]]
 
 _CODE_ROWS = 128  # rows per block when a float photo is checked for 8-bit codes
-_STRIP = 64  # rows per strip (even)
+_STRIP = 64  # rows per strip (a multiple of 4: level-1 tiles of levels 0 and 1 fused start at even rows)
 _TILE_W = 768  # columns per tile at level 0 (about; even): a tile's temporaries stay in the CPU cache
 _HALO = 8  # spare rows in the default buffer size (halo rows of pyrDown/pyrUp/Laplacian)
 _ID8 = np.arange(256, dtype=np.float32) / np.float32(255)
@@ -480,15 +481,28 @@ class _Geometry(NamedTuple):
     xb: int
     xc: int
     xd: int
+    pa: int = 0  # with level 1 (fused): the level-1 rows [pa, pb) x columns [pc, pd) computed from the image tile
+    pb: int = 0
+    pc: int = 0
+    pd: int = 0
 
 
-def _geometry(tile: tuple[int, int, int, int], H: int, W: int, nlev: int) -> _Geometry:
+def _geometry(tile: tuple[int, int, int, int], H: int, W: int, nlev: int, fused: bool = False) -> _Geometry:
+    """:class:`_Geometry` of a level-0 tile. ``fused`` (``nlev`` >= 2, r0 and c0 multiples of 4): the image tile
+    also covers what level 1's band of the tile's level-1 rows needs (:func:`_level0_tile` with ``level1``), its
+    width rounded up to a multiple of 4 where the image allows (so that :func:`_tiles` can make it one of 64)."""
     r0, r1, c0, c1 = tile
     if nlev:
         ga, gb, xa, xb = _halo(r0, r1, H)
         gc, gd, xc, xd = _halo(c0, c1, W)
+        pa = pb = pc = pd = 0
+        if fused:
+            _, _, pa, pb = _halo(r0 // 2, (r1 + 1) // 2, (H + 1) // 2)
+            _, _, pc, pd = _halo(c0 // 2, (c1 + 1) // 2, (W + 1) // 2)
+            xa, xb, xc, xd = max(2 * pa - 2, 0), min(2 * pb + 2, H), max(2 * pc - 2, 0), min(2 * pd + 2, W)
+            xd = min(xd + (-(xd - xc)) % 4, W)
         return _Geometry(max(r0 - 2, 0), min(r1 + 2, H), max(c0 - 2, 0), min(c1 + 2, W), ga, gb, gc, gd, xa, xb,
-                         xc, xd)
+                         xc, xd, pa, pb, pc, pd)
     # two columns each side (one would do): even widths, which _tiles can make multiples of 64
     return _Geometry(r0, r1, c0, c1, 0, 0, 0, 0, max(r0 - 1, 0), min(r1 + 2, H), max(c0 - 2, 0), min(c1 + 2, W))
 
@@ -508,7 +522,8 @@ def _tile_weights(work: _Work, x: np.ndarray, geo: _Geometry, params: tuple, H: 
 
 def _level0_tile(work: _Work, tile: tuple[int, int, int, int], srcs: Sequence[_Source], params: tuple, H: int,
                  W: int, nlev: int, out: np.ndarray, wdown: Sequence[np.ndarray], *,
-                 wsum_all: np.ndarray | None = None, xdown: np.ndarray | None = None) -> None:
+                 wsum_all: np.ndarray | None = None, xdown: np.ndarray | None = None,
+                 level1: tuple[np.ndarray, Sequence[np.ndarray]] | None = None) -> None:
     """Level 0 of the pyramid blend for the image tile rows [r0, r1) x columns [c0, c1) (r0, c0 even) of the
     exposures ``srcs``.
 
@@ -518,10 +533,22 @@ def _level0_tile(work: _Work, tile: tuple[int, int, int, int], srcs: Sequence[_S
     ``wdown[k]`` and, with ``xdown``, of pyrDown(x_0) into it. Every value equals the whole-image computation:
     the tile is read with the halo its filters need (Laplacian: 1; weight pyrDown: 2; pyrUp of pyrDown: 4 rows
     and columns) and only exact values are kept.
+
+    ``level1`` = (result1, gauss2) (all exposures at once, ``nlev`` >= 2, r0 and c0 multiples of 4): level 1 of
+    the tile's level-1 rows [r0/2, ceil(r1/2)) too, from the level-1 image the tile computes anyway (read with a
+    wider halo, :func:`_geometry` ``fused``): ``result1`` += wdown_k * (G1_k - pyrUp(G2_k)) there, and the tile's
+    part of G2_k = pyrDown(G1_k) into ``gauss2[k]``. So the level-1 image is never stored, nor made again from the
+    photo (a second table lookup and pyrDown of every full-resolution pixel).
     """
     r0, r1, c0, c1 = tile
-    geo = _geometry(tile, H, W, nlev)
-    wa, wb, wc, wd, ga, gb, gc, gd, xa, xb, xc, xd = geo
+    geo = _geometry(tile, H, W, nlev, fused=level1 is not None)
+    wa, wb, wc, wd, ga, gb, gc, gd, xa, xb, xc, xd, pa, pb, pc, pd = geo
+    if level1 is not None:
+        g0, g1, h0, h1 = r0 // 2, (r1 + 1) // 2, c0 // 2, (c1 + 1) // 2
+        n1, m1 = (H + 1) // 2, (W + 1) // 2
+        ea, eb, _, _ = _halo(g0, g1, n1)
+        ec, ed, _, _ = _halo(h0, h1, m1)
+        bands1 = work.get("b1", len(srcs) * (g1 - g0), h1 - h0, 3).reshape(len(srcs), g1 - g0, h1 - h0, 3)
     wk = work.weights(len(srcs), wb - wa, wd - wc)
     x = work.get("x", xb - xa, xd - xc, 3)
     o = out[r0:r1, c0:c1]
@@ -533,7 +560,16 @@ def _level0_tile(work: _Work, tile: tuple[int, int, int, int], srcs: Sequence[_S
         if wsum_all is not None:
             w = np.divide(w, wsum_all[wa:wb, wc:wd], out=w)
         band = x[inner]
-        if nlev:
+        if level1 is not None:
+            g = _pyrdown_tile(x, xa, xc, 2 * pa, 2 * pb, 2 * pc, 2 * pd, None, work, buf="g1")  # level 1, [pa, pb)
+            cv2.subtract(band, _pyrup_tile(g[ga - pa:gb - pa, gc - pc:gd - pc], ga, gc, r0, r1, c0, c1, H, W, work),
+                         dst=band)
+            g2 = _pyrdown_tile(g, pa, pc, 2 * ea, 2 * eb, 2 * ec, 2 * ed, None, work, buf="g2")  # level 2, [ea, eb)
+            level1[1][k][g0 // 2:(g1 + 1) // 2, h0 // 2:(h1 + 1) // 2] = \
+                g2[g0 // 2 - ea:(g1 + 1) // 2 - ea, h0 // 2 - ec:(h1 + 1) // 2 - ec]
+            cv2.subtract(g[g0 - pa:g1 - pa, h0 - pc:h1 - pc], _pyrup_tile(g2, ea, ec, g0, g1, h0, h1, n1, m1, work),
+                         dst=bands1[k])
+        elif nlev:
             g = _pyrdown_tile(x, xa, xc, 2 * ga, 2 * gb, 2 * gc, 2 * gd, None, work, buf="g1")  # level-1 tile
             if xdown is not None:
                 xdown[r0 // 2:(r1 + 1) // 2, c0 // 2:(c1 + 1) // 2] = \
@@ -554,7 +590,10 @@ def _level0_tile(work: _Work, tile: tuple[int, int, int, int], srcs: Sequence[_S
         cv2.multiply(o, cv2.cvtColor(inv, cv2.COLOR_GRAY2RGB, dst=work.get("w3", r1 - r0, c1 - c0, 3)), dst=o)
         if nlev:
             for k in range(len(srcs)):
-                _pyrdown_tile(np.divide(wk[k], wsum, out=wk[k]), wa, wc, r0, r1, c0, c1, wdown[k], work)
+                wn = _pyrdown_tile(np.divide(wk[k], wsum, out=wk[k]), wa, wc, r0, r1, c0, c1, wdown[k], work)
+                if level1 is not None:  # in the order of the exposures, as the level-by-level blend adds them
+                    w3 = cv2.cvtColor(wn, cv2.COLOR_GRAY2RGB, dst=work.get("w3", g1 - g0, h1 - h0, 3))
+                    cv2.accumulateProduct(bands1[k], w3, level1[0][g0:g1, h0:h1])
     elif nlev:
         _pyrdown_tile(wk[0], wa, wc, r0, r1, c0, c1, wdown[0], work)
 
@@ -568,16 +607,18 @@ def _grid(h: int, w: int, rows: int, cols: int) -> list[tuple[int, int, int, int
     return [(r0, r1, c0, min(w, c0 + step)) for r0, r1 in _strips(h, rows) for c0 in range(0, w, step)]
 
 
-def _tiles(H: int, W: int, nlev: int) -> list[tuple[int, int, int, int]]:
+def _tiles(H: int, W: int, nlev: int, fused: bool = False) -> list[tuple[int, int, int, int]]:
     """Level-0 tiles (r0, r1, c0, c1): strips of :data:`_STRIP` rows cut into tiles of about :data:`_TILE_W`
-    columns (even) whose image tiles (halo included) are a multiple of 64 pixels wide, so that OpenCV's vector
-    loops have no remainder there (see :func:`_tile_weights`); the last tile takes what is left."""
+    columns (even; multiples of 4 when ``fused``, see :func:`_geometry`) whose image tiles (halo included) are a
+    multiple of 64 pixels wide, so that OpenCV's vector loops have no remainder there (see :func:`_tile_weights`);
+    the last tile takes what is left."""
+    step = 4 if fused else 2
     cols, c0 = [], 0
     while c0 < W:
         c1 = W
         if W - c0 > _TILE_W + _TILE_W // 2:
-            for c1 in range(c0 + _TILE_W, c0 + _TILE_W - 66, -2):
-                g = _geometry((0, 2, c0, c1), 2, W, nlev)
+            for c1 in range(c0 + _TILE_W, c0 + _TILE_W - 64 - 2 * step, -step):
+                g = _geometry((0, 2, c0, c1), 2, W, nlev, fused)
                 if (g.xd - g.xc) % 64 == 0:
                     break
         cols.append((c0, c1))
@@ -681,24 +722,33 @@ def _finish(out: np.ndarray) -> np.ndarray:
 
 def _fuse_resident(srcs: list[_Source], H: int, W: int, params: tuple, nlev: int, pool: _Pool,
                    post: Callable[[np.ndarray], object] | None = None) -> np.ndarray:
-    """Tiled fusion of random-access sources: level 0 (3/4 of the pixels) tile by tile with every exposure at
-    once, so each weight is computed once and the output tile stays in cache; the level-1 weights are kept (a
-    quarter-size map per exposure) and levels >= 1 are blended exposure by exposure, level 1 tile by tile
-    straight from the exposure (:func:`_level1_tile`)."""
+    """Tiled fusion of random-access sources: levels 0 and 1 (15/16 of the pixels) tile by tile with every exposure
+    at once (:func:`_level0_tile` with ``level1``), so each weight is computed once, the output tile stays in cache
+    and each exposure's level-1 image is made once and never stored; the level-1 weights and level-2 images are
+    kept (a quarter- and a sixteenth-size map per exposure) and levels >= 2 are blended exposure by exposure. A
+    photo with a single pyramid level (under 4 pixels high or wide) blends it straight from each exposure
+    (:func:`_level1_tile`)."""
     sizes = _level_sizes(H, W, nlev)
     out = np.empty((H, W, 3), _F32)
     wdown = [np.empty(sizes[1], _F32) for _ in srcs] if nlev else []
-    pool.map(lambda work, t: _level0_tile(work, t, srcs, params, H, W, nlev, out, wdown), _tiles(H, W, nlev))
+    result = [out] + [np.zeros((h, w, 3), _F32) for h, w in sizes[1:]]
+    if nlev >= 2:
+        gauss2 = [np.empty((*sizes[2], 3), _F32) for _ in srcs]
+        pool.map(lambda work, t: _level0_tile(work, t, srcs, params, H, W, nlev, out, wdown,
+                                              level1=(result[1], gauss2)), _tiles(H, W, nlev, fused=True))
+        gauss = [None, None, None] + [np.empty((h, w, 3), _F32) for h, w in sizes[3:]]
+        for k in range(len(srcs)):
+            gauss[2] = gauss2[k]
+            _upper_levels(gauss, wdown[k], result, sizes, pool, start=2)
+            wdown[k] = gauss2[k] = None  # type: ignore[call-overload]
+    else:
+        pool.map(lambda work, t: _level0_tile(work, t, srcs, params, H, W, nlev, out, wdown), _tiles(H, W, nlev))
+        if nlev == 1:
+            tiles1 = _grid(*sizes[1], rows=_STRIP, cols=_TILE_W)
+            for k, src in enumerate(srcs):
+                pool.map(lambda work, t, src=src, k=k: _level1_tile(
+                    work, t, src, H, W, True, wdown[k], result[1], None), tiles1)
     if nlev:
-        result = [out] + [np.zeros((h, w, 3), _F32) for h, w in sizes[1:]]
-        gauss = [None, None] + [np.empty((h, w, 3), _F32) for h, w in sizes[2:]]
-        tiles1 = _grid(*sizes[1], rows=_STRIP, cols=_TILE_W)
-        for k, src in enumerate(srcs):
-            pool.map(lambda work, t, src=src, k=k: _level1_tile(
-                work, t, src, H, W, nlev == 1, wdown[k], result[1], gauss[2] if nlev > 1 else None), tiles1)
-            if nlev > 1:
-                _upper_levels(gauss, wdown[k], result, sizes, pool, start=2)
-            wdown[k] = None  # type: ignore[call-overload]
         bad: list = []
         _collapse(result, pool, post, bad)
         if bad:
@@ -766,7 +816,7 @@ def mertens_fuse(images: Images, *, contrast: float = 1.0, saturation: float = 1
     all the same size; weights are computed on these gamma-encoded values. Either
 
     * a sequence (list, tuple): never copied as a whole; blended tile by tile with all images at once (each
-      weight computed once; memory grows by a quarter-size float32 map per image); or
+      weight computed once; memory grows by a quarter-size float32 map and a sixteenth-size RGB one per image); or
     * a zero-argument callable returning a fresh iterator (e.g. a generator function): it is called twice (pass 1:
       weight sum; pass 2: blending) and must yield the same images both times. Only one exposure is alive at a
       time, so memory does not grow with their number.
