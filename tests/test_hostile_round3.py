@@ -362,8 +362,15 @@ def test_fit_look_interrupted_leaves_no_look_and_no_temporary_file(tmp_path):
     out_dir.mkdir()
     proc = subprocess.Popen([sys.executable, "-m", "deepexposure", "fit-look", str(pairs), "-o",
                              str(out_dir / "look.json"), "-j", "2"], stderr=subprocess.PIPE, text=True)
-    line = proc.stderr.readline()  # "scoring N styles ...": the workers are at work
+    line = proc.stderr.readline()  # "scoring N styles ...": the workers are being started
     assert "scoring" in line, line
+    # signalled once they run: a SIGINT sent while the pool was still forking them was now and then not acted on
+    # (2-3 runs in 8 after tests/test_training.py, in the tree before this session too; cause not found)
+    children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children")
+    deadline = time.monotonic() + 30
+    while children.exists() and len(children.read_text().split()) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.2)
     proc.send_signal(signal.SIGINT)
     rest = proc.communicate(timeout=60)[1]
     assert proc.returncode == 130, (proc.returncode, rest[-500:])
