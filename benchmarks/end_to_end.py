@@ -13,7 +13,9 @@ Rows, each at 3, 12 and 24 MP (JPEGs upscaled from ``samples/dicm_34.jpg``, qual
 Every command runs once untimed (a warm-up: the processes read their modules' bytecode, as an installed package's
 are, from a cache the warm-up writes, whatever ``PYTHONDONTWRITEBYTECODE`` says), then ``--repeat`` times (default
 5), interleaved; best and median wall seconds are printed, with the
-peak RSS of the process (``wait4``), and the ratio median OpenCV / median deepexposure. Where the time goes comes
+peak RSS of the process (``wait4``), the ratio median OpenCV / median deepexposure and the ratio within each round
+(OpenCV's run / this command's run of the same round: median and smallest over the rounds; the VM's speed drifts
+over minutes, which moves two neighbouring runs alike). Where the time goes comes
 from the same processes: ``DEEPEXPOSURE_PROFILE=1`` makes the pipeline print its stages (decode, model =
 preview + model, render, style, encode) to stderr; start-up = wall minus those stages (interpreter start, imports,
 argument parsing, exit).
@@ -156,7 +158,8 @@ def single(args, tmp: Path, script: Path) -> list[dict]:
             walls = [r[0] for r in runs]
             st = {s: statistics.median(r[2].get(s, 0.0) for r in runs) for s in STAGES}
             rows.append({"mp": mp, "size": f"{w}x{h}", "command": key[0], "src": key[1], "best": min(walls),
-                         "median": statistics.median(walls), "peak_mb": max(r[1] for r in runs), "stages": st})
+                         "median": statistics.median(walls), "peak_mb": max(r[1] for r in runs), "stages": st,
+                         "walls": walls})
     return rows
 
 
@@ -227,9 +230,9 @@ def main() -> None:
     print(f"# `python benchmarks/end_to_end.py {' '.join(sys.argv[1:])}`: {os.cpu_count()} CPU cores, load "
           f"average {load[0]:.2f} before, {load_after[0]:.2f} after; fresh processes, {args.repeat} interleaved runs "
           "each; OpenCV timed inside its script after its imports")
-    print("| size | command | tree | best s | median s | OpenCV median / median | peak RSS MB | start-up s | "
-          "decode s | model s | render s | style s | encode s |")
-    print("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("| size | command | tree | best s | median s | OpenCV median / median | per round: median (min) | "
+          "peak RSS MB | start-up s | decode s | model s | render s | style s | encode s |")
+    print("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for mp in args.sizes:
         sub = [r for r in rows if r["mp"] == mp]
         ocv = next(r for r in sub if r["command"] == "opencv")
@@ -237,9 +240,12 @@ def main() -> None:
             st = r["stages"]
             startup = r["median"] - sum(st.values()) if r["src"] else 0.0
             cells = " | ".join(f"{st[s]:.2f}" for s in STAGES) if r["src"] else " | ".join("-" * 1 for _ in STAGES)
+            # the ratio within each round (OpenCV and this command run back to back): the VM's drift over the
+            # minutes of a run moves both alike, so it cancels there
+            paired = [o / x for o, x in zip(ocv["walls"], r["walls"], strict=True)]
             print(f"| {r['size']} ({mp:g} MP) | {r['command']} | {names.get(r['src'], '-')} | {r['best']:.2f} | "
-                  f"{r['median']:.2f} | {ocv['median'] / r['median']:.2f}x | {r['peak_mb']:.0f} | "
-                  f"{startup:.2f} | {cells} |")
+                  f"{r['median']:.2f} | {ocv['median'] / r['median']:.2f}x | {statistics.median(paired):.2f}x "
+                  f"({min(paired):.2f}x) | {r['peak_mb']:.0f} | {startup:.2f} | {cells} |")
     if 12 in args.sizes and 24 in args.sizes:
         print("\n24 MP / 12 MP (median wall):")
         for r12 in (r for r in rows if r["mp"] == 12):
