@@ -253,15 +253,18 @@ def test_memory_does_not_grow_with_exposures():
 
     p3, p12 = peak(3), peak(12)
     assert p12 < 1.3 * p3, (p3, p12)
-    # absolute: measured 12.1 images' worth, about half of it apply_ev's own temporaries in the generator
-    # (the fusion holds ~3: result pyramid, weight sum, weight and image Gaussian pyramids, strip buffers)
-    assert p12 < 16 * base.nbytes, (p12, base.nbytes)
+    # absolute: measured 16.2 images' worth, about half of it apply_ev's own temporaries in the generator
+    # (the fusion holds ~3: result pyramid, weight sum, weight and image Gaussian pyramids) and ~4 the worker
+    # threads' tile buffers (strips of 128 rows: a quarter of this small image each; 12.1 with 64-row strips)
+    assert p12 < 18 * base.nbytes, (p12, base.nbytes)
 
 
-def test_resident_memory_per_exposure_is_a_quarter_size_map():
+def test_resident_memory_per_exposure_is_a_quarter_size_map(monkeypatch):
     """fuse_exposures keeps, per exposure, only its level-1 weight map (a quarter of the pixels in float32) and
     level-2 image (a sixteenth, RGB), and in each worker thread's buffers one tile of weights and one of level-1
-    band (no level-1 image is stored)."""
+    band (no level-1 image is stored). One thread: with two, whether both grow their buffers at the same moment
+    (the old one is freed after the new one is made) moved the peak by up to 26 %."""
+    monkeypatch.setattr(fusion, "_n_threads", lambda pixels=None: 1)
     rng = np.random.default_rng(5)
     h = w = 512
     img = (cv2.GaussianBlur(rng.random((h, w, 3), dtype=np.float32), (0, 0), 3) * 255).astype(np.uint8)
@@ -276,7 +279,7 @@ def test_resident_memory_per_exposure_is_a_quarter_size_map():
     p3, p12 = peak(3), peak(12)
     maps = (h + 1) // 2 * ((w + 1) // 2) * 4 + (h + 3) // 4 * ((w + 3) // 4) * 12
     tiles = (fusion._STRIP + fusion._HALO) * w * 4 + fusion._STRIP // 2 * ((w + 1) // 2) * 12  # w < 1.5 tile widths
-    expected = maps + fusion._n_threads(h * w) * tiles
+    expected = maps + tiles
     assert 0.8 < (p12 - p3) / 9 / expected < 1.2, ((p12 - p3) / 9, expected)
 
 
