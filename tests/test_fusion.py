@@ -431,3 +431,15 @@ def test_opencv_threads_are_restored_after_concurrent_fusions():
         assert np.abs(pooled - single).max() <= 1e-6
     finally:
         cv2.setNumThreads(before)
+
+
+@pytest.mark.parametrize(("h", "w"), [(2, 9), (3, 50), (7, 3), (5, 200), (9, 130)])
+def test_tiny_photos_equal_whole_image_reference(h, w):
+    """Photos whose pyramid has one or two levels (the single-level path blends level 1 straight from each
+    exposure; from two levels on, levels 0 and 1 are blended in one pass) equal the whole-image reference."""
+    rng = np.random.default_rng(h * 1000 + w)
+    img = (rng.random((h, w, 3)) * 255).astype(np.uint8)
+    exps = [img] + [cv2.LUT(img, np.round(fusion._ev_table(fusion._ID8, ev) * 255).astype(np.uint8)) for ev in EVS]
+    assert fusion._n_levels(h, w) in (1, 2, 3)
+    for grey_zero in (True, False):
+        assert _psnr(mertens_fuse(exps, grey_zero=grey_zero), _whole_image_fusion(exps, grey_zero)) > 120

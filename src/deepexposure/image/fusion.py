@@ -631,32 +631,15 @@ def _tiles(H: int, W: int, nlev: int, fused: bool = False) -> list[tuple[int, in
     return [(r0, r1, c0, c1) for r0, r1 in _strips(H) for c0, c1 in cols]
 
 
-def _level1_tile(work: _Work, tile: tuple[int, int, int, int], src: _Source, H: int, W: int, last: bool,
-                 wdown: np.ndarray, result1: np.ndarray, gauss2: np.ndarray | None) -> None:
-    """Level 1 of one exposure for the level-1 tile rows [g0, g1) x columns [c0, c1) (g0, c0 even), straight
-    from the image: ``result1`` += wdown * (G1 - pyrUp(G2)) there (times G1 alone when level 1 is the ``last``),
-    G1 = pyrDown(image) and G2 = pyrDown(G1) computed on the tile with the halos they need (:func:`_halo`), and
-    the tile's part of G2 written into ``gauss2``. So the level-1 image is never stored or re-read (at 24 MP it
-    no longer fits in the CPU cache, and those passes cost twice as much per pixel as at 12 MP)."""
+def _last_level1_tile(work: _Work, tile: tuple[int, int, int, int], src: _Source, H: int, W: int,
+                      wdown: np.ndarray, result1: np.ndarray) -> None:
+    """Level 1 of one exposure when it is the pyramid's last level (a photo under 4 pixels high or wide), for the
+    level-1 tile rows [g0, g1) x columns [c0, c1) (g0, c0 even), straight from the image: ``result1`` += wdown *
+    G1 there, G1 = pyrDown(image) computed on the tile with the halo it needs."""
     g0, g1, c0, c1 = tile
-    h1, w1 = (H + 1) // 2, (W + 1) // 2
-    if last:
-        ga = gb = gc = gd = 0
-        pa, pb, pc, pd = g0, g1, c0, c1
-    else:
-        ga, gb, pa, pb = _halo(g0, g1, h1)  # level-2 rows the pyrUp reads; level-1 rows those need
-        gc, gd, pc, pd = _halo(c0, c1, w1)
-    xa, xb, xc, xd = max(2 * pa - 2, 0), min(2 * pb + 2, H), max(2 * pc - 2, 0), min(2 * pd + 2, W)
+    xa, xb, xc, xd = max(2 * g0 - 2, 0), min(2 * g1 + 2, H), max(2 * c0 - 2, 0), min(2 * c1 + 2, W)
     x = src.rows(xa, xb, work.get("x", xb - xa, xd - xc, 3), xc, xd)
-    g = _pyrdown_tile(x, xa, xc, 2 * pa, 2 * pb, 2 * pc, 2 * pd, None, work, buf="g1")  # level 1, [pa, pb)
-    band = g[g0 - pa:g1 - pa, c0 - pc:c1 - pc]
-    if not last:
-        g2 = _pyrdown_tile(g, pa, pc, 2 * ga, 2 * gb, 2 * gc, 2 * gd, None, work, buf="g2")  # level 2, [ga, gb)
-        if gauss2 is not None:
-            gauss2[g0 // 2:(g1 + 1) // 2, c0 // 2:(c1 + 1) // 2] = \
-                g2[g0 // 2 - ga:(g1 + 1) // 2 - ga, c0 // 2 - gc:(c1 + 1) // 2 - gc]
-        band = cv2.subtract(band, _pyrup_tile(g2, ga, gc, g0, g1, c0, c1, h1, w1, work),
-                            dst=work.get("x", g1 - g0, c1 - c0, 3))
+    band = _pyrdown_tile(x, xa, xc, 2 * g0, 2 * g1, 2 * c0, 2 * c1, None, work, buf="g1")  # level 1, [g0, g1)
     w3 = cv2.cvtColor(wdown[g0:g1, c0:c1], cv2.COLOR_GRAY2RGB, dst=work.get("w3", g1 - g0, c1 - c0, 3))
     cv2.accumulateProduct(band, w3, result1[g0:g1, c0:c1])
 
@@ -732,7 +715,7 @@ def _fuse_resident(srcs: list[_Source], H: int, W: int, params: tuple, nlev: int
     and each exposure's level-1 image is made once and never stored; the level-1 weights and level-2 images are
     kept (a quarter- and a sixteenth-size map per exposure) and levels >= 2 are blended exposure by exposure. A
     photo with a single pyramid level (under 4 pixels high or wide) blends it straight from each exposure
-    (:func:`_level1_tile`)."""
+    (:func:`_last_level1_tile`)."""
     sizes = _level_sizes(H, W, nlev)
     out = np.empty((H, W, 3), _F32)
     wdown = [np.empty(sizes[1], _F32) for _ in srcs] if nlev else []
@@ -751,8 +734,8 @@ def _fuse_resident(srcs: list[_Source], H: int, W: int, params: tuple, nlev: int
         if nlev == 1:
             tiles1 = _grid(*sizes[1], rows=_STRIP, cols=_TILE_W)
             for k, src in enumerate(srcs):
-                pool.map(lambda work, t, src=src, k=k: _level1_tile(
-                    work, t, src, H, W, True, wdown[k], result[1], None), tiles1)
+                pool.map(lambda work, t, src=src, k=k: _last_level1_tile(work, t, src, H, W, wdown[k], result[1]),
+                         tiles1)
     if nlev:
         bad: list = []
         _collapse(result, pool, post, bad)
