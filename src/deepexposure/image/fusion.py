@@ -37,9 +37,9 @@ Differences from ``cv2.createMergeMertens(wc, ws, we).process`` (why this is han
   - streaming (a zero-argument callable yielding the exposures): pass 1 sums the weights (one H x W map),
     pass 2 blends one exposure at a time on the same tiles; memory does not grow with the number of exposures.
 
-  Peak memory: the output, the result pyramid's coarser levels (a third of an image), one exposure's Gaussian
-  pyramid from level 2 (a twelfth), the quarter-size weight maps and per-thread tile buffers (253 MB above the
-  input for six 12 MP exposures, with the 8-bit input itself as the codes).
+  Peak memory: the output, the result pyramid's coarser levels (a third of an image), every exposure's level-2
+  image (a sixteenth each) and one exposure's coarser Gaussian levels, the quarter-size weight maps and per-thread
+  tile buffers (333 MB above the input for six 12 MP exposures, with the 8-bit input itself as the codes).
 * :func:`fuse_exposures` never materialises an exposed copy either: for 8/16-bit photos (and float photos, which
   are quantised to 16-bit codes first; exactly k/255 floats, as :func:`deepexposure.image.io.read_photo` returns for
   8-bit files, are recognised as 8-bit) each exposure is a lookup table of ``apply_ev`` over all codes (256 /
@@ -55,7 +55,8 @@ whole image has it or where no kept value depends on it (without this, tiles cos
 Measured (tests/test_fusion.py, benchmarks/fusion.py): 66-78 dB PSNR against OpenCV on the same 8-bit
 exposures (140 dB with the contrast term alone; the rest is float32 rounding of weights at grey pixels). On a
 12 MP photo with 6 exposures, 2 cores shared with other jobs: 1.69 s (1.96 s of CPU) vs OpenCV's 7.09 s (4.2x
-faster, median of 3 interleaved rounds), 253 MB vs 1879 MB above the inputs (0.13). Tiles run on
+faster, median of 3 interleaved rounds), 253 MB vs 1879 MB above the inputs (0.13; 333 MB, 0.19, since the
+tiles grew and levels 0 and 1 share a pass, benchmarks/fusion.py of 2026-12-04). Tiles run on
 ``cv2.getNumThreads()`` threads (max 8), OpenCV's own threads being switched off meanwhile (``_opencv_serial``);
 the last float32 bit of a few outputs may still differ from run to run.
 
