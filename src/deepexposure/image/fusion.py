@@ -491,6 +491,10 @@ class _Geometry(NamedTuple):
     pb: int = 0
     pc: int = 0
     pd: int = 0
+    ea: int = 0  # ... and the level-2 rows [ea, eb) x columns [ec, ed) the pyrUp of its level-1 band reads
+    eb: int = 0
+    ec: int = 0
+    ed: int = 0
 
 
 def _geometry(tile: tuple[int, int, int, int], H: int, W: int, nlev: int, fused: bool = False) -> _Geometry:
@@ -501,14 +505,14 @@ def _geometry(tile: tuple[int, int, int, int], H: int, W: int, nlev: int, fused:
     if nlev:
         ga, gb, xa, xb = _halo(r0, r1, H)
         gc, gd, xc, xd = _halo(c0, c1, W)
-        pa = pb = pc = pd = 0
+        pa = pb = pc = pd = ea = eb = ec = ed = 0
         if fused:
-            _, _, pa, pb = _halo(r0 // 2, (r1 + 1) // 2, (H + 1) // 2)
-            _, _, pc, pd = _halo(c0 // 2, (c1 + 1) // 2, (W + 1) // 2)
+            ea, eb, pa, pb = _halo(r0 // 2, (r1 + 1) // 2, (H + 1) // 2)
+            ec, ed, pc, pd = _halo(c0 // 2, (c1 + 1) // 2, (W + 1) // 2)
             xa, xb, xc, xd = max(2 * pa - 2, 0), min(2 * pb + 2, H), max(2 * pc - 2, 0), min(2 * pd + 2, W)
             xd = min(xd + (-(xd - xc)) % 4, W)
         return _Geometry(max(r0 - 2, 0), min(r1 + 2, H), max(c0 - 2, 0), min(c1 + 2, W), ga, gb, gc, gd, xa, xb,
-                         xc, xd, pa, pb, pc, pd)
+                         xc, xd, pa, pb, pc, pd, ea, eb, ec, ed)
     # two columns each side (one would do): even widths, which _tiles can make multiples of 64
     return _Geometry(r0, r1, c0, c1, 0, 0, 0, 0, max(r0 - 1, 0), min(r1 + 2, H), max(c0 - 2, 0), min(c1 + 2, W))
 
@@ -548,12 +552,10 @@ def _level0_tile(work: _Work, tile: tuple[int, int, int, int], srcs: Sequence[_S
     """
     r0, r1, c0, c1 = tile
     geo = _geometry(tile, H, W, nlev, fused=level1 is not None)
-    wa, wb, wc, wd, ga, gb, gc, gd, xa, xb, xc, xd, pa, pb, pc, pd = geo
+    wa, wb, wc, wd, ga, gb, gc, gd, xa, xb, xc, xd, pa, pb, pc, pd, ea, eb, ec, ed = geo
     if level1 is not None:
         g0, g1, h0, h1 = r0 // 2, (r1 + 1) // 2, c0 // 2, (c1 + 1) // 2
         n1, m1 = (H + 1) // 2, (W + 1) // 2
-        ea, eb, _, _ = _halo(g0, g1, n1)
-        ec, ed, _, _ = _halo(h0, h1, m1)
         bands1 = work.get("b1", len(srcs) * (g1 - g0), h1 - h0, 3).reshape(len(srcs), g1 - g0, h1 - h0, 3)
     wk = work.weights(len(srcs), wb - wa, wd - wc)
     x = work.get("x", xb - xa, xd - xc, 3)
