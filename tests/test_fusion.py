@@ -390,8 +390,8 @@ def test_post_step_on_the_fusion_threads_equals_applying_it_after():
 
 def test_opencv_threads_are_restored_after_concurrent_fusions():
     """While fusions run their own pool, OpenCV's threads are off; the setting the caller made comes back when the
-    last of several overlapping fusions ends (a naive save/restore in each would leave 1 behind), also after an
-    error, and the pooled result equals the one-thread result."""
+    last of several overlapping fusions ends (a naive save/restore in each would leave 1 behind), a refused call
+    leaves it as it was, and the pooled result equals the one-thread result."""
     import threading
 
     rng = np.random.default_rng(9)
