@@ -443,3 +443,32 @@ def test_tiny_photos_equal_whole_image_reference(h, w):
     assert fusion._n_levels(h, w) in (1, 2, 3)
     for grey_zero in (True, False):
         assert _psnr(mertens_fuse(exps, grey_zero=grey_zero), _whole_image_fusion(exps, grey_zero)) > 120
+
+
+def test_opencv_threads_come_back_when_a_fusion_fails_midway():
+    """An exposure that fails while the pool is at work (a read error, an interrupt) leaves OpenCV's thread setting
+    and the fusion count as they were, and the next fusion runs on the pool again."""
+    rng = np.random.default_rng(3)
+    img = (rng.random((600, 800, 3)) * 255).astype(np.uint8)
+
+    class Failing(fusion._LutSource):
+        calls = 0
+
+        def rows(self, *args, **kw):
+            Failing.calls += 1
+            if Failing.calls > 2:
+                raise KeyboardInterrupt
+            return super().rows(*args, **kw)
+
+    before = cv2.getNumThreads()
+    try:
+        cv2.setNumThreads(2)
+        with pytest.raises(KeyboardInterrupt):
+            fusion._fuse_sources(lambda: [fusion._LutSource(img, fusion._ID8), Failing(img, fusion._ID8)],
+                                 contrast=1, saturation=1, exposedness=1, sigma=0.2, levels=None, threads=2,
+                                 resident=True)
+        assert Failing.calls > 2 and cv2.getNumThreads() == 2 and fusion._cv_state["users"] == 0
+        assert fusion._n_threads(img.shape[0] * img.shape[1]) == min(2, os.cpu_count() or 1)
+        assert np.isfinite(fuse_exposures(img, EVS)).all() and cv2.getNumThreads() == 2
+    finally:
+        cv2.setNumThreads(before)
